@@ -1,0 +1,689 @@
+"""Read a text-classification dataset into one tidy table: ``text``, ``label`` (int id), ``split``.
+
+Four layouts are understood (``format="auto"`` picks one from the folder contents):
+
+- ``titles``: THUCNews titles, ``train.txt``/``dev.txt``/``test.txt`` of ``text<TAB>label_id``
+  plus ``class.txt`` (class names in label-id order).
+- ``cnews``: the long-article split, ``cnews.{train,val,test}.txt`` of ``label_name<TAB>article``.
+- ``table``: CSV/TSV/JSONL with configurable text/label columns, either one file per split or
+  one file (with a ``split`` column, or split here by label-stratified ratios).
+- ``corpus``: the raw THUCNews layout, one folder per class and one ``.txt`` per article,
+  split here by label-stratified ratios.
+
+Every bad row raises a :class:`~nbutils.errors.DataError` naming the file, the 1-based line, the
+reason and a fix; with ``on_bad_rows="skip"`` such rows are left out and listed in
+``Dataset.skipped`` instead. Problems with a whole file (missing file, missing column,
+broken ``class.txt``) always raise.
+
+Text is kept as written apart from the line ending and surrounding whitespace (the corpus
+format also collapses whitespace runs inside an article, whose line breaks are layout).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nbutils.errors import DataError, NbutilsError
+
+SPLITS = ("train", "dev", "test")
+FORMATS = ("auto", "titles", "cnews", "table", "corpus")
+# The cnews split's classes in the order its published label ids use.
+CNEWS_LABELS = ("体育", "财经", "房产", "家居", "教育", "科技", "时尚", "时政", "游戏", "娱乐")
+
+# File-name stems accepted for each split ("val" is the cnews name for the dev split).
+_SPLIT_STEMS = {"train": ("train",), "dev": ("dev", "val"), "test": ("test",)}
+_TABLE_STEMS = {stem for stems in _SPLIT_STEMS.values() for stem in stems}
+_SPLIT_VALUES = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev",
+                 "validation": "dev", "test": "test"}
+_TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_ICONV_FIX = (
+    "the file is not UTF-8 (Chinese text is often GB18030/GBK): convert it, e.g. "
+    "`iconv -f GB18030 -t UTF-8 {path} > {path}.utf8`, and load the converted file"
+)
+_EXPECTED_LAYOUTS = (
+    "titles: class.txt + train.txt/dev.txt/test.txt (text<TAB>label_id); "
+    "cnews: cnews.train.txt/cnews.val.txt/cnews.test.txt (label_name<TAB>text); "
+    "table: train/dev/test .csv/.tsv/.jsonl files, or a single such file; "
+    "corpus: one sub-folder per class holding one .txt file per article"
+)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row left out with ``on_bad_rows="skip"``: where it is and why it was rejected."""
+
+    path: Path
+    line: int | None
+    reason: str
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        return f"{where}: {self.reason}"
+
+
+class Dataset:
+    """One labelled dataset: ``frame`` (text, label, split) and the ordered ``label_names``."""
+
+    def __init__(self, frame: pd.DataFrame, label_names: list[str], *, source: str | Path,
+                 format: str, skipped: list[BadRow] | None = None):
+        missing = {"text", "label", "split"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"frame lacks columns {sorted(missing)}")
+        self.frame = frame[["text", "label", "split"]].reset_index(drop=True)
+        self.label_names = list(label_names)
+        self.source = Path(source)
+        self.format = format
+        self.skipped = list(skipped or [])
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes().items())
+        return (f"Dataset({self.format}, {len(self.label_names)} classes, {sizes}, "
+                f"skipped={len(self.skipped)}, source={str(self.source)!r})")
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.label_names)}
+
+    def split(self, name: str) -> pd.DataFrame:
+        """The rows of one split (``train``, ``dev`` or ``test``), indexed from 0."""
+        if name not in SPLITS:
+            raise NbutilsError(f"unknown split {name!r}", fix=f"use one of {', '.join(SPLITS)}")
+        return self.frame[self.frame["split"] == name].reset_index(drop=True)
+
+    def texts(self, name: str) -> list[str]:
+        return self.split(name)["text"].tolist()
+
+    def labels(self, name: str) -> list[int]:
+        return [int(x) for x in self.split(name)["label"]]
+
+    def sizes(self) -> dict[str, int]:
+        counts = self.frame["split"].value_counts()
+        return {s: int(counts.get(s, 0)) for s in SPLITS}
+
+    def class_counts(self) -> pd.DataFrame:
+        """Rows per class (index: label names, in id order) and split (columns)."""
+        table = pd.crosstab(self.frame["label"], self.frame["split"])
+        table = table.reindex(index=range(len(self.label_names)), columns=list(SPLITS), fill_value=0)
+        table.index = pd.Index(self.label_names, name="label")
+        table.columns.name = None
+        return table.astype(int)
+
+    def quality(self, max_examples: int = 5) -> dict:
+        """Exact duplicates within each split, texts shared between splits, conflicting labels.
+
+        Returns ``{"duplicates": {split: {"count", "examples": [{"text", "count"}]}},
+        "leakage": {"count", "pairs": {"train/dev": n, ...}, "examples": [{"text", "splits"}]},
+        "conflicting_labels": {"count", "examples": [{"text", "labels"}]}}``.
+        ``duplicates.count`` is the number of rows that repeat an earlier row of the same split;
+        ``leakage.count`` the number of distinct texts found in more than one split.
+        """
+        f = self.frame
+        duplicates = {}
+        for s in SPLITS:
+            counts = f.loc[f["split"] == s, "text"].value_counts(sort=False)
+            repeated = counts[counts > 1]
+            duplicates[s] = {
+                "count": int((repeated - 1).sum()),
+                "examples": [{"text": t, "count": int(c)} for t, c in repeated.head(max_examples).items()],
+            }
+
+        by_split = {s: set(f.loc[f["split"] == s, "text"]) for s in SPLITS}
+        pairs = {}
+        leaked: set[str] = set()
+        for i, a in enumerate(SPLITS):
+            for b in SPLITS[i + 1:]:
+                shared = by_split[a] & by_split[b]
+                pairs[f"{a}/{b}"] = len(shared)
+                leaked |= shared
+        leak_examples = []
+        for text in f["text"]:
+            if len(leak_examples) >= max_examples:
+                break
+            if text in leaked and all(e["text"] != text for e in leak_examples):
+                leak_examples.append({"text": text, "splits": [s for s in SPLITS if text in by_split[s]]})
+
+        labels_of: dict[str, set[int]] = {}
+        for text, label in zip(f["text"], f["label"], strict=True):
+            labels_of.setdefault(text, set()).add(int(label))
+        conflicting = [(t, sorted(ids)) for t, ids in labels_of.items() if len(ids) > 1]
+        return {
+            "duplicates": duplicates,
+            "leakage": {"count": len(leaked), "pairs": pairs, "examples": leak_examples},
+            "conflicting_labels": {
+                "count": len(conflicting),
+                "examples": [{"text": t, "labels": [self.label_names[i] for i in ids]}
+                             for t, ids in conflicting[:max_examples]],
+            },
+        }
+
+    def subsample(self, n_per_split: int | Mapping[str, int | None], seed: int = 42) -> Dataset:
+        """A smaller dataset with the same class proportions per split, the same for the same seed.
+
+        ``n_per_split`` is a row count for every split, or a dict ``{split: count}`` (splits not
+        named, or given ``None``, are kept whole). A split smaller than its count is kept whole.
+        """
+        if isinstance(n_per_split, Mapping):
+            unknown = set(n_per_split) - set(SPLITS)
+            if unknown:
+                raise NbutilsError(f"unknown split(s) {sorted(unknown)} in n_per_split",
+                                   fix=f"use {', '.join(SPLITS)}")
+            wanted = {s: n_per_split.get(s) for s in SPLITS}
+        else:
+            wanted = dict.fromkeys(SPLITS, n_per_split)
+        keep = []
+        labels = self.frame["label"].to_numpy()
+        split_col = self.frame["split"].to_numpy()
+        for split_index, s in enumerate(SPLITS):
+            rows = np.flatnonzero(split_col == s)
+            n = wanted[s]
+            if n is None or n >= len(rows):
+                keep.append(rows)
+                continue
+            if n < 0:
+                raise NbutilsError(f"negative subsample size {n} for split {s!r}")
+            # One generator per split, so one split's size never changes another's sample.
+            rng = np.random.default_rng([seed, split_index])
+            classes, per_class = np.unique(labels[rows], return_counts=True)
+            quotas = _largest_remainder(n, per_class / per_class.sum())
+            for label, quota in zip(classes, quotas, strict=True):
+                members = rows[labels[rows] == label]
+                keep.append(rng.choice(members, size=quota, replace=False))
+        index = np.sort(np.concatenate(keep)) if keep else np.array([], dtype=int)
+        return Dataset(self.frame.iloc[index], self.label_names, source=self.source,
+                       format=self.format, skipped=self.skipped)
+
+
+def load_dataset(
+    path: str | Path,
+    format: str = "auto",
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    on_bad_rows: str = "raise",
+    split_seed: int = 42,
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> Dataset:
+    """Load the dataset at ``path`` (a folder, or one table file) into a :class:`Dataset`.
+
+    ``format``: ``auto`` | ``titles`` | ``cnews`` | ``table`` | ``corpus``.
+    ``text_column``/``label_column`` name the columns of a table. ``on_bad_rows``: ``raise``
+    (default) or ``skip`` (skipped rows are listed in ``Dataset.skipped``). ``split_seed`` and
+    ``split_ratios`` (train, dev, test) decide the stratified split of a corpus or of a single
+    table file without a ``split`` column.
+    """
+    path = Path(path)
+    if format not in FORMATS:
+        raise NbutilsError(f"unknown dataset format {format!r}", fix=f"use one of {', '.join(FORMATS)}")
+    if on_bad_rows not in ("raise", "skip"):
+        raise NbutilsError(f"on_bad_rows must be 'raise' or 'skip', not {on_bad_rows!r}")
+    ratios = _check_ratios(split_ratios)
+    if not path.exists():
+        raise DataError(path, None, "no such file or folder",
+                        fix="check the path, or fetch the data first (`nbutils data fetch NAME`)")
+    if format == "auto":
+        format = detect_format(path)
+    rows = _BadRows(on_bad_rows == "skip")
+    if format == "titles":
+        frame, names = _read_titles(_folder(path, format), rows)
+    elif format == "cnews":
+        frame, names = _read_cnews(_folder(path, format), rows)
+    elif format == "table":
+        frame, names = _read_table(path, rows, text_column, label_column, ratios, split_seed)
+    else:
+        frame, names = _read_corpus(_folder(path, format), rows, ratios, split_seed)
+    if not (frame["split"] == "train").any():
+        raise DataError(path, None, "no usable training rows",
+                        fix="check the files (or the skipped rows listed by `nbutils data check`)")
+    return Dataset(frame, names, source=path, format=format, skipped=rows.skipped)
+
+
+def detect_format(path: str | Path) -> str:
+    """Name the layout of ``path`` (see the module docstring); raise if it is none of them."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() in _TABLE_SUFFIXES:
+            return "table"
+        raise DataError(path, None, f"cannot tell the dataset format of a {path.suffix or 'suffix-less'} file",
+                        fix="pass a folder, or a .csv/.tsv/.jsonl file; expected " + _EXPECTED_LAYOUTS)
+    names = {p.name for p in path.iterdir()}
+    if "class.txt" in names and "train.txt" in names:
+        return "titles"
+    if any(n.startswith("cnews.") and n.endswith(".txt") for n in names):
+        return "cnews"
+    if "train.txt" in names:
+        # train.txt without class.txt: cnews-style if the first row starts with a label name.
+        first = _first_data_line(path / "train.txt")
+        if first is not None and "\t" in first and not first.rpartition("\t")[2].strip().isdigit():
+            return "cnews"
+        raise DataError(path / "class.txt", None, "missing class.txt next to train.txt (text<TAB>label_id rows)",
+                        fix="add class.txt with one class name per line, in label-id order")
+    if any(Path(n).stem in _TABLE_STEMS and Path(n).suffix.lower() in _TABLE_SUFFIXES for n in names):
+        return "table"
+    if any(sub.is_dir() and not sub.name.startswith(".") and any(sub.glob("*.txt"))
+           for sub in path.iterdir()):
+        return "corpus"
+    found = ", ".join(sorted(names)[:12]) or "nothing"
+    raise DataError(path, None, f"cannot tell the dataset format of this folder (found: {found})",
+                    fix="expected one of these layouts: " + _EXPECTED_LAYOUTS + "; or pass format=...")
+
+
+# --- reading helpers ---------------------------------------------------------------------
+
+
+class _BadRows:
+    """Raise on a bad row, or (skip mode) remember it and let the caller move on."""
+
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.skipped: list[BadRow] = []
+
+    def __call__(self, path: Path, line: int | None, reason: str, fix: str | None = None) -> None:
+        if not self.skip:
+            raise DataError(path, line, reason, fix=fix)
+        self.skipped.append(BadRow(path, line, reason, fix))
+
+
+def _decode(path: Path) -> tuple[str, bool]:
+    """The file's text and whether it was clean UTF-8.
+
+    Undecodable bytes become lone surrogates (``surrogateescape``) so the one bad line can be
+    reported or skipped without losing the rest of the file.
+    """
+    data = path.read_bytes()
+    try:
+        text, clean = data.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, clean = data.decode("utf-8", "surrogateescape"), False
+    return text.removeprefix("\ufeff"), clean
+
+
+def _undecodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lines(path: Path, bad: _BadRows) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its ending) for each non-blank, decodable line."""
+    text, clean = _decode(path)
+    # split("\n"), not splitlines(): splitlines also breaks on \x1c, \x85, \u2028... inside text.
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line.strip():
+            continue
+        if not clean and _undecodable(line):
+            bad(path, number, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
+            continue
+        yield number, line
+
+
+def _first_data_line(path: Path) -> str | None:
+    try:
+        return next(_lines(path, _BadRows(skip=True)), (0, None))[1]
+    except OSError:
+        return None
+
+
+def _folder(path: Path, format: str) -> Path:
+    if not path.is_dir():
+        raise DataError(path, None, f"the {format} format is a folder, not a file",
+                        fix=f"pass the folder; expected {_EXPECTED_LAYOUTS}")
+    return path
+
+
+def _split_files(folder: Path, patterns: tuple[str, ...], what: str) -> dict[str, Path]:
+    """The one file per split matching ``patterns`` (e.g. ``cnews.{stem}.txt``)."""
+    files = {}
+    for split, stems in _SPLIT_STEMS.items():
+        found = [folder / p.format(stem=s) for p in patterns for s in stems
+                 if (folder / p.format(stem=s)).is_file()]
+        if len(found) > 1:
+            raise DataError(folder, None, f"more than one {split} file: {', '.join(f.name for f in found)}",
+                            fix="keep exactly one file per split")
+        if not found:
+            expected = " or ".join(p.format(stem=s) for p in patterns for s in stems)
+            raise DataError(folder / patterns[0].format(stem=stems[0]), None,
+                            f"missing {split} file of the {what} layout (expected {expected})",
+                            fix="add the file, or point at the folder that holds train, dev and test files")
+        files[split] = found[0]
+    return files
+
+
+def _check_ratios(ratios) -> tuple[float, float, float]:
+    values = tuple(float(r) for r in ratios)
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6 or values[0] == 0:
+        raise NbutilsError(f"split_ratios must be three non-negative numbers (train, dev, test) summing "
+                           f"to 1 with train > 0, not {tuple(ratios)}", fix="e.g. split_ratios=(0.8, 0.1, 0.1)")
+    return values  # type: ignore[return-value]
+
+
+def _largest_remainder(n: int, shares) -> list[int]:
+    """Whole counts summing to ``n`` as close as possible to ``n * shares``."""
+    exact = [n * float(s) for s in shares]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def stratified_split(labels, ratios=(0.8, 0.1, 0.1), seed: int = 42) -> np.ndarray:
+    """A split name per row: each class is shuffled with ``seed`` and cut by ``ratios``.
+
+    Written out rather than sklearn's train_test_split (twice) because that refuses classes
+    with a single member and rounds the dev/test sizes over the whole set, not per class.
+    """
+    ratios = _check_ratios(ratios)
+    labels = np.asarray(labels)
+    out = np.empty(len(labels), dtype=object)
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        start = 0
+        for split, count in zip(SPLITS, _largest_remainder(len(members), ratios), strict=True):
+            out[members[start:start + count]] = split
+            start += count
+    return out
+
+
+def order_label_names(names) -> list[str]:
+    """The cnews order for exactly the cnews classes; numeric order for integers; else sorted."""
+    names = set(names)
+    if names == set(CNEWS_LABELS):
+        return list(CNEWS_LABELS)
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _frame(texts: list[str], labels: list[int], splits) -> pd.DataFrame:
+    return pd.DataFrame({"text": texts, "label": np.asarray(labels, dtype=np.int64),
+                         "split": np.asarray(splits, dtype=object)})
+
+
+class _NamedRows:
+    """Rows whose labels are names; ids are assigned once every label has been seen."""
+
+    def __init__(self):
+        self.texts: list[str] = []
+        self.labels: list[str] = []
+        self.splits: list[str | None] = []
+        self.where: list[tuple[Path, int | None]] = []
+
+    def add(self, text: str, label: str, split: str | None, path: Path, line: int | None) -> None:
+        self.texts.append(text)
+        self.labels.append(label)
+        self.splits.append(split)
+        self.where.append((path, line))
+
+    def to_frame(self, bad: _BadRows, *, names_from_train: bool, ratios=None, seed: int = 42):
+        """Label names from the train rows (or all rows), then ids, then the split if needed."""
+        source = (lab for lab, s in zip(self.labels, self.splits, strict=True) if s == "train" or not names_from_train)
+        names = order_label_names(source)
+        ids = {name: i for i, name in enumerate(names)}
+        keep = []
+        for i, label in enumerate(self.labels):
+            if label in ids:
+                keep.append(i)
+            else:
+                bad(*self.where[i], f"unknown label {label!r}: not among the train split's labels "
+                    f"({', '.join(names)})",
+                    "correct the label, or add training rows for it (a class with no training "
+                    "rows cannot be learned)")
+        labels = [ids[self.labels[i]] for i in keep]
+        splits = [self.splits[i] for i in keep] if ratios is None else stratified_split(labels, ratios, seed)
+        return _frame([self.texts[i] for i in keep], labels, splits), names
+
+
+# --- the formats -----------------------------------------------------------------------
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names from ``class.txt``, one per line in label-id order (trailing newline optional)."""
+    if not path.is_file():
+        raise DataError(path, None, "missing class.txt",
+                        fix="add class.txt with one class name per line, in label-id order")
+    text, clean = _decode(path)
+    if not clean:
+        raise DataError(path, None, "undecodable bytes (not UTF-8)", fix=_ICONV_FIX.format(path=path))
+    lines = [line.removesuffix("\r").strip() for line in text.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    seen: dict[str, int] = {}
+    for number, name in enumerate(lines, 1):
+        if not name:
+            raise DataError(path, number, "empty class name (a blank line would shift every later label id)",
+                            fix="remove the blank line, or give the class a name")
+        if name in seen:
+            raise DataError(path, number, f"duplicate class name {name!r} (also on line {seen[name]})",
+                            fix="give every class a distinct name")
+        seen[name] = number
+    if not lines:
+        raise DataError(path, None, "class.txt lists no classes", fix="one class name per line, in label-id order")
+    return lines
+
+
+def _read_titles(folder: Path, bad: _BadRows):
+    names = read_class_names(folder / "class.txt")
+    n_classes = len(names)
+    texts: list[str] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    for split, path in _split_files(folder, ("{stem}.txt",), "titles").items():
+        for number, line in _lines(path, bad):
+            fields = line.split("\t")
+            if len(fields) != 2:
+                if len(fields) == 1:
+                    bad(path, number, "no TAB separator (expected text<TAB>label_id)",
+                        "separate the text from the label id with one TAB character")
+                else:
+                    bad(path, number, f"expected 2 TAB-separated fields (text, label_id), found {len(fields)}",
+                        "replace TAB characters inside the text with spaces")
+                continue
+            text, label = fields[0].strip(), fields[1].strip()
+            if not text:
+                bad(path, number, "empty text", "remove the line or fill in the text")
+                continue
+            if not (label.isascii() and label.isdigit()):
+                bad(path, number, f"label id {label!r} is not a non-negative integer",
+                    f"use the class's line number in class.txt, counting from 0 (0..{n_classes - 1})")
+                continue
+            label_id = int(label)
+            if label_id >= n_classes:
+                bad(path, number, f"label id {label_id} is outside class.txt ({n_classes} classes, ids 0..{n_classes - 1})",
+                    "fix the label id, or add the missing class names to class.txt")
+                continue
+            texts.append(text)
+            labels.append(label_id)
+            splits.append(split)
+    return _frame(texts, labels, splits), names
+
+
+def _read_cnews(folder: Path, bad: _BadRows):
+    files = _split_files(folder, ("cnews.{stem}.txt", "{stem}.txt"), "cnews")
+    rows = _NamedRows()
+    for split, path in files.items():
+        for number, line in _lines(path, bad):
+            label, sep, text = line.partition("\t")
+            label, text = label.strip(), text.strip()
+            if not sep:
+                bad(path, number, "no TAB separator (expected label_name<TAB>text)",
+                    "separate the label name from the text with one TAB character")
+            elif not label:
+                bad(path, number, "empty label", "put the class name before the TAB")
+            elif not text:
+                bad(path, number, "empty text", "remove the line or fill in the text")
+            else:
+                rows.add(text, label, split, path, number)
+    return rows.to_frame(bad, names_from_train=True)
+
+
+def _read_corpus(folder: Path, bad: _BadRows, ratios, seed: int):
+    rows = _NamedRows()
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for class_dir in class_dirs:
+        # Sorted so the split depends only on the seed, never on the file system's listing order.
+        for path in sorted(class_dir.glob("*.txt")):
+            data = path.read_bytes()
+            try:
+                content = data.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError as err:
+                bad(path, data.count(b"\n", 0, err.start) + 1, "undecodable bytes (not UTF-8)",
+                    _ICONV_FIX.format(path=path))
+                continue
+            text = " ".join(content.split())
+            if not text:
+                bad(path, None, "empty text (the file is empty or only whitespace)", "remove the file")
+                continue
+            rows.add(text, class_dir.name, None, path, None)
+    if not rows.texts:
+        raise DataError(folder, None, "no articles found (expected <class name>/<article>.txt files)",
+                        fix="point at the folder that holds one sub-folder per class")
+    return rows.to_frame(bad, names_from_train=False, ratios=ratios, seed=seed)
+
+
+def _read_table(path: Path, bad: _BadRows, text_column: str, label_column: str, ratios, seed: int):
+    rows = _NamedRows()
+    if path.is_dir():
+        kinds = sorted({suffix for suffix in _TABLE_SUFFIXES
+                        if any((path / f"{stem}{suffix}").is_file() for stem in _TABLE_STEMS)})
+        if not kinds:
+            raise DataError(path, None, "no train/dev/test table files in this folder",
+                            fix="name them train.csv, dev.csv, test.csv (or .tsv/.jsonl), or pass one file")
+        patterns = tuple("{stem}" + suffix for suffix in kinds)
+        for split, file in _split_files(path, patterns, "table").items():
+            _read_table_file(file, bad, text_column, label_column, rows, split)
+        return rows.to_frame(bad, names_from_train=True)
+    has_split = _read_table_file(path, bad, text_column, label_column, rows, None)
+    if has_split:
+        return rows.to_frame(bad, names_from_train=True)
+    return rows.to_frame(bad, names_from_train=False, ratios=ratios, seed=seed)
+
+
+def _read_table_file(path: Path, bad: _BadRows, text_column: str, label_column: str,
+                     rows: _NamedRows, split: str | None) -> bool:
+    """Append the rows of one CSV/TSV/JSONL file; return whether it had a ``split`` column."""
+    kind = _TABLE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(path, None, f"unsupported table file type {path.suffix!r}",
+                        fix="use .csv, .tsv or .jsonl")
+    reader = _jsonl_records if kind == "jsonl" else _delimited_records
+    has_split = None
+    for number, record in reader(path, bad, kind, (text_column, label_column)):
+        if has_split is None:
+            has_split = "split" in record
+        text, label = record.get(text_column), record.get(label_column)
+        if text is None:
+            bad(path, number, f"missing {text_column!r}", f"give every row a {text_column!r} value")
+            continue
+        if label is None or isinstance(label, (dict, list, bool, float)):
+            bad(path, number, f"missing or invalid {label_column!r} ({label!r})",
+                "give every row a label name (a string) or an integer label")
+            continue
+        if not isinstance(text, str):
+            bad(path, number, f"{text_column!r} is not a string ({type(text).__name__})",
+                "store the text as a string")
+            continue
+        text, label = text.strip(), str(label).strip()
+        if not text:
+            bad(path, number, "empty text", "remove the row or fill in the text")
+            continue
+        if not label:
+            bad(path, number, "empty label", f"fill in the {label_column!r} value")
+            continue
+        row_split = split
+        if split is None and has_split:
+            value = str(record.get("split") or "").strip().lower()
+            row_split = _SPLIT_VALUES.get(value)
+            if row_split is None:
+                bad(path, number, f"unknown split {value!r}", "use train, dev (or val) or test")
+                continue
+        rows.add(text, label, row_split, path, number)
+    return bool(has_split)
+
+
+def _missing_columns(path: Path, columns, wanted) -> None:
+    absent = [c for c in wanted if c not in columns]
+    if absent:
+        raise DataError(path, 1, f"no column {' or '.join(map(repr, absent))}; the columns are: "
+                        f"{', '.join(map(str, columns)) or '(none)'}",
+                        fix="pass text_column=/label_column= (CLI: --text-column/--label-column) naming yours")
+
+
+def _delimited_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator[tuple[int, dict]]:
+    text, clean = _decode(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if kind == "tsv" else ",")
+    header = None
+    next_line = 1
+    while True:
+        start = next_line
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            next_line = reader.line_num + 1
+            bad(path, start, f"unreadable {kind.upper()} row: {err}", "check the quoting of this row")
+            continue
+        next_line = reader.line_num + 1
+        if not fields or not any(f.strip() for f in fields):
+            continue
+        if header is None:
+            header = [f.strip() for f in fields]
+            _missing_columns(path, header, wanted)
+            continue
+        if not clean and any(_undecodable(f) for f in fields):
+            bad(path, start, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
+            continue
+        if len(fields) != len(header):
+            sep = "TAB" if kind == "tsv" else "comma"
+            bad(path, start, f"expected {len(header)} {sep}-separated fields (as in the header), found {len(fields)}",
+                f"quote fields that contain a {sep} with double quotes")
+            continue
+        yield start, dict(zip(header, fields, strict=True))
+    if header is None:
+        raise DataError(path, None, "empty table (no header row)", fix="the first row must name the columns")
+
+
+def _jsonl_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator[tuple[int, dict]]:
+    first = True
+    for number, line in _lines(path, bad):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            bad(path, number, f"not valid JSON ({err.msg} at column {err.colno})",
+                "write one JSON object per line")
+            continue
+        if not isinstance(record, dict):
+            bad(path, number, f"expected a JSON object, found {type(record).__name__}",
+                'write one object per line, e.g. {"text": "...", "label": "..."}')
+            continue
+        if first:
+            first = False
+            if any(c not in record for c in wanted):
+                absent = [c for c in wanted if c not in record]
+                raise DataError(path, number, f"no field {' or '.join(map(repr, absent))}; the fields are: "
+                                f"{', '.join(record) or '(none)'}",
+                                fix="pass text_column=/label_column= (CLI: --text-column/--label-column) naming yours")
+        yield number, record
+
