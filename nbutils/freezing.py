@@ -1,0 +1,270 @@
+"""What each frozen layer costs and saves: freezing strategies, layer-wise LR decay, comparison.
+
+The strategies, scaled to the encoder's depth ``L`` (``config.num_hidden_layers``):
+
+- ``full``: every parameter trains (the reference).
+- ``frozen_embeddings``: the embedding block (word, position, type embeddings and their
+  LayerNorm) is frozen; every encoder layer, the pooler and the head train.
+- ``frozen_bottom_<k>``: the embeddings and the bottom ``k`` encoder layers are frozen. Freezing
+  the embeddings too is what makes it cheaper: autograd then stops at layer ``k`` instead of
+  back-propagating through frozen layers to reach trainable embeddings. Default ``k`` values are
+  ``L/4, L/2, 3L/4`` rounded half up, kept within ``1..L-1`` and deduplicated (3, 6, 9 of 12).
+- ``classifier_only``: the feature-based way. The whole encoder *including the pooler* is
+  frozen, so only the linear head on top of the (fixed) pooled ``[CLS]`` features trains; a
+  trainable pooler would be a small two-layer head, not a feature-based model.
+- ``llrd``: nothing is frozen; layer-wise learning-rate decay (Sun et al. 2019, "How to
+  Fine-Tune BERT for Text Classification?"): the head and the pooler get the base LR, the top
+  encoder layer too, each layer below it ``decay`` times the LR of the layer above, and the
+  embeddings ``decay`` times the bottom layer's.
+
+The classification head (everything outside ``model.base_model``) is never frozen:
+:func:`apply_strategy` checks it after freezing, because a head frozen by accident (a bug users
+report in older repositories) trains nothing and still reports a number.
+
+Frozen layers keep their dropout active during training (the Trainer puts the whole model in
+train mode); that is the usual ``requires_grad=False`` recipe and it is what is measured here.
+
+:func:`run_comparison` fine-tunes every strategy for every seed with the same data, budget and
+hyper-parameters through :func:`nbutils.train.finetune` and writes ``results.csv`` and
+``history.csv`` (schemas in CONTRIBUTING.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbutils.errors import NbutilsError
+
+FULL = "full"
+FROZEN_EMBEDDINGS = "frozen_embeddings"
+FROZEN_BOTTOM = "frozen_bottom_{k}"
+CLASSIFIER_ONLY = "classifier_only"
+LLRD = "llrd"
+RANDOM_INIT_CONTROL = "full_random_init"
+
+DEFAULT_LLRD_DECAY = 0.9
+_FROZEN_BOTTOM_RE = re.compile(r"^frozen_bottom_(\d+)$")
+
+RESULT_COLUMNS = (
+    "strategy", "seed", "trainable_params", "total_params", "train_time_s", "samples_per_second",
+    "peak_memory_mb", "dev_accuracy", "dev_macro_f1", "test_accuracy", "test_macro_f1",
+)
+HISTORY_COLUMNS = ("strategy", "seed", "step", "loss", "eval_accuracy", "eval_macro_f1")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Which parameters train, and how: one row of the comparison."""
+
+    name: str
+    frozen_layers: int = 0  # bottom encoder layers frozen
+    freeze_embeddings: bool = False
+    classifier_only: bool = False  # freeze the whole encoder, pooler included
+    llrd_decay: float | None = None  # layer-wise LR decay factor (None: one LR for all)
+
+    def describe(self) -> str:
+        if self.classifier_only:
+            return "encoder and pooler frozen, only the classifier head trains"
+        if self.llrd_decay is not None:
+            return f"all layers train, LR x{self.llrd_decay:g} per layer going down"
+        if self.frozen_layers:
+            return f"embeddings and the bottom {self.frozen_layers} encoder layer(s) frozen"
+        if self.freeze_embeddings:
+            return "embeddings frozen, every encoder layer trains"
+        return "every parameter trains"
+
+
+@dataclass
+class FreezeSummary:
+    """What :func:`apply_strategy` left trainable."""
+
+    strategy: str
+    trainable_params: int
+    total_params: int
+    frozen_names: list[str] = field(default_factory=list)
+
+    @property
+    def trainable_fraction(self) -> float:
+        return self.trainable_params / self.total_params if self.total_params else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"{self.strategy}: {self.trainable_params:,} of {self.total_params:,} parameters train "
+            f"({100 * self.trainable_fraction:.1f}%), {len(self.frozen_names)} tensors frozen"
+        )
+
+
+def default_ks(num_layers: int) -> list[int]:
+    """``L/4, L/2, 3L/4`` rounded half up, within ``1..L-1``, deduplicated (3, 6, 9 of 12)."""
+    if num_layers < 2:
+        return []
+    ks = (min(num_layers - 1, max(1, math.floor(num_layers * q + 0.5))) for q in (0.25, 0.5, 0.75))
+    return sorted(set(ks))
+
+
+def strategies_for(
+    num_layers: int, ks: Iterable[int] | None = None, llrd_decay: float = DEFAULT_LLRD_DECAY
+) -> list[Strategy]:
+    """Every strategy for an encoder of ``num_layers`` layers, cheapest-to-train last but one.
+
+    ``ks`` are the bottom-layer counts to freeze (default :func:`default_ks`); each must be in
+    ``1..num_layers``.
+    """
+    if num_layers < 1:
+        raise NbutilsError(f"the encoder has {num_layers} layers; need at least 1")
+    ks = default_ks(num_layers) if ks is None else sorted(set(int(k) for k in ks))
+    for k in ks:
+        if not 1 <= k <= num_layers:
+            raise NbutilsError(
+                f"cannot freeze the bottom {k} of {num_layers} encoder layers",
+                fix=f"choose k between 1 and {num_layers}",
+            )
+    _check_decay(llrd_decay)
+    return [
+        Strategy(FULL),
+        Strategy(FROZEN_EMBEDDINGS, freeze_embeddings=True),
+        *(Strategy(FROZEN_BOTTOM.format(k=k), frozen_layers=k, freeze_embeddings=True) for k in ks),
+        Strategy(CLASSIFIER_ONLY, freeze_embeddings=True, frozen_layers=num_layers, classifier_only=True),
+        Strategy(LLRD, llrd_decay=llrd_decay),
+    ]
+
+
+def select_strategies(
+    names: Sequence[str], num_layers: int, llrd_decay: float = DEFAULT_LLRD_DECAY
+) -> list[Strategy]:
+    """Strategies by name, as a notebook parameter lists them; ``["all"]`` means every default.
+
+    Names: ``full``, ``frozen_embeddings``, ``frozen_bottom_<k>`` (any ``k`` in ``1..L``),
+    ``classifier_only``, ``llrd``.
+    """
+    names = [str(n).strip() for n in names]
+    if not names:
+        raise NbutilsError("no freezing strategies selected", fix='list some, or use ["all"]')
+    if "all" in names:
+        return strategies_for(num_layers, llrd_decay=llrd_decay)
+    ks = [int(m.group(1)) for n in names if (m := _FROZEN_BOTTOM_RE.match(n))]
+    by_name = {s.name: s for s in strategies_for(num_layers, ks=ks, llrd_decay=llrd_decay)}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise NbutilsError(
+            f"unknown freezing strategy {unknown[0]!r}",
+            fix=f"use 'all' or some of {FULL}, {FROZEN_EMBEDDINGS}, frozen_bottom_<k> "
+            f"(1 <= k <= {num_layers}), {CLASSIFIER_ONLY}, {LLRD}",
+        )
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def _check_decay(decay: float) -> None:
+    if not 0 < decay <= 1:
+        raise NbutilsError(
+            f"layer-wise LR decay {decay} is outside (0, 1]",
+            fix="use e.g. 0.9 (each layer down gets 90% of the LR of the layer above); 1 = no decay",
+        )
+
+
+# --- which parameter belongs where ----------------------------------------------------------
+
+
+def _encoder_parts(model):
+    """(prefix of the base model, embeddings, list of encoder layers, pooler or None)."""
+    base = getattr(model, "base_model", None)
+    prefix = getattr(model, "base_model_prefix", "")
+    embeddings = getattr(base, "embeddings", None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if base is None or base is model or embeddings is None or layers is None:
+        raise NbutilsError(
+            f"{type(model).__name__} does not look like a BERT-style classifier "
+            "(model.base_model.embeddings / .encoder.layer / a head outside the base model)",
+            fix="use a BertForSequenceClassification-like model (nbutils.train loads one)",
+        )
+    return prefix, embeddings, list(layers), getattr(base, "pooler", None)
+
+
+def _names_in(module, prefix: str) -> list[str]:
+    return [f"{prefix}.{name}" for name, _ in module.named_parameters()]
+
+
+def parameter_blocks(model) -> dict[str, list[str]]:
+    """Parameter names by block: ``embeddings``, ``layer.0`` .. ``layer.{L-1}``, ``pooler``, ``head``."""
+    prefix, embeddings, layers, pooler = _encoder_parts(model)
+    base = model.base_model
+    module_names = {id(m): n for n, m in base.named_modules()}
+    blocks = {"embeddings": _names_in(embeddings, f"{prefix}.{module_names[id(embeddings)]}")}
+    for i, layer in enumerate(layers):
+        blocks[f"layer.{i}"] = _names_in(layer, f"{prefix}.{module_names[id(layer)]}")
+    blocks["pooler"] = _names_in(pooler, f"{prefix}.{module_names[id(pooler)]}") if pooler is not None else []
+    in_base = {f"{prefix}.{n}" for n, _ in base.named_parameters()}
+    blocks["head"] = [n for n, _ in model.named_parameters() if n not in in_base]
+    claimed = {n for names in blocks.values() for n in names}
+    stray = sorted(in_base - claimed)
+    if stray:  # a base-model parameter outside embeddings/layers/pooler: say so, don't guess
+        raise NbutilsError(f"parameters outside embeddings, encoder layers and pooler: {stray[:3]}")
+    return blocks
+
+
+def _num_layers(blocks: dict[str, list[str]]) -> int:
+    return sum(1 for b in blocks if b.startswith("layer."))
+
+
+def frozen_blocks(strategy: Strategy, num_layers: int) -> list[str]:
+    """The blocks (names as in :func:`parameter_blocks`) that ``strategy`` freezes."""
+    if strategy.frozen_layers > num_layers:
+        raise NbutilsError(
+            f"strategy {strategy.name!r} freezes {strategy.frozen_layers} layers but the encoder has {num_layers}",
+            fix="build strategies with strategies_for(model.config.num_hidden_layers)",
+        )
+    blocks = ["embeddings"] if strategy.freeze_embeddings or strategy.frozen_layers else []
+    layers = num_layers if strategy.classifier_only else strategy.frozen_layers
+    blocks += [f"layer.{i}" for i in range(layers)]
+    if strategy.classifier_only:
+        blocks.append("pooler")
+    return blocks
+
+
+def apply_strategy(model, strategy: Strategy) -> FreezeSummary:
+    """Set ``requires_grad`` for ``strategy`` (from an all-trainable start); return what trains."""
+    blocks = parameter_blocks(model)
+    frozen = {n for b in frozen_blocks(strategy, _num_layers(blocks)) for n in blocks[b]}
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in frozen)
+    head = dict(model.named_parameters())
+    if not blocks["head"] or not all(head[n].requires_grad for n in blocks["head"]):
+        raise AssertionError(f"strategy {strategy.name!r} left the classifier head frozen")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen_names = [n for n, _ in model.named_parameters() if n in frozen]
+    return FreezeSummary(strategy.name, trainable, total, frozen_names)
+
+
+def llrd_param_groups(model, base_lr: float, decay: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with layer-wise LR decay (see the module docstring).
+
+    Head, pooler and top encoder layer: ``base_lr``; encoder layer ``i`` of ``L``:
+    ``base_lr * decay ** (L - 1 - i)``; embeddings: ``base_lr * decay ** L``. Biases and
+    LayerNorm weights get no weight decay (as in the Trainer's default grouping). Only
+    trainable parameters are included, each exactly once; empty groups are dropped.
+    """
+    import torch
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    _check_decay(decay)
+    blocks = parameter_blocks(model)
+    num_layers = _num_layers(blocks)
+    # The same rule as Trainer.get_decay_parameter_names: no decay for norms and biases.
+    no_decay_patterns = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+    decayed = set(get_parameter_names(model, [torch.nn.LayerNorm], no_decay_patterns))
+    params = dict(model.named_parameters())
+    depth = {"head": 0, "pooler": 0, "embeddings": num_layers}
+    depth.update({f"layer.{i}": num_layers - 1 - i for i in range(num_layers)})
+    groups = []
+    for block, names in blocks.items():
+        lr = base_lr * decay ** depth[block]
+        for with_decay in (True, False):
+            chosen = [params[n] for n in names if params[n].requires_grad and (n in decayed) == with_decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr, "weight_decay": weight_decay if with_decay else 0.0})
+    return groups
