@@ -1,0 +1,239 @@
+"""Statistics of the exploration notebook, each on a small hand-made input with a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbutils import explore
+from nbutils.errors import NbutilsError
+
+NAMES = ["cats", "dogs"]
+
+
+def make_frame(rows):
+    """rows: (text, label id, split)"""
+    return pd.DataFrame(rows, columns=["text", "label", "split"])
+
+
+@pytest.fixture
+def tiny_tokenizer(tmp_path):
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "中", "国", "猫", "狗", "ab", "##c"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return BertTokenizer(vocab=str(tmp_path / "vocab.txt"))
+
+
+# --- sizes and balance
+
+
+def test_split_sizes_in_train_dev_test_order():
+    frame = make_frame([("a", 0, "test"), ("b", 0, "train"), ("c", 1, "train"), ("d", 1, "dev")])
+    assert list(explore.split_sizes(frame).items()) == [("train", 2), ("dev", 1), ("test", 1)]
+
+
+def test_class_balance_counts_and_missing_class():
+    frame = make_frame([("a", 0, "train"), ("b", 0, "train"), ("c", 1, "train"), ("d", 0, "dev")])
+    table = explore.class_balance(frame, NAMES)
+    assert list(table.index) == NAMES
+    assert table.loc["cats"].to_dict() == {"train": 2, "dev": 1, "total": 3}
+    assert table.loc["dogs"].to_dict() == {"train": 1, "dev": 0, "total": 1}
+
+
+def test_class_balance_lists_a_class_with_no_texts():
+    frame = make_frame([("a", 0, "train")])
+    table = explore.class_balance(frame, ["cats", "dogs", "birds"])
+    assert table["total"].tolist() == [1, 0, 0]
+
+
+def test_imbalance_ratio():
+    assert explore.imbalance_ratio([10, 5, 20]) == 4.0
+    assert explore.imbalance_ratio([3, 0]) == math.inf
+    with pytest.raises(NbutilsError):
+        explore.imbalance_ratio([])
+
+
+# --- lengths
+
+
+def test_char_lengths_count_code_points():
+    assert explore.char_lengths(["中国", "", "ab c", "😀"]).tolist() == [2, 0, 4, 1]
+
+
+def test_percentiles_of_one_to_hundred():
+    stats = explore.percentiles(np.arange(1, 101))
+    assert stats == pytest.approx(
+        {
+            "min": 1.0,
+            "p50": 50.5,
+            "p90": 90.1,
+            "p95": 95.05,
+            "p99": 99.01,
+            "max": 100.0,
+            "mean": 50.5,
+        }
+    )
+    with pytest.raises(NbutilsError):
+        explore.percentiles([])
+
+
+def test_percentiles_by_group():
+    frame = pd.DataFrame({"n": [1, 3, 10, 20], "g": ["x", "x", "y", "y"]})
+    out = explore.percentiles_by(frame, "n", "g", qs=(50,))
+    assert out["x"]["p50"] == 2.0 and out["y"]["p50"] == 15.0 and out["y"]["max"] == 20.0
+
+
+def test_fit_shares_count_cls_and_sep():
+    # 30 tokens + 2 specials = 32 fits in 32; 31 + 2 = 33 does not
+    shares = explore.fit_shares([30, 31, 62, 100], max_lengths=(32, 64, 128))
+    assert shares == {32: 0.25, 64: 0.75, 128: 1.0}
+    assert explore.fit_shares([30], max_lengths=(32,), special_tokens=3) == {32: 0.0}
+
+
+def test_recommend_max_length_covers_the_requested_share():
+    lengths = list(range(1, 101))  # 1..100 tokens
+    # 99% of 100 texts = 99 texts; the 99th shortest has 99 tokens; +2 = 101 -> 104
+    assert explore.recommend_max_length(lengths) == 104
+    assert explore.recommend_max_length(lengths, coverage=1.0) == 104  # 102 -> 104
+    assert explore.recommend_max_length(lengths, coverage=0.5) == 56  # 50 + 2 = 52 -> 56
+    assert explore.recommend_max_length(lengths, coverage=0.5, multiple=1) == 52
+    share = explore.fit_shares(lengths, (explore.recommend_max_length(lengths, coverage=0.9),))
+    assert list(share.values())[0] >= 0.9
+
+
+def test_recommend_max_length_edges():
+    assert explore.recommend_max_length([1, 1]) == 8  # never below one multiple
+    assert explore.recommend_max_length([5000] * 10) == 512  # capped at the position limit
+    with pytest.raises(NbutilsError):
+        explore.recommend_max_length([])
+    with pytest.raises(NbutilsError):
+        explore.recommend_max_length([3], coverage=0)
+    assert "99%" in explore.recommendation_rule()
+
+
+# --- tokenizer coverage
+
+
+def test_count_tokens_with_a_tiny_vocab(tiny_tokenizer):
+    counts = explore.count_tokens(
+        ["中国猫", "abc 熊", "", "熊 xyz 狗"], tiny_tokenizer, batch_size=2
+    )
+    # "abc" -> ab ##c; 熊 and xyz are unknown
+    assert counts.tokens.tolist() == [3, 3, 0, 3]
+    assert counts.unknown.tolist() == [0, 1, 0, 2]
+
+
+def test_unk_rates_overall_and_per_class(tiny_tokenizer):
+    frame = make_frame([("中国猫", 0, "train"), ("熊 狗", 1, "train"), ("熊熊", 1, "dev")])
+    frame = explore.add_length_columns(frame, tiny_tokenizer)
+    assert frame["chars"].tolist() == [3, 3, 2]
+    rates = explore.unk_rates(frame, NAMES)
+    assert rates["unk_tokens"] == 3 and rates["total_tokens"] == 7
+    assert rates["unk_rate"] == pytest.approx(3 / 7)
+    assert rates["texts_with_unk"] == pytest.approx(2 / 3)
+    assert rates["unk_rate_by_class"] == {"cats": 0.0, "dogs": pytest.approx(3 / 4)}
+
+
+def test_unknown_pieces_are_the_original_text(tiny_tokenizer):
+    pieces = explore.unknown_pieces(["熊 中 xyz", "熊猫", "中国"], tiny_tokenizer, top=5)
+    assert pieces == [("熊", 2), ("xyz", 1)]
+    assert explore.unknown_pieces([], tiny_tokenizer) == []
+
+
+def test_char_width_classes():
+    assert [explore.char_width(c) for c in "Ａ１，a1,中。ｶ"] == [
+        "full",
+        "full",
+        "full",
+        "half",
+        "half",
+        "half",
+        "wide",
+        "wide",
+        "half",
+    ]
+
+
+def test_char_width_shares_ignore_spaces():
+    shares = explore.char_width_shares(["ＡＢ cd", "中文", "ab"])
+    # non-space chars: Ａ Ｂ c d 中 文 a b -> 2 full, 4 half, 2 wide
+    assert shares["full"] == pytest.approx(2 / 8)
+    assert shares["half"] == pytest.approx(4 / 8)
+    assert shares["wide"] == pytest.approx(2 / 8)
+    assert shares["other"] == 0.0
+    assert shares["texts_with_full_width"] == pytest.approx(1 / 3)
+
+
+# --- quality
+
+
+def test_short_texts_finds_empty_and_short_ones():
+    frame = make_frame(
+        [
+            ("正常的新闻标题", 0, "train"),
+            ("  ", 1, "train"),
+            ("短 标", 0, "dev"),
+            ("好", 1, "test"),
+        ]
+    )
+    found = explore.short_texts(frame, min_chars=3)
+    assert found["row"].tolist() == [1, 3, 2]  # shortest first
+    assert found["chars"].tolist() == [0, 1, 2]
+    summary = explore.short_text_summary(frame, 3, NAMES, max_examples=2)
+    assert summary["empty"] == 1 and summary["short"] == 3
+    assert summary["short_by_split"] == {"dev": 1, "test": 1, "train": 1}
+    assert [e["label"] for e in summary["examples"]] == ["dogs", "dogs"]
+
+
+# --- characteristic n-grams
+
+
+def test_characteristic_ngrams_pick_the_class_specific_character():
+    texts = ["猫在家里", "我的猫", "猫很好", "家里有狗", "狗很好", "我的狗"] * 3
+    labels = [0, 0, 0, 1, 1, 1] * 3
+    top = explore.characteristic_ngrams(texts, labels, NAMES, ngram_range=(1, 1), top_k=2)
+    assert top["cats"][0][0] == "猫"
+    assert top["dogs"][0][0] == "狗"
+    # shared characters are never "characteristic", and a class's top list excludes the other's
+    assert "猫" not in [g for g, _ in top["dogs"]]
+    assert all(score > 0 for _, score in top["cats"])
+
+
+def test_characteristic_ngrams_bigrams_and_errors():
+    texts = ["股市大涨", "股市下跌", "球队大胜", "球队输了"] * 2
+    top = explore.characteristic_ngrams(texts, [0, 0, 1, 1] * 2, NAMES, ngram_range=(2, 2), top_k=1)
+    # sklearn's chi2 over counts: 股市 occurs 4 times in cats, expected 2 per class:
+    # (4 - 2)^2 / 2 + (0 - 2)^2 / 2 = 4
+    assert top == {"cats": [("股市", pytest.approx(4.0))], "dogs": [("球队", pytest.approx(4.0))]}
+    with pytest.raises(NbutilsError):
+        explore.characteristic_ngrams(["a"], [0, 1], NAMES)
+    with pytest.raises(NbutilsError, match="min_df"):
+        explore.characteristic_ngrams(["ab", "cd"], [0, 1], NAMES, min_df=2)
+
+
+# --- examples
+
+
+def test_subsample_is_reproducible_and_zero_means_all():
+    frame = make_frame([(str(i), i % 2, "train") for i in range(10)])
+    assert explore.subsample(frame, 0, seed=1) is frame
+    a, b = explore.subsample(frame, 4, seed=1), explore.subsample(frame, 4, seed=1)
+    assert len(a) == 4 and a.equals(b)
+    with pytest.raises(NbutilsError):
+        explore.subsample(frame, -1, seed=1)
+
+
+def test_sample_table_and_paging():
+    frame = make_frame(
+        [("猫" * 200, 0, "train"), ("小猫", 0, "train"), ("狗", 1, "train"), ("x", 1, "dev")]
+    )
+    table = explore.sample_table(frame, NAMES, per_class=5, max_chars=10)
+    assert table["class"].tolist().count("cats") == 2 and table["class"].tolist().count("dogs") == 1
+    assert table["text"].str.len().max() == 10 and "猫" * 9 + "…" in table["text"].tolist()
+    assert explore.page_of(frame, 1, 3)["text"].tolist() == ["x"]
+    with pytest.raises(NbutilsError):
+        explore.page_of(frame, -1, 3)
