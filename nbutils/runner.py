@@ -1,0 +1,460 @@
+"""Run the numbered notebooks headless, in order, with papermill: ``nbutils run``.
+
+Each run gets its own directory, ``runs/<timestamp>-<profile>/``, holding the executed
+notebooks, every stage's outputs and ``manifest.json`` (parameters, git commit, package
+versions, device, timings and per-notebook status). A run directory is never overwritten:
+an existing one is only re-entered explicitly with ``--only`` (e.g. to resume a stage).
+
+Parameters come from ``params/<profile>.yaml`` plus ``-p key=value`` overrides. The profile is
+flat; each notebook receives only the keys its ``parameters`` cell declares, cast to the
+declared type. A key no notebook declares is an error (papermill itself only warns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nbutils.errors import NbutilsError
+from nbutils.io import write_json
+from nbutils.paths import REPO_ROOT, RunPaths
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PARAMS_DIR = REPO_ROOT / "params"
+RUNS_DIR = REPO_ROOT / "runs"
+KERNEL_NAME = "python3"
+# Parameters whose names end like this are paths; relative values are taken from the repo root.
+PATH_SUFFIXES = ("_dir", "_path", "_file")
+# `*_source` may be a hub id ("bert-base-chinese"); it is a path only if it exists as one.
+SOURCE_SUFFIX = "_source"
+# Always injected by the runner, never taken from a profile.
+RUNNER_PARAMETERS = {"run_dir", "headless"}
+MANIFEST_PACKAGES = (
+    "nbutils", "torch", "transformers", "tokenizers", "accelerate", "safetensors", "numpy",
+    "pandas", "scikit-learn", "papermill", "nbconvert", "matplotlib", "seaborn",
+)
+
+
+@dataclass
+class NotebookParameters:
+    """The parameters one notebook declares: name -> declared type name and default."""
+
+    path: Path
+    declared: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def discover_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in execution order."""
+    return sorted(p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
+    """Pick notebooks by number: ``"04"``, ``"1,4"`` or ``"02-04"``."""
+    if not only:
+        return notebooks
+    wanted: set[int] = set()
+    for part in only.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise NbutilsError(f"--only {only!r}: {part!r} is not a notebook number",
+                               fix="use numbers like 04, 1,4 or 02-04")
+        lo = int(match.group(1))
+        hi = int(match.group(2) or lo)
+        wanted.update(range(lo, hi + 1))
+    chosen = [p for p in notebooks if int(p.name[:2]) in wanted]
+    missing = wanted - {int(p.name[:2]) for p in chosen}
+    if missing:
+        have = ", ".join(p.stem for p in notebooks)
+        raise NbutilsError(f"--only {only!r}: no notebook numbered {sorted(missing)}",
+                           fix=f"choose from: {have}")
+    return chosen
+
+
+def inspect_parameters(path: Path) -> NotebookParameters:
+    import papermill
+
+    declared = papermill.inspect_notebook(str(path))
+    if not declared:
+        raise NbutilsError(f"{path} has no cell tagged 'parameters'",
+                           fix="tag the notebook's parameter cell with 'parameters'")
+    return NotebookParameters(path=path, declared=declared)
+
+
+def load_profile(profile: str) -> dict[str, Any]:
+    """Read ``params/<profile>.yaml`` (or a path to a YAML file) into a flat dict."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PARAMS_DIR.glob("*.yaml")))
+        raise NbutilsError(f"profile {profile!r}: {path} not found", fix=f"use one of: {known}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        raise NbutilsError(f"{path}:{'' if line is None else line + 1} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise NbutilsError(f"{path}: a profile is a flat mapping of key: value")
+    nested = [k for k, v in values.items() if isinstance(v, dict)]
+    if nested:
+        raise NbutilsError(f"{path}: nested sections {nested} are not supported",
+                           fix="profiles are flat; prefix stage-specific keys instead")
+    return values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with YAML typing, plus what YAML 1.1 gets wrong: ``1e-5`` is a float."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise NbutilsError(f"-p {text!r} is not key=value", fix="write e.g. -p finetune_epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:
+            value = float(value) if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value) else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays and tuples -> plain Python, which papermill injects faithfully."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def cast_to_declared(notebook: str, name: str, value: Any, type_name: str | None) -> Any:
+    """Cast a value to the type the notebook declares, or explain why it cannot be."""
+    value = _plain(value)
+    base = (type_name or "None").split("[")[0].strip().lower()
+    ok = {
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "list": lambda v: isinstance(v, list),
+        "dict": lambda v: isinstance(v, dict),
+    }.get(base)
+    if ok is None:  # undeclared type: pass through as given
+        return value
+    if base == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. -p model_source=123 -> "123"
+    if base == "list" and isinstance(value, str) and "," in value:
+        value = [parse_override(f"x={v}")[1] for v in value.split(",")]
+    if not ok(value):
+        raise NbutilsError(
+            f"parameter {name}={value!r} ({type(value).__name__}) does not match "
+            f"{notebook}'s declared type {type_name}",
+            fix=f"give {name} a {type_name} value in the profile or with -p {name}=...",
+        )
+    return float(value) if base == "float" else value
+
+
+def resolve_paths(params: dict[str, Any], root: Path = REPO_ROOT) -> dict[str, Any]:
+    """Make relative path parameters absolute (papermill runs the kernel in another folder)."""
+    resolved = dict(params)
+    for key, value in params.items():
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        if key.endswith(PATH_SUFFIXES):
+            resolved[key] = str((root / value).resolve())
+        elif key.endswith(SOURCE_SUFFIX) and (root / value).exists():
+            resolved[key] = str((root / value).resolve())
+    return resolved
+
+
+def plan_parameters(
+    notebooks: list[NotebookParameters], values: dict[str, Any], run_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """Per notebook, the parameters to inject; unknown keys are an error."""
+    declared_anywhere = set().union(*(nb.declared for nb in notebooks)) if notebooks else set()
+    unknown = sorted(set(values) - declared_anywhere - RUNNER_PARAMETERS)
+    if unknown:
+        raise NbutilsError(
+            f"unknown parameter(s) {unknown}: no selected notebook declares them",
+            fix="check the spelling against the notebooks' parameters cells",
+        )
+    values = resolve_paths(values)
+    plan: dict[str, dict[str, Any]] = {}
+    for nb in notebooks:
+        injected: dict[str, Any] = {}
+        for name, spec in nb.declared.items():
+            if name == "run_dir":
+                injected[name] = str(run_dir)
+            elif name == "headless":
+                injected[name] = True
+            elif name in values:
+                injected[name] = cast_to_declared(nb.name, name, values[name],
+                                                  spec.get("inferred_type_name"))
+        plan[nb.name] = injected
+    return plan
+
+
+def new_run_dir(profile: str, runs_dir: Path = RUNS_DIR) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>-<profile>``, created exclusively (a suffix if taken)."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(profile).stem)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        path = runs_dir / (f"{stamp}-{label}" if attempt == 1 else f"{stamp}-{label}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise NbutilsError(f"could not create a new run directory under {runs_dir}")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in MANIFEST_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _device_description() -> str:
+    try:
+        import torch
+    except ImportError:
+        return f"{platform.processor() or platform.machine()} (torch not installed)"
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"{len(names)} x CUDA: " + ", ".join(names)
+    import os
+
+    return f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text or "")
+
+
+def describe_failure(err: BaseException, notebook: str, executed: Path) -> str:
+    """One readable block: which notebook, which cell, what went wrong, where to look."""
+    cell = getattr(err, "cell_index", None)
+    count = getattr(err, "exec_count", None)
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = _clean(getattr(err, "evalue", str(err)))
+    where = f"cell {cell}" if cell is not None else "before any cell ran"
+    if count is not None:
+        where += f" (execution count {count})"
+    lines = [f"FAILED {notebook}, {where}", f"  {ename}: {evalue}"]
+    source = _cell_source(executed, count)
+    if source:
+        lines.insert(1, f"  in: {source}")
+    traceback = getattr(err, "traceback", None) or []
+    tail = [line for line in _clean("\n".join(traceback)).splitlines() if line.strip()][-6:]
+    if tail and ename != "NbutilsError":
+        lines += ["  traceback (last lines):"] + [f"    {line}" for line in tail]
+    lines.append(f"  executed notebook kept at {executed}")
+    return "\n".join(lines)
+
+
+def _cell_source(executed: Path, exec_count: int | None) -> str:
+    """The failing cell's first code line, so the reader can find it without opening Jupyter."""
+    if exec_count is None or not executed.is_file():
+        return ""
+    try:
+        import nbformat
+
+        cells = nbformat.read(executed, as_version=4).cells
+    except (OSError, ValueError):
+        return ""
+    # found by execution count: papermill adds an error banner cell that shifts indices
+    source = next((c.source for c in cells if c.get("execution_count") == exec_count), "")
+    first = next((line for line in source.splitlines() if line.strip()
+                  and not line.lstrip().startswith("#")), "")
+    return first.strip()[:120]
+
+
+class RunFailed(NbutilsError):
+    pass
+
+
+def run_pipeline(
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    only: str | None = None,
+    run_dir: str | Path | None = None,
+    cell_timeout: int = 4 * 3600,
+    notebook_dir: Path | None = None,
+    runs_dir: Path | None = None,
+    log=print,
+) -> Path:
+    """Execute the selected notebooks into a run directory and return its path."""
+    import papermill
+
+    notebook_dir = notebook_dir or NOTEBOOK_DIR
+    runs_dir = runs_dir or RUNS_DIR
+
+    notebooks = select_notebooks(discover_notebooks(notebook_dir), only)
+    if not notebooks:
+        raise NbutilsError(f"no numbered notebooks found in {notebook_dir}")
+    values = {**load_profile(profile), **(overrides or {})}
+    inspected = [inspect_parameters(p) for p in notebooks]
+
+    if run_dir is None:
+        root = new_run_dir(profile, runs_dir)
+    else:
+        root = Path(run_dir).resolve()
+        if root.exists() and any(root.iterdir()) and not only:
+            raise NbutilsError(
+                f"{root} already exists; a run directory is never overwritten",
+                fix="omit --run-dir for a new run, or add --only NN to (re)run stages in it",
+            )
+        root.mkdir(parents=True, exist_ok=True)
+    paths = RunPaths(root)
+    try:
+        plan = plan_parameters(inspected, values, root)
+    except NbutilsError:
+        if run_dir is None:
+            root.rmdir()  # nothing was written: do not leave an empty run behind
+        raise
+    paths.notebooks.mkdir(exist_ok=True)
+
+    manifest = _load_or_new_manifest(paths, profile, values)
+    manifest["status"] = "running"
+    write_json(paths.manifest, manifest)
+    log(f"run directory: {root}")
+    log(f"device: {manifest['device']}")
+    started = time.monotonic()
+    for index, nb in enumerate(inspected, 1):
+        executed = _fresh_output_path(paths.notebooks / nb.path.name)
+        entry = {"name": nb.name, "status": "running", "started": _now(),
+                 "executed_path": str(executed.relative_to(root)), "parameters": plan[nb.name]}
+        manifest["notebooks"].append(entry)
+        write_json(paths.manifest, manifest)
+        log(f"[{index}/{len(inspected)}] {nb.name} ... (run elapsed {time.monotonic() - started:.0f} s)")
+        t0 = time.monotonic()
+        try:
+            papermill.execute_notebook(
+                str(nb.path), str(executed), parameters=plan[nb.name], kernel_name=KERNEL_NAME,
+                cwd=str(nb.path.parent), execution_timeout=cell_timeout,
+                progress_bar=sys.stderr.isatty(), log_output=False, request_save_on_cell_execute=True,
+            )
+        except BaseException as err:  # noqa: BLE001 - record every way a notebook can stop
+            entry.update(status="failed", duration_s=round(time.monotonic() - t0, 2),
+                         error=f"{getattr(err, 'ename', type(err).__name__)}: "
+                               f"{_clean(getattr(err, 'evalue', str(err)))}")
+            manifest.update(status="failed", ended=_now())
+            write_json(paths.manifest, manifest)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            raise RunFailed(describe_failure(err, nb.name, executed)) from err
+        entry.update(status="ok", duration_s=round(time.monotonic() - t0, 2))
+        write_json(paths.manifest, manifest)
+        log(f"      ok in {entry['duration_s']:.1f} s")
+    manifest.update(status="ok", ended=_now())
+    write_json(paths.manifest, manifest)
+    log(f"done in {time.monotonic() - started:.0f} s: {root}")
+    return root
+
+
+def _fresh_output_path(path: Path) -> Path:
+    """Never overwrite an executed notebook: a re-run gets ``name.2.ipynb``, ``name.3.ipynb``..."""
+    if not path.exists():
+        return path
+    for n in range(2, 10_000):
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise NbutilsError(f"too many executions of {path.name} in {path.parent}")
+
+
+def _load_or_new_manifest(paths: RunPaths, profile: str, values: dict[str, Any]) -> dict:
+    if paths.manifest.exists():
+        from nbutils.io import read_json
+
+        manifest = read_json(paths.manifest)
+        manifest.setdefault("notebooks", [])
+        manifest.setdefault("reentries", []).append(
+            {"at": _now(), "profile": profile, "parameters": _plain(values)})
+        return manifest
+    return {
+        "profile": profile,
+        "parameters": _plain(values),
+        "git_commit": _git_commit(),
+        "packages": _package_versions(),
+        "device": _device_description(),
+        "host": platform.node(),
+        "started": _now(),
+        "ended": None,
+        "status": "running",
+        "notebooks": [],
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbutils run",
+        description="Execute the numbered notebooks headless with papermill into a new run directory.",
+    )
+    parser.add_argument("--profile", default="demo",
+                        help="smoke | demo | full, or a path to a YAML profile (default: demo)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a profile parameter (YAML-typed: 3, 1e-5, true, [1,2], text)")
+    parser.add_argument("--only", help="run only these notebooks: 04, 1,4 or 02-04")
+    parser.add_argument("--run-dir", help="run directory (default: runs/<timestamp>-<profile>)")
+    parser.add_argument("--cell-timeout", type=int, default=4 * 3600,
+                        help="seconds one cell may run before the run fails (default 4 h)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = dict(parse_override(p) for p in args.param)
+    try:
+        run_pipeline(args.profile, overrides, only=args.only, run_dir=args.run_dir,
+                     cell_timeout=args.cell_timeout)
+    except RunFailed as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 1
+    return 0
