@@ -1,0 +1,59 @@
+# Fine-tune Chinese BERT on THUCNews: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python
+PROFILE ?= demo
+TORCH_VERSION ?= 2.13.0
+# Offline machines read datasets and the vocabulary from a local mirror; folders that do not
+# exist are simply not searched (see README, "Running offline").
+NBUTILS_DATA_MIRROR ?= $(abspath ../shared/data):$(abspath ../shared/models)
+export NBUTILS_DATA_MIRROR
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data demo smoke full run report test test-fast lint format bench clean-runs
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## install torch (pinned) then nbutils with dev tools, editable
+	$(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
+	$(PYTHON) -m pip install -e ".[dev]"
+
+data: ## fetch THUCNews titles + the bert-base-chinese vocabulary into data/raw
+	nbutils data fetch thucnews-titles
+	nbutils data fetch bert-base-chinese-vocab
+
+demo: data ## run every notebook with the demo profile (offline, 2-core CPU, <= 10 min)
+	nbutils run --profile demo
+
+smoke: data ## run every notebook with the seconds-long smoke profile
+	nbutils run --profile smoke
+
+full: data ## the real experiment (bert-base-chinese, GPU box)
+	nbutils run --profile full
+
+run: ## run a profile with overrides: make run PROFILE=demo ARGS="-p finetune_epochs=2 --only 04"
+	nbutils run --profile $(PROFILE) $(ARGS)
+
+report: ## rebuild the HTML report of a run: make report RUN=runs/<run-dir>
+	@test -n "$(RUN)" || { echo "usage: make report RUN=runs/<run-dir>"; exit 2; }
+	nbutils report $(RUN)
+
+test: ## run the test suite (unit + end-to-end smoke run)
+	$(PYTHON) -m pytest
+
+test-fast: ## unit tests only, skipping the slow end-to-end and multi-process checks
+	$(PYTHON) -m pytest -m "not slow"
+
+lint: ## ruff + notebooks committed without outputs
+	ruff check .
+	nbstripout --verify notebooks/*.ipynb
+
+format: ## fix what ruff can fix and strip notebook outputs
+	ruff check --fix .
+	nbstripout notebooks/*.ipynb
+
+bench: ## run the benchmarks (each prints a ratio of two ways of doing the same work)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+clean-runs: ## list run directories (delete them yourself: runs are never removed automatically)
+	@ls -1d runs/*/ 2>/dev/null || echo "no runs"

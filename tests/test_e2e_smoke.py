@@ -1,0 +1,85 @@
+"""End to end: the smoke profile through papermill, then checks on what each stage wrote.
+
+One run (a few minutes on 2 cores) shared by the tests below; data and vocabulary come from the
+read-only mirror in ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from nbutils.paths import RunPaths
+from nbutils.runner import discover_notebooks, load_profile, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, titles_dir, vocab_dir) -> RunPaths:
+    overrides = {}
+    for key in load_profile("smoke"):
+        if key == "data_dir":
+            overrides[key] = str(titles_dir)
+        elif key.endswith("vocab_dir"):
+            overrides[key] = str(vocab_dir)
+    runs = tmp_path_factory.mktemp("runs")
+    root = run_pipeline("smoke", overrides, runs_dir=runs, cell_timeout=600, log=lambda *_: None)
+    return RunPaths(root)
+
+
+def test_every_notebook_ran(smoke_run: RunPaths):
+    manifest = json.loads(smoke_run.manifest.read_text())
+    assert manifest["status"] == "ok"
+    assert [n["name"] for n in manifest["notebooks"]] == [p.stem for p in discover_notebooks()]
+    assert all(n["status"] == "ok" and n["duration_s"] > 0 for n in manifest["notebooks"])
+    for entry in manifest["notebooks"]:
+        assert (smoke_run.root / entry["executed_path"]).is_file()
+
+
+def test_conversion_wrote_a_loadable_model(smoke_run: RunPaths):
+    from transformers import AutoConfig
+
+    model = smoke_run.converted_model
+    assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
+    config = AutoConfig.from_pretrained(model)
+    assert config.vocab_size == 21128
+    report = json.loads((smoke_run.convert / "conversion_report.json").read_text())
+    assert report
+
+
+def test_exploration_stats(smoke_run: RunPaths):
+    stats = json.loads((smoke_run.explore / "stats.json").read_text())
+    assert stats["recommended_max_length"] in (32, 64, 128, 256, 512) or stats["recommended_max_length"] > 0
+    assert any(smoke_run.figures.glob("explore_*.png"))
+
+
+def test_finetune_outputs_are_consistent(smoke_run: RunPaths):
+    metrics = json.loads((smoke_run.finetune / "metrics.json").read_text())
+    preds = pd.read_csv(smoke_run.finetune / "test_predictions.csv")
+    assert len(preds) > 0
+    accuracy = float((preds["label"] == preds["pred"]).mean())
+    assert metrics["test"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    prob_columns = [c for c in preds.columns if c.startswith("prob_")]
+    assert len(prob_columns) == len(metrics["label_names"]) == 10
+    assert preds[prob_columns].sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-4)
+    history = pd.read_csv(smoke_run.finetune / "history.csv")
+    assert {"step", "loss"} <= set(history.columns)
+
+
+def test_freezing_results(smoke_run: RunPaths):
+    results = pd.read_csv(smoke_run.freezing / "results.csv")
+    assert {"strategy", "seed", "trainable_params", "test_accuracy"} <= set(results.columns)
+    full = results[results.strategy == "full"].trainable_params.iloc[0]
+    assert (results.trainable_params <= full).all()
+    assert (results.trainable_params > 0).all()  # the head always trains
+
+
+def test_report_is_self_contained(smoke_run: RunPaths):
+    html = (smoke_run.report / "report.html").read_text(encoding="utf-8")
+    assert re.search(r'<img[^>]+src="data:image/png;base64,', html)
+    assert "<script src=\"http" not in html or "data:image" in html
+    assert (smoke_run.report / "summary.md").is_file()
