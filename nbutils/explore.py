@@ -1,9 +1,11 @@
-"""Statistics for the data exploration notebook: sizes, balance, lengths, tokenizer coverage,
+"""Statistics for the data exploration notebook: class balance, lengths, tokenizer coverage,
 short texts, characteristic n-grams and example tables.
 
 Everything here is a plain function of a DataFrame (columns ``text``, ``label`` as int id,
 ``split``) or of arrays, so each answer can be checked on a hand-made input. Duplicates and
-cross-split leakage are not computed here: ``Dataset.quality()`` in ``nbutils.data`` owns them.
+cross-split leakage are not computed here: ``Dataset.quality()`` in ``nbutils.data`` owns them,
+as do split sizes, class counts and stratified subsampling (``sizes``, ``class_counts``,
+``subsample``).
 
 Lengths that decide truncation are counted in the model's WordPiece tokens, not characters:
 a headline of 20 characters with a few English words or numbers can be more or fewer tokens,
@@ -25,7 +27,6 @@ import pandas as pd
 
 from nbutils.errors import NbutilsError
 
-SPLITS = ("train", "dev", "test")
 MAX_LENGTH_CANDIDATES = (32, 64, 128, 256, 512)
 PERCENTILES = (50, 90, 95, 99)
 BERT_SPECIAL_TOKENS = 2  # [CLS] text [SEP]
@@ -37,39 +38,16 @@ RECOMMENDATION_RULE = (
 )
 
 
-# --- sizes and balance ----------------------------------------------------------------------
+# --- balance -------------------------------------------------------------------------------
 
 
-def split_sizes(frame: pd.DataFrame) -> dict[str, int]:
-    """Number of texts per split, in train/dev/test order (splits that are absent are left out)."""
-    counts = frame["split"].value_counts()
-    order = [s for s in SPLITS if s in counts.index] + sorted(set(counts.index) - set(SPLITS))
-    return {split: int(counts[split]) for split in order}
-
-
-def class_balance(frame: pd.DataFrame, label_names: Sequence[str]) -> pd.DataFrame:
-    """Counts per class (rows, named) and split (columns), plus a ``total`` column.
-
-    Every class appears, with zeros where a split lacks it: a class missing from dev or test is
-    itself a finding.
-    """
-    splits = list(split_sizes(frame))
-    table = pd.crosstab(frame["label"], frame["split"]).reindex(
-        index=range(len(label_names)), columns=splits, fill_value=0
-    )
-    table.index = pd.Index(list(label_names), name="class")
-    table.columns.name = None
-    table["total"] = table.sum(axis=1)
-    return table.astype(int)
-
-
-def imbalance_ratio(counts: Iterable[int]) -> float:
-    """Largest class count divided by the smallest (inf when a class has no texts)."""
+def imbalance_ratio(counts: Iterable[int]) -> float | None:
+    """Largest class count divided by the smallest (None when a class has no texts at all)."""
     values = [int(c) for c in counts]
     if not values:
         raise NbutilsError("imbalance_ratio needs at least one class count")
     smallest = min(values)
-    return math.inf if smallest == 0 else max(values) / smallest
+    return None if smallest == 0 else max(values) / smallest
 
 
 # --- lengths --------------------------------------------------------------------------------
@@ -376,15 +354,6 @@ def characteristic_ngrams(
 # --- looking at examples --------------------------------------------------------------------
 
 
-def subsample(frame: pd.DataFrame, size: int, *, seed: int) -> pd.DataFrame:
-    """A reproducible random subset of ``size`` rows (all rows when size is 0 or large enough)."""
-    if size < 0:
-        raise NbutilsError(f"sample size must be >= 0 (0 = all), got {size}")
-    if size == 0 or size >= len(frame):
-        return frame
-    return frame.sample(n=size, random_state=seed).sort_index()
-
-
 def shorten(text: str, max_chars: int) -> str:
     """``text`` cut to ``max_chars`` characters, marking the cut with an ellipsis."""
     return text if len(text) <= max_chars else text[: max(max_chars - 1, 0)] + "…"
@@ -428,7 +397,13 @@ def load_tokenizer(vocab_dir: str | Path | None, model_dir: str | Path):
     """The WordPiece tokenizer to measure with: ``vocab_dir/vocab.txt`` if it exists, else the
     tokenizer saved with the converted model in ``model_dir``. Returns (tokenizer, source path)."""
     if vocab_dir and (Path(vocab_dir) / "vocab.txt").is_file():
-        from nbutils.models import build_tokenizer
+        try:
+            from nbutils.models import build_tokenizer
+        except ImportError:  # TEMPORARY until nbutils.models lands
+            from transformers import BertTokenizer
+
+            def build_tokenizer(vocab_file):
+                return BertTokenizer(vocab=str(vocab_file), do_lower_case=True)
 
         vocab_file = Path(vocab_dir) / "vocab.txt"
         return build_tokenizer(vocab_file), vocab_file

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,3 +269,195 @@ def llrd_param_groups(model, base_lr: float, decay: float, weight_decay: float) 
             if chosen:
                 groups.append({"params": chosen, "lr": lr, "weight_decay": weight_decay if with_decay else 0.0})
     return groups
+
+
+# --- measuring one run ------------------------------------------------------------------------
+
+
+class _StepClock:
+    """Training time and peak memory of the optimizer steps alone, as a Trainer callback.
+
+    Time: the sum of ``on_step_begin`` -> ``on_step_end`` (forward, backward, optimizer update);
+    evaluation, checkpoint saving and batch loading are left out, so strategies are compared on
+    the work that freezing changes. Memory: the peak *growth* above what was in use when training
+    began (weights, data and libraries excluded): gradients, optimizer state and activations.
+    On CUDA from ``max_memory_allocated``; on Linux CPUs from the kernel's peak resident set
+    (``VmHWM``), which is reset per run through ``/proc/self/clear_refs``. Elsewhere the CPU
+    peak is not measured (NaN) rather than reported from a number that is not per run.
+    """
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def __init__(self):
+                self.seconds = 0.0
+                self.samples = 0
+                self.peak_mb = float("nan")
+                self.memory_kind = "not measured"
+                self._t0 = 0.0
+                self._base = 0.0
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.seconds, self._start_epoch = 0.0, state.epoch or 0.0
+                loader = kwargs.get("train_dataloader")
+                self._n_train = len(loader.dataset) if loader is not None else 0
+                self._cuda = args.device.type == "cuda"
+                self._base = _memory_now_mb(self._cuda, reset_peak=True)
+                self.memory_kind = (
+                    "cuda allocated, growth during training" if self._cuda
+                    else "cpu rss, growth during training" if self._base == self._base
+                    else "not measured"
+                )
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                self._t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.seconds += time.perf_counter() - self._t0
+
+            def on_train_end(self, args, state, control, **kwargs):
+                self.samples = round(((state.epoch or 0.0) - self._start_epoch) * self._n_train)
+                self.peak_mb = _memory_peak_mb(self._cuda) - self._base
+
+        return Callback()
+
+
+def _proc_status_kb(key: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return float(line.split()[1])
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def _memory_now_mb(cuda: bool, *, reset_peak: bool) -> float:
+    """Memory in use now (MiB); with ``reset_peak`` also restart the peak counter. NaN: unknown."""
+    if cuda:
+        import torch
+
+        if reset_peak:
+            torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    try:
+        if reset_peak:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+                refs.write("5")  # "5": reset the peak RSS (VmHWM) to the current RSS
+        return _proc_status_kb("VmRSS") / 1024
+    except OSError:
+        return float("nan")
+
+
+def _memory_peak_mb(cuda: bool) -> float:
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        return _proc_status_kb("VmHWM") / 1024
+    except OSError:
+        return float("nan")
+
+
+# --- the comparison ---------------------------------------------------------------------------
+
+
+def _result_row(strategy: Strategy, seed: int, result, clock, wall_s: float) -> dict[str, Any]:
+    dev, test = result.metrics["dev"], result.metrics["test"]
+    return {
+        "strategy": strategy.name,
+        "seed": int(seed),
+        "trainable_params": int(result.trainable_params),
+        "total_params": int(result.total_params),
+        "train_time_s": clock.seconds,
+        "samples_per_second": clock.samples / clock.seconds if clock.seconds else float("nan"),
+        "peak_memory_mb": clock.peak_mb,
+        "dev_accuracy": dev["accuracy"],
+        "dev_macro_f1": dev["macro_f1"],
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "peak_memory_kind": clock.memory_kind,
+        "run_wall_s": wall_s,
+        "description": strategy.describe(),
+    }
+
+
+def _history_rows(strategy: Strategy, seed: int, history):
+    frame = history.reindex(columns=list(HISTORY_COLUMNS[2:]))
+    frame.insert(0, "seed", int(seed))
+    frame.insert(0, "strategy", strategy.name)
+    return frame
+
+
+def run_comparison(
+    dataset,
+    model_dir,
+    out_dir,
+    strategies: Sequence[Strategy],
+    seeds: Sequence[int],
+    base_config,
+    *,
+    control_model_dir=None,
+    control_name: str = RANDOM_INIT_CONTROL,
+    overwrite: bool = False,
+    log=print,
+):
+    """Fine-tune every strategy with every seed; write and return ``results.csv`` (one row each).
+
+    Everything but the strategy and the seed stays as in ``base_config`` (data, epochs, learning
+    rate, batch size), except that early stopping is switched off so every run gets the same
+    budget. With ``control_model_dir``, a ``control_name`` row fine-tunes that model folder fully
+    (e.g. the same architecture with random weights) under the same budget. ``out_dir`` appears
+    only once every run has finished (``results.csv``, ``history.csv`` and ``runs/<name>-seed<n>/``
+    with each run's metrics and predictions); an existing ``out_dir`` is kept unless ``overwrite``.
+    """
+    import dataclasses
+    from functools import partial
+
+    import pandas as pd
+
+    from nbutils.io import atomic_dir, atomic_file
+    from nbutils.train import finetune
+
+    seeds = [int(s) for s in seeds]
+    if not strategies or not seeds:
+        raise NbutilsError("nothing to compare: no strategies or no seeds", fix="list at least one of each")
+    runs = [(s, model_dir) for s in strategies]
+    if control_model_dir is not None:
+        runs.append((Strategy(control_name), control_model_dir))
+    config = dataclasses.replace(base_config, early_stopping_patience=0)
+    total = len(runs) * len(seeds)
+    rows, histories = [], []
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for i, ((strategy, source), seed) in enumerate(
+            ((run, seed) for run in runs for seed in seeds), start=1
+        ):
+            log(f"[{i}/{total}] {strategy.name}, seed {seed}: {strategy.describe()}")
+            clock = _StepClock()
+            groups = None
+            if strategy.llrd_decay is not None:
+                groups = partial(
+                    llrd_param_groups, base_lr=config.learning_rate, decay=strategy.llrd_decay,
+                    weight_decay=config.weight_decay,
+                )
+            started = time.perf_counter()
+            result = finetune(
+                dataset, source, tmp / "runs" / f"{strategy.name}-seed{seed}",
+                dataclasses.replace(config, seed=seed),
+                prepare_model=partial(apply_strategy, strategy=strategy),
+                param_groups=groups, extra_callbacks=[clock], save_model=False,
+                title=f"{strategy.name}, seed {seed}",
+            )
+            rows.append(_result_row(strategy, seed, result, clock, time.perf_counter() - started))
+            histories.append(_history_rows(strategy, seed, result.history))
+            row = rows[-1]
+            log(
+                f"    test accuracy {row['test_accuracy']:.4f}, macro-F1 {row['test_macro_f1']:.4f}; "
+                f"{row['trainable_params']:,} trainable; {row['train_time_s']:.1f} s of steps"
+            )
+        results = pd.DataFrame(rows)
+        with atomic_file(tmp / "results.csv") as path:
+            results.to_csv(path, index=False, encoding="utf-8")
+        with atomic_file(tmp / "history.csv") as path:
+            pd.concat(histories, ignore_index=True).to_csv(path, index=False, encoding="utf-8")
+    return results
