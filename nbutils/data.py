@@ -134,38 +134,29 @@ class Dataset:
         ``duplicates.count`` is the number of rows that repeat an earlier row of the same split;
         ``leakage.count`` the number of distinct texts found in more than one split.
         """
-        f = self.frame
+        # One pass over plain lists: iterating pandas' string columns row by row is slow.
+        per_text: dict[str, tuple[dict[str, int], set[int]]] = {}  # first-seen order
+        for text, split, label in zip(self.frame["text"].tolist(), self.frame["split"].tolist(),
+                                      self.frame["label"].tolist(), strict=True):
+            counts, labels = per_text.setdefault(text, ({}, set()))
+            counts[split] = counts.get(split, 0) + 1
+            labels.add(label)
+
         duplicates = {}
         for s in SPLITS:
-            counts = f.loc[f["split"] == s, "text"].value_counts(sort=False)
-            repeated = counts[counts > 1]
+            repeated = [(t, c[s]) for t, (c, _) in per_text.items() if c.get(s, 0) > 1]
             duplicates[s] = {
-                "count": int((repeated - 1).sum()),
-                "examples": [{"text": t, "count": int(c)} for t, c in repeated.head(max_examples).items()],
+                "count": sum(n - 1 for _, n in repeated),
+                "examples": [{"text": t, "count": n} for t, n in repeated[:max_examples]],
             }
-
-        by_split = {s: set(f.loc[f["split"] == s, "text"]) for s in SPLITS}
-        pairs = {}
-        leaked: set[str] = set()
-        for i, a in enumerate(SPLITS):
-            for b in SPLITS[i + 1:]:
-                shared = by_split[a] & by_split[b]
-                pairs[f"{a}/{b}"] = len(shared)
-                leaked |= shared
-        leak_examples = []
-        for text in f["text"]:
-            if len(leak_examples) >= max_examples:
-                break
-            if text in leaked and all(e["text"] != text for e in leak_examples):
-                leak_examples.append({"text": text, "splits": [s for s in SPLITS if text in by_split[s]]})
-
-        labels_of: dict[str, set[int]] = {}
-        for text, label in zip(f["text"], f["label"], strict=True):
-            labels_of.setdefault(text, set()).add(int(label))
-        conflicting = [(t, sorted(ids)) for t, ids in labels_of.items() if len(ids) > 1]
+        leaked = [(t, [s for s in SPLITS if s in c]) for t, (c, _) in per_text.items() if len(c) > 1]
+        pairs = {f"{a}/{b}": sum(a in found and b in found for _, found in leaked)
+                 for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
+        conflicting = [(t, sorted(ids)) for t, (_, ids) in per_text.items() if len(ids) > 1]
         return {
             "duplicates": duplicates,
-            "leakage": {"count": len(leaked), "pairs": pairs, "examples": leak_examples},
+            "leakage": {"count": len(leaked), "pairs": pairs,
+                        "examples": [{"text": t, "splits": found} for t, found in leaked[:max_examples]]},
             "conflicting_labels": {
                 "count": len(conflicting),
                 "examples": [{"text": t, "labels": [self.label_names[i] for i in ids]}
