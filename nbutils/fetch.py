@@ -309,7 +309,8 @@ def check(path: str | Path, format: str = "auto", *, text_column: str = "text", 
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nbutils data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="nbutils data", description="Fetch a named dataset or vocabulary into data/raw/<name>/, or check a dataset.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_fetch = sub.add_parser("fetch", help="fetch a named dataset or vocabulary into data/raw/<name>/")
