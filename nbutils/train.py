@@ -1,0 +1,627 @@
+"""Fine-tune a BERT-family model folder (or hub id) for text classification with HF Trainer.
+
+What the library does, we let it do: Trainer runs the loop (AdamW, warmup + linear decay,
+evaluation, checkpointing, early stopping, best-model reload, DDP under ``torchrun``),
+``DataCollatorWithPadding`` pads each batch only to its longest text, and the length-grouped
+sampler keeps texts of similar length together so padding stays small. What we add:
+
+- tokenization once per split with the fast tokenizer, *without* truncation, then cutting the
+  token ids ourselves (``head``, ``tail`` or ``head+tail``, Sun et al. 2019), so texts of any
+  length work and long documents keep their most useful parts;
+- metrics on the full gathered predictions, files in the run-directory contract
+  (model/, history.csv, metrics.json, test_predictions.csv, curves PNG);
+- resume: an interrupted run restarts from its last checkpoint in the same ``out_dir``;
+- errors a user can fix (missing files, vocabulary mismatch, out of memory) say how.
+
+Multi-GPU: ``torchrun --nproc_per_node N -m nbutils.train ...`` runs this same code under DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from nbutils.errors import NbutilsError
+
+TRUNCATIONS = ("head", "tail", "head+tail")
+CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that decides a fine-tuning run. Defaults suit titles on a GPU."""
+
+    max_length: int = 128  # tokens per text, including [CLS] and [SEP]
+    truncation: str = "head"  # head | tail | head+tail (which tokens of a long text to keep)
+    head_tokens: int = 0  # head+tail: tokens kept from the start; 0 = Sun et al.'s 128 of 510, scaled
+    epochs: float = 3.0
+    batch_size: int = 32  # per device
+    eval_batch_size: int = 128
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    eval_strategy: str = "epoch"  # "epoch" or "steps"
+    eval_steps: int = 0  # > 0 evaluates (and checkpoints) every N optimizer steps
+    early_stopping_patience: int = 2  # evaluations without dev macro-F1 gain; 0 = off
+    gradient_accumulation_steps: int = 1
+    seed: int = 42
+    device: str = "auto"  # auto | cuda | cpu | mps
+    group_by_length: bool = True
+    max_steps: int = -1  # > 0 overrides epochs
+    max_train_samples: int = 0  # 0 = all
+    max_eval_samples: int = 0  # dev examples used (0 = all)
+    max_test_samples: int = 0  # test examples scored (0 = all)
+    logging_steps: int = 0  # 0 = about 50 loss points per run
+    headless: bool = True  # quiet progress lines instead of bars, no inline figure
+    save_total_limit: int = 2  # checkpoints kept for resume (the best one is always kept)
+    keep_checkpoints: bool = False  # delete checkpoints/ after a successful run
+    dataloader_num_workers: int = 0
+    extra_training_args: dict = field(default_factory=dict)  # any other TrainingArguments
+
+    def __post_init__(self):
+        if self.truncation not in TRUNCATIONS:
+            raise NbutilsError(
+                f"unknown truncation {self.truncation!r}", fix=f"use one of {', '.join(TRUNCATIONS)}"
+            )
+        if self.max_length < 3:
+            raise NbutilsError(f"max_length={self.max_length} is too small", fix="use at least 8")
+        if self.eval_strategy not in ("epoch", "steps"):
+            raise NbutilsError(f"unknown eval_strategy {self.eval_strategy!r}", fix="use 'epoch' or 'steps'")
+
+
+@dataclass
+class FinetuneResult:
+    metrics: dict
+    history: Any  # pandas DataFrame, one row per logged step
+    out_dir: Path
+    model_dir: Path  # the fine-tuned model folder (out_dir/model)
+    train_runtime_s: float
+    train_samples_per_second: float
+    peak_memory_mb: float
+    trainable_params: int
+    total_params: int
+
+
+# ----------------------------------------------------------------------------- tokenization
+
+
+class Truncator:
+    """Tokenize without truncation, then keep head / tail / head+tail of the token ids.
+
+    Cutting ids (not characters) keeps exactly ``max_length`` tokens whatever the text, and a
+    3,000-character article never reaches the model's 512-position limit.
+    """
+
+    def __init__(self, tokenizer, max_length: int, truncation: str = "head", head_tokens: int = 0):
+        if truncation not in TRUNCATIONS:
+            raise NbutilsError(f"unknown truncation {truncation!r}", fix=f"use one of {', '.join(TRUNCATIONS)}")
+        self.tokenizer = tokenizer
+        self.truncation = truncation
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and limit < 100_000 and max_length > limit:
+            raise NbutilsError(
+                f"max_length={max_length} is longer than the model accepts ({limit} tokens)",
+                fix=f"use max_length <= {limit}; long texts are cut by the truncation strategy",
+            )
+        self.max_length = max_length
+        # Where the special tokens sit: [CLS] text [SEP] for BERT, found by probing, not assumed.
+        empty = tokenizer("", add_special_tokens=True)["input_ids"]
+        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+        self.n_prefix = next((i for i, (a, b) in enumerate(zip(empty, probe, strict=False)) if a != b), len(empty))
+        self.n_suffix = len(empty) - self.n_prefix
+        self.budget = max_length - len(empty)
+        if self.budget < 1:
+            raise NbutilsError(f"max_length={max_length} leaves no room for text", fix="use at least 8")
+        default_head = round(self.budget * 128 / 510)
+        self.head = min(self.budget, head_tokens or default_head)
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        encoded = self.tokenizer(
+            [str(t) for t in texts], add_special_tokens=True, truncation=False, verbose=False
+        )["input_ids"]
+        return [self.cut(ids) for ids in encoded]
+
+    def cut(self, ids: list[int]) -> list[int]:
+        end = len(ids) - self.n_suffix
+        body = ids[self.n_prefix:end]
+        if len(body) <= self.budget:
+            return ids
+        if self.truncation == "head":
+            body = body[: self.budget]
+        elif self.truncation == "tail":
+            body = body[-self.budget:]
+        else:
+            tail = self.budget - self.head
+            body = body[: self.head] + (body[-tail:] if tail else [])
+        return ids[: self.n_prefix] + body + ids[end:]
+
+
+class EncodedTexts:
+    """A torch map-style dataset of token ids (+ labels): what the collator pads per batch."""
+
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None):
+        self.input_ids = input_ids
+        self.labels = None if labels is None else [int(x) for x in labels]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"input_ids": self.input_ids[i]}
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+        return item
+
+
+_ENCODE_CACHE: dict[str, list[list[int]]] = {}
+
+
+def encode_cached(truncator: Truncator, texts: Sequence[str], cache_key: str) -> list[list[int]]:
+    """Tokenize once per (tokenizer, settings, texts): freezing runs reuse the same ids."""
+    digest = hashlib.sha1(cache_key.encode())
+    digest.update(f"{truncator.max_length}|{truncator.truncation}|{truncator.head}".encode())
+    for text in texts:
+        digest.update(str(text).encode("utf-8", "surrogatepass") + b"\0")
+    key = digest.hexdigest()
+    if key not in _ENCODE_CACHE:
+        if len(_ENCODE_CACHE) > 16:
+            _ENCODE_CACHE.clear()
+        _ENCODE_CACHE[key] = truncator(texts)
+    return _ENCODE_CACHE[key]
+
+
+# ----------------------------------------------------------------------------- model loading
+
+
+def load_tokenizer(model_dir: str | Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        raise NbutilsError(
+            f"cannot load a tokenizer from {model_dir}: {err}",
+            fix="the folder needs tokenizer.json or vocab.txt (+ tokenizer_config.json)",
+        ) from err
+
+
+def check_vocab_matches(model, tokenizer, model_dir) -> None:
+    """A tokenizer with more ids than the embedding table silently trains on garbage (or crashes)."""
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise NbutilsError(
+            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model's embedding table "
+            f"has {n_embed} rows: vocabulary and checkpoint do not belong together",
+            fix="use the vocab.txt shipped with this checkpoint (for bert-base-chinese: 21,128 tokens)",
+        )
+
+
+def load_model(model_dir: str | Path, label_names: Sequence[str], choice=None):
+    """The classifier with a fresh head sized to ``label_names`` and its tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    from nbutils.models import check_model_dir
+
+    path = Path(model_dir)
+    if path.exists() or str(model_dir).startswith((".", "/", "~")) or str(model_dir).count("/") > 1:
+        check_model_dir(path)  # missing files, vocabulary that does not fit the weights
+    id2label = dict(enumerate(label_names))
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir),
+            num_labels=len(label_names),
+            id2label=id2label,
+            label2id={name: i for i, name in id2label.items()},
+            attn_implementation=choice.attn_implementation if choice else "sdpa",
+            ignore_mismatched_sizes=True,  # a head fine-tuned for other classes is replaced
+        )
+    except OSError as err:
+        raise NbutilsError(
+            f"cannot load a model from {model_dir}: {err}",
+            fix="pass a local Hugging Face model folder (no internet here for hub ids)",
+        ) from err
+    tokenizer = load_tokenizer(model_dir)
+    check_vocab_matches(model, tokenizer, model_dir)
+    return model, tokenizer
+
+
+def default_param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups as Trainer makes them: no weight decay on biases and LayerNorm weights."""
+    from transformers import Trainer
+
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+    ]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class _Throughput(TrainerCallback):
+    """Real samples/s of this process's training (a resumed run counts only what it trained)."""
+
+    start_step, start_time, end_time, steps, samples = 0, 0.0, 0.0, 0, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step, self.start_time = state.global_step, time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.end_time = time.perf_counter()
+        self.steps = state.global_step - self.start_step
+        self.samples = self.steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+def _split(dataset, name: str):
+    texts, labels = list(dataset.texts(name)), [int(x) for x in dataset.labels(name)]
+    if not texts:
+        raise NbutilsError(f"the {name} split is empty", fix=f"the dataset needs {name} examples")
+    n_labels = len(dataset.label_names)
+    bad = next((i for i, y in enumerate(labels) if not 0 <= y < n_labels), None)
+    if bad is not None:
+        raise NbutilsError(
+            f"{name} example {bad} has label id {labels[bad]}, but the dataset has {n_labels} classes "
+            f"({list(dataset.label_names)})",
+            fix="check the class list (class.txt / label column) against the data",
+        )
+    return texts, labels
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def _peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    # ru_maxrss is KiB on Linux: the process's peak resident memory (model, data and all)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def finetune(
+    dataset,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    config: FinetuneConfig | None = None,
+    *,
+    prepare_model: Callable | None = None,
+    param_groups: Callable | None = None,
+    extra_callbacks: Sequence = (),
+    save_model: bool = True,
+    curves_png: str | Path | None = None,
+    title: str = "",
+    overwrite: bool = False,
+) -> FinetuneResult:
+    """Fine-tune ``model_dir`` on ``dataset`` (train/dev/test splits) and write ``out_dir``.
+
+    ``prepare_model(model)`` runs after loading (e.g. to freeze layers); ``param_groups(model)``
+    returns optimizer parameter groups (e.g. layer-wise learning rates) instead of the default
+    AdamW groups. If ``out_dir/checkpoints`` holds a checkpoint of an interrupted run, training
+    resumes from it. A finished ``out_dir`` (metrics.json present) is never overwritten unless
+    ``overwrite=True``.
+    """
+    import torch
+    from transformers import (
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from nbutils.device import choose_device
+    from nbutils.io import atomic_dir, write_json
+    from nbutils.live import LiveCurves, history_frame, progress_kwargs, use_progress_style
+
+    config = config or FinetuneConfig()
+    out_dir = Path(out_dir)
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise NbutilsError(
+            f"{out_dir} already holds a finished fine-tuning run (metrics.json)",
+            fix="choose a new out_dir (a new run dir) or pass overwrite=True",
+        )
+    choice = choose_device(config.device)
+    set_seed(config.seed)  # the classifier head's initialisation depends on it
+    label_names = [str(n) for n in dataset.label_names]
+
+    model, tokenizer = load_model(model_dir, label_names, choice)
+    if prepare_model is not None:
+        prepare_model(model)
+    total_params = sum(p.numel() for p in model.parameters())
+    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable_params == 0:
+        raise NbutilsError("prepare_model froze every parameter; nothing would train")
+
+    truncator = Truncator(tokenizer, config.max_length, config.truncation, config.head_tokens)
+    key = f"{Path(model_dir).resolve() if Path(model_dir).exists() else model_dir}|{len(tokenizer)}"
+    limits = {"train": config.max_train_samples, "dev": config.max_eval_samples,
+              "test": config.max_test_samples}
+    if any(limits.values()):  # stratified, the same rows for the same seed
+        dataset = dataset.subsample({k: n or None for k, n in limits.items()}, seed=config.seed)
+    splits = {name: _split(dataset, name) for name in ("train", "dev", "test")}
+    encoded = {
+        name: EncodedTexts(encode_cached(truncator, texts, key), labels)
+        for name, (texts, labels) in splits.items()
+    }
+
+    def compute_metrics(eval_pred):
+        from nbutils.metrics import classification_metrics
+
+        m = classification_metrics(eval_pred.label_ids, eval_pred.predictions.argmax(-1), label_names)
+        return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+
+    n_train = len(encoded["train"])
+    steps_per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps))
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    logging_steps = config.logging_steps or max(1, total_steps // 50)
+    by_steps = config.eval_strategy == "steps" or config.eval_steps > 0
+    eval_steps = config.eval_steps or max(1, steps_per_epoch)
+    ckpt_dir = out_dir / CHECKPOINTS
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        eval_strategy="steps" if by_steps else "epoch",
+        save_strategy="steps" if by_steps else "epoch",
+        eval_steps=eval_steps if by_steps else None,
+        save_steps=eval_steps if by_steps else None,
+        logging_steps=logging_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        save_total_limit=config.save_total_limit,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        lr_scheduler_type="linear",
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        dataloader_num_workers=config.dataloader_num_workers,
+        ddp_backend="gloo" if choice.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        report_to="none",
+        **choice.training_args(),
+        **progress_kwargs(config.headless),
+        **config.extra_training_args,
+    )
+    curves = LiveCurves(curves_png or out_dir / "curves.png", headless=config.headless, title=title)
+    clock = _Throughput()
+    callbacks = [curves, clock, *extra_callbacks]
+    if config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    optimizers = (None, None)
+    if param_groups is not None:
+        optimizers = (
+            torch.optim.AdamW(param_groups(model), lr=config.learning_rate, weight_decay=config.weight_decay),
+            None,  # Trainer builds the warmup + linear decay schedule around it
+        )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["dev"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if choice.device == "cuda" else None),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        optimizers=optimizers,
+    )
+    use_progress_style(trainer, config.headless)
+    if config.headless:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the log
+
+    resume = _last_checkpoint(ckpt_dir)
+    if resume and trainer.is_world_process_zero():
+        print(f"resuming from {resume}")
+    if choice.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except torch.OutOfMemoryError as err:
+        raise NbutilsError(
+            f"out of memory on {choice.name} with batch_size={config.batch_size}, max_length={config.max_length}",
+            fix="halve batch_size (and double gradient_accumulation_steps to keep the effective batch), "
+            "or lower max_length",
+        ) from err
+
+    # Trainer.predict gathers every rank's predictions: metrics are over the whole split.
+    dev_out = trainer.predict(encoded["dev"], metric_key_prefix="dev")
+    test_out = trainer.predict(encoded["test"], metric_key_prefix="test")
+    peak_mb = _peak_memory_mb(choice.device)
+    runtime = max(clock.end_time - clock.start_time, 1e-9)
+    history = history_frame(trainer.state.log_history)
+
+    from nbutils.metrics import classification_metrics
+
+    dev_m = classification_metrics(splits["dev"][1], dev_out.predictions.argmax(-1), label_names)
+    test_m = classification_metrics(splits["test"][1], test_out.predictions.argmax(-1), label_names)
+    metrics = {
+        "label_names": label_names,
+        "dev": dev_m,
+        "test": test_m,
+        "train": {
+            "runtime_s": runtime,
+            "samples_per_second": clock.samples / runtime,
+            "steps": clock.steps,
+            "global_step": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "resumed_from": resume,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "best_dev_macro_f1": trainer.state.best_metric,
+            "train_samples": n_train,
+            "world_size": args.world_size,
+            "trainable_params": trainable_params,
+            "total_params": total_params,
+            "peak_memory_mb": peak_mb,
+            "peak_memory_kind": "cuda allocated" if choice.device == "cuda" else "process RSS",
+        },
+        "device": choice.as_dict(),
+        "model_source": str(model_dir),
+        "config": asdict(config),
+    }
+
+    if trainer.is_world_process_zero():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if save_model:
+            with atomic_dir(out_dir / "model", overwrite=overwrite) as tmp:
+                trainer.model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                write_json(tmp / CONFIG_FILE, {
+                    "max_length": config.max_length, "truncation": config.truncation,
+                    "head_tokens": truncator.head, "label_names": label_names,
+                })
+        _write_csv(out_dir / "history.csv", history)
+        _write_csv(out_dir / "test_predictions.csv", prediction_frame(
+            splits["test"][0], test_out.predictions, label_names, labels=splits["test"][1]))
+        write_json(out_dir / "metrics.json", metrics)  # last: its presence marks a finished run
+        if not config.keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return FinetuneResult(
+        metrics=metrics, history=history, out_dir=out_dir, model_dir=out_dir / "model",
+        train_runtime_s=runtime, train_samples_per_second=clock.samples / runtime,
+        peak_memory_mb=peak_mb, trainable_params=trainable_params, total_params=total_params,
+    )
+
+
+def prediction_frame(texts, logits, label_names, labels=None):
+    """Rows of text, (label), pred, confidence, prob_<name>... from logits."""
+    import numpy as np
+    import pandas as pd
+
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    pred = probs.argmax(-1)
+    frame = pd.DataFrame({"text": list(texts)})
+    if labels is not None:
+        frame["label"] = [label_names[i] for i in labels]
+    frame["pred"] = [label_names[i] for i in pred]
+    frame["confidence"] = probs.max(-1)
+    for i, name in enumerate(label_names):
+        frame[f"prob_{name}"] = probs[:, i]
+    return frame
+
+
+def _write_csv(path: Path, frame) -> None:
+    from nbutils.io import atomic_file
+
+    with atomic_file(path) as tmp:
+        frame.to_csv(tmp, index=False, encoding="utf-8")
+
+
+def load_result(out_dir: str | Path) -> dict:
+    """Read a finished run's files (e.g. after a torchrun launch): metrics, history, predictions."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "metrics.json").exists():
+        raise NbutilsError(f"{out_dir} holds no finished run (no metrics.json)", fix="run the training first")
+    return {
+        "metrics": json.loads((out_dir / "metrics.json").read_text(encoding="utf-8")),
+        "history": pd.read_csv(out_dir / "history.csv"),
+        "test_predictions": pd.read_csv(out_dir / "test_predictions.csv"),
+    }
+
+
+# ----------------------------------------------------------------------------- CLI / torchrun
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("extra_training_args", "headless"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
+                                metavar="BOOL")
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=f.default)
+
+
+def _load_dataset(data_dir: str, data_format: str):
+    from nbutils import data
+
+    return data.load_dataset(data_dir, format=data_format)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbutils train",
+        description="Fine-tune a BERT model folder on a dataset (works under torchrun for DDP).",
+    )
+    parser.add_argument("--model", required=True, help="model folder (or hub id)")
+    parser.add_argument("--data", required=True, help="dataset folder or file")
+    parser.add_argument("--data-format", default="auto")
+    parser.add_argument("--out", required=True, help="output folder (resumes if it holds checkpoints)")
+    parser.add_argument("--curves-png", default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    _add_config_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)} - {"extra_training_args", "headless"}
+    config = FinetuneConfig(**{k: getattr(args, k) for k in names}, headless=True)
+    dataset = _load_dataset(args.data, args.data_format)
+    result = finetune(dataset, args.model, args.out, config, curves_png=args.curves_png,
+                      overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        test = result.metrics["test"]
+        print(f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; wrote {result.out_dir}")
+    return 0
+
+
+def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
+    """The command that runs ``nbutils.train`` with ``argv`` on ``nproc`` processes (DDP)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "nbutils.train", *map(str, argv)]
+
+
+def launch_distributed(nproc: int, argv: Sequence[str], *, env: dict | None = None) -> int:
+    """Run training on ``nproc`` GPUs (or CPU processes) with torchrun, streaming its output."""
+    cmd = torchrun_command(nproc, argv)
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+    code = proc.wait()
+    if code != 0:
+        raise NbutilsError(f"distributed training failed (exit status {code})", fix="read the log above")
+    return code
+
+
+if __name__ == "__main__":
+    from nbutils.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

@@ -1,0 +1,271 @@
+"""Fine-tuning: truncation on token ids, the files of the run-directory contract, resume after an
+interruption, the hooks the freezing notebook uses, live curves, and errors a user can fix.
+
+Runs a tiny random BERT of the real vocabulary on a few dozen real THUCNews titles: this checks
+the plumbing and exact reproducibility, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from nbutils.data import load_dataset
+from nbutils.errors import NbutilsError
+from nbutils.live import LiveCurves, QuietProgress, history_frame
+from nbutils.metrics import classification_metrics
+from nbutils.models import build_tokenizer, make_random_bert
+from nbutils.train import FinetuneConfig, Truncator, finetune, load_result
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, vocab_dir):
+    return make_random_bert(vocab_dir / "vocab.txt", tmp_path_factory.mktemp("m") / "tiny", **TINY)
+
+
+@pytest.fixture(scope="module")
+def small_data(titles_dir):
+    return load_dataset(titles_dir).subsample({"train": 48, "dev": 24, "test": 24}, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(vocab_dir):
+    return build_tokenizer(vocab_dir / "vocab.txt")
+
+
+def quick(**overrides) -> FinetuneConfig:
+    base = dict(max_length=24, epochs=1, batch_size=8, eval_batch_size=16, learning_rate=5e-4,
+                eval_steps=2, max_steps=6, early_stopping_patience=0, logging_steps=1, seed=3)
+    return FinetuneConfig(**{**base, **overrides})
+
+
+# ---------------------------------------------------------------------------- truncation
+
+LONG = "".join(chr(0x4E00 + (i * 37) % 2000) for i in range(3000))  # 3,000 distinct-ish CJK chars
+
+
+@pytest.mark.parametrize("strategy", ["head", "tail", "head+tail"])
+def test_long_text_is_cut_to_max_length(tokenizer, strategy):
+    cut = Truncator(tokenizer, 64, strategy)
+    full = tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    assert len(full) == 3000  # one token per Chinese character: far past 512 positions
+    ids = cut([LONG])[0]
+    assert len(ids) == 64
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    body = ids[1:-1]
+    if strategy == "head":
+        assert body == full[:62]
+    elif strategy == "tail":
+        assert body == full[-62:]
+    else:
+        head = round(62 * 128 / 510)
+        assert cut.head == head
+        assert body == full[:head] + full[-(62 - head):]
+
+
+def test_short_and_empty_texts_are_untouched(tokenizer):
+    cut = Truncator(tokenizer, 32, "head+tail", head_tokens=5)
+    short, empty = cut(["体育新闻", ""])
+    assert short == tokenizer("体育新闻")["input_ids"]
+    assert empty == [tokenizer.cls_token_id, tokenizer.sep_token_id]
+
+
+def test_bad_truncation_settings(tokenizer):
+    with pytest.raises(NbutilsError, match="unknown truncation"):
+        FinetuneConfig(truncation="middle")
+    with pytest.raises(NbutilsError, match="longer than the model accepts"):
+        Truncator(tokenizer, 1024)
+
+
+# ---------------------------------------------------------------------------- a full run
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model, small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "finetune"
+    return finetune(small_data, tiny_model, out, quick(), curves_png=out.parent / "curves.png")
+
+
+def test_run_writes_the_contract_files(finished, small_data):
+    out = finished.out_dir
+    for name in ("metrics.json", "history.csv", "test_predictions.csv"):
+        assert (out / name).is_file()
+    assert not (out / "checkpoints").exists()  # removed after success
+    assert (out.parent / "curves.png").stat().st_size > 1000
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["id2label"] == {str(i): n for i, n in enumerate(small_data.label_names)}
+    assert json.loads((out / "model" / "finetune_config.json").read_text())["max_length"] == 24
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["label_names"] == small_data.label_names
+    for split, n in (("dev", 24), ("test", 24)):
+        m = metrics[split]
+        assert m["n"] == n and sum(m["per_class"][c]["support"] for c in m["per_class"]) == n
+        assert {"accuracy", "macro_f1", "weighted_f1", "confusion_matrix"} <= m.keys()
+    assert metrics["train"]["global_step"] == 6 and metrics["train"]["steps"] == 6
+    assert metrics["train"]["samples_per_second"] > 0
+    assert metrics["device"]["device"] == "cpu"
+
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns[:7]) == ["step", "epoch", "loss", "learning_rate", "eval_loss",
+                                         "eval_accuracy", "eval_macro_f1"]
+    assert history["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert history["eval_macro_f1"].notna().sum() == 3  # evaluated at steps 2, 4, 6
+    lr = history["learning_rate"].tolist()
+    assert max(lr) <= 5e-4 and lr[-1] < max(lr)  # warmup then linear decay
+
+
+def test_saved_metrics_match_saved_predictions(finished, small_data):
+    preds = pd.read_csv(finished.out_dir / "test_predictions.csv")
+    names = small_data.label_names
+    assert list(preds.columns) == ["text", "label", "pred", "confidence", *[f"prob_{n}" for n in names]]
+    probs = preds[[f"prob_{n}" for n in names]].to_numpy()
+    assert probs.sum(1) == pytest.approx(1.0)
+    assert preds["confidence"].to_numpy() == pytest.approx(probs.max(1))
+    recomputed = classification_metrics(preds["label"], preds["pred"], names)
+    saved = json.loads((finished.out_dir / "metrics.json").read_text())["test"]
+    assert recomputed == saved
+    assert sorted(preds["text"]) == sorted(small_data.texts("test"))
+
+
+def test_finished_run_is_not_overwritten(finished, tiny_model, small_data):
+    before = (finished.out_dir / "metrics.json").read_bytes()
+    with pytest.raises(NbutilsError, match="already holds a finished"):
+        finetune(small_data, tiny_model, finished.out_dir, quick())
+    assert (finished.out_dir / "metrics.json").read_bytes() == before
+    loaded = load_result(finished.out_dir)
+    assert loaded["metrics"]["test"] == finished.metrics["test"]
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+class StopAt(TrainerCallback):
+    """Simulates Ctrl-C mid-epoch, after a checkpoint was written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_to_the_same_result(finished, tiny_model, small_data, tmp_path):
+    out = tmp_path / "finetune"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(small_data, tiny_model, out, quick(), extra_callbacks=[StopAt(5)])
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+
+    resumed = finetune(small_data, tiny_model, out, quick())
+    assert resumed.metrics["train"]["resumed_from"].endswith("checkpoint-4")
+    assert resumed.metrics["train"]["steps"] == 2  # only steps 5 and 6 were trained again
+    assert resumed.metrics["dev"] == finished.metrics["dev"]
+    assert resumed.metrics["test"] == finished.metrics["test"]
+    a = pd.read_csv(finished.out_dir / "test_predictions.csv")
+    b = pd.read_csv(out / "test_predictions.csv")
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+    ha, hb = pd.read_csv(finished.out_dir / "history.csv"), pd.read_csv(out / "history.csv")
+    pd.testing.assert_series_equal(ha["loss"], hb["loss"], rtol=1e-5)  # history kept across resume
+
+
+# ---------------------------------------------------------------------------- hooks
+
+
+def test_prepare_model_and_param_groups_hooks(tiny_model, small_data, tmp_path):
+    seen = {}
+
+    def freeze_embeddings(model):
+        for p in model.bert.embeddings.parameters():
+            p.requires_grad = False
+
+    def groups(model):
+        seen["called"] = True
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": 0.0}]
+
+    result = finetune(small_data, tiny_model, tmp_path / "ft", quick(max_steps=2, eval_steps=2),
+                      prepare_model=freeze_embeddings, param_groups=groups, save_model=False)
+    assert seen["called"]
+    assert 0 < result.trainable_params < result.total_params
+    assert not (tmp_path / "ft" / "model").exists()
+    assert result.total_params - result.trainable_params > 21128 * 32  # word embeddings frozen
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_user_errors(tiny_model, small_data, tmp_path, monkeypatch):
+    with pytest.raises(NbutilsError, match="model folder not found"):
+        finetune(small_data, tmp_path / "nope", tmp_path / "a", quick())
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model / "config.json").read_text())
+    with pytest.raises(NbutilsError, match="no weights"):
+        finetune(small_data, broken, tmp_path / "b", quick())
+
+    bad = small_data.subsample({"train": 8, "dev": 8, "test": 8})
+    bad.frame.loc[bad.frame.index[0], "label"] = 99
+    with pytest.raises(NbutilsError, match="label id 99"):
+        finetune(bad, tiny_model, tmp_path / "c", quick())
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr("transformers.Trainer.train", oom)
+    with pytest.raises(NbutilsError, match="out of memory.*batch_size=8") as err:
+        finetune(small_data, tiny_model, tmp_path / "d", quick())
+    assert "gradient_accumulation_steps" in str(err.value)
+
+
+# ---------------------------------------------------------------------------- live output
+
+
+def test_history_merges_train_and_eval_rows():
+    log = [
+        {"loss": 2.0, "learning_rate": 1e-4, "epoch": 0.5, "step": 5},
+        {"eval_loss": 1.9, "eval_accuracy": 0.3, "eval_macro_f1": 0.2, "eval_runtime": 0.1, "epoch": 0.5, "step": 5},
+        {"loss": 1.5, "learning_rate": 5e-5, "epoch": 1.0, "step": 10},
+        {"train_runtime": 3.0, "train_loss": 1.7, "epoch": 1.0, "step": 10},
+    ]
+    h = history_frame(log)
+    assert h["step"].tolist() == [5, 10]
+    assert h.loc[0, "eval_macro_f1"] == 0.2 and pd.isna(h.loc[1, "eval_macro_f1"])
+    assert "eval_runtime" not in h and "train_runtime" not in h
+
+
+def test_quiet_progress_prints_a_few_lines(finished):
+    class State:
+        max_steps, global_step, epoch, is_world_process_zero = 100, 0, 0.0, True
+
+    lines = []
+    progress = QuietProgress(lines=4, print_fn=lines.append)
+    state = State()
+    progress.on_train_begin(None, state, None)
+    for step in range(1, 101):
+        state.global_step = step
+        progress.on_log(None, state, None, logs={"loss": 1.0 / step})
+        progress.on_step_end(None, state, None)
+    assert len(lines) == 1 + 4
+    assert lines[1].startswith("step 25/100 (25%) loss 0.0400")
+    assert lines[-1].startswith("step 100/100 (100%)")
+
+
+def test_live_curves_headless_writes_png(tmp_path):
+    class State:
+        is_world_process_zero = True
+        log_history = [{"loss": 2.0, "step": 1, "epoch": 0.1},
+                       {"eval_accuracy": 0.5, "eval_macro_f1": 0.4, "step": 1, "epoch": 0.1}]
+
+    curves = LiveCurves(tmp_path / "c.png", headless=True)
+    curves.on_log(None, State(), None, logs={})
+    curves.on_train_end(None, State(), None)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert curves.history["eval_accuracy"].tolist() == [0.5]
