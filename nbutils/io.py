@@ -18,6 +18,15 @@ from typing import Any
 from nbutils.errors import NbutilsError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _tmp_sibling(path: Path, *, directory: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-"
@@ -25,6 +34,8 @@ def _tmp_sibling(path: Path, *, directory: bool) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file 0600; results should get the usual umask-based mode like any file
+    os.chmod(name, 0o666 & ~_UMASK)
     return Path(name)
 
 
