@@ -31,7 +31,9 @@ def _tmp_sibling(path: Path, *, directory: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-"
     if directory:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+        name = tempfile.mkdtemp(prefix=prefix, dir=path.parent)
+        os.chmod(name, 0o777 & ~_UMASK)  # mkdtemp's 0700 would stick to the renamed result
+        return Path(name)
     fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
     os.close(fd)
     # mkstemp makes the file 0600; results should get the usual umask-based mode like any file
