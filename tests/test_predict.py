@@ -1,0 +1,117 @@
+"""Prediction: same answers as one-text-at-a-time inference and as transformers.pipeline, input
+order kept, empty and over-long texts handled, the CLI, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers
+
+from nbutils.errors import NbutilsError
+from nbutils.io import write_json
+from nbutils.models import make_random_bert
+from nbutils.predict import Predictor, main, predict
+
+LABELS = ["体育", "财经", "科技"]
+TITLES = [
+    "中华女子学院：本科层次仅1专业招男生",
+    "两天价网站背后重重迷雾：做个网站究竟要多少钱",
+    "东5环海棠公社230-290平2居准现房98折优惠",
+    "卡佩罗：告诉你德国脚生猛的原因 不希望英德战踢点球",
+    "82岁老太为学生做饭扫地44年获授荣誉",
+    "体育",
+    "记者回访地震中可乐男孩：将受邀赴美国参观",
+]
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory, vocab_dir):
+    """A tiny random classifier folder, shaped like finetune's output (labels + tokenizer)."""
+    base = make_random_bert(vocab_dir / "vocab.txt", tmp_path_factory.mktemp("m") / "base",
+                            hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    out = base.parent / "clf"
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    with torch.no_grad():  # spread the logits so labels are not near-ties
+        model.classifier.weight.normal_(0, 2.0)
+    model.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out
+
+
+def one_by_one(model_dir, texts):
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return np.stack([model(**tok(t, return_tensors="pt")).logits.softmax(-1)[0].numpy() for t in texts])
+
+
+def test_batched_equals_one_by_one_in_input_order(classifier_dir):
+    frame = predict(TITLES, classifier_dir, batch_size=3)  # several batches, sorted by length inside
+    assert frame["text"].tolist() == TITLES
+    probs = frame[[f"prob_{n}" for n in LABELS]].to_numpy()
+    expected = one_by_one(classifier_dir, TITLES)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert frame["label"].tolist() == [LABELS[i] for i in expected.argmax(1)]
+    assert frame["confidence"].to_numpy() == pytest.approx(expected.max(1), abs=1e-5)
+
+
+def test_same_labels_as_transformers_pipeline(classifier_dir):
+    pipe = transformers.pipeline("text-classification", model=str(classifier_dir), device="cpu")
+    assert [r["label"] for r in pipe(TITLES)] == predict(TITLES, classifier_dir)["label"].tolist()
+
+
+def test_empty_none_and_overlong_texts(classifier_dir):
+    long = "新华社消息，" * 600  # 3,600 characters: far beyond 512 positions
+    frame = predict(["", None, long, "体育"], classifier_dir)
+    assert len(frame) == 4 and frame["label"].isin(LABELS).all()
+    assert frame["text"].tolist()[:2] == ["", ""]
+    assert frame["n_tokens"].tolist()[0] == 2  # [CLS] [SEP]
+    assert frame["truncated"].tolist() == [False, False, True, False]
+    assert frame.loc[2, "n_tokens"] == 3602
+    assert predict("体育", classifier_dir)["text"].tolist() == ["体育"]  # a single string is one text
+    assert predict([], classifier_dir).empty
+
+
+def test_uses_the_training_truncation(classifier_dir, tmp_path):
+    write_json(classifier_dir / "finetune_config.json", {"max_length": 8, "truncation": "tail", "head_tokens": 0})
+    try:
+        predictor = Predictor(classifier_dir)
+        cut = predictor.truncator(None, None)
+        assert (cut.max_length, cut.truncation) == (8, "tail")
+        frame = predictor(["一二三四五六七八九十"])
+        assert bool(frame.loc[0, "truncated"])
+        tail_only = predictor(["五六七八九十"], max_length=8)  # the last 6 characters: same tokens
+        assert frame.loc[0, "label"] == tail_only.loc[0, "label"]
+        np.testing.assert_allclose(frame.loc[0, "confidence"], tail_only.loc[0, "confidence"], atol=1e-6)
+    finally:
+        (classifier_dir / "finetune_config.json").unlink()
+
+
+def test_cli_table_file_and_csv(classifier_dir, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TITLES[:3]) + "\n", encoding="utf-8")
+    assert main(["--model", str(classifier_dir), "--file", str(src), "体育新闻"]) == 0
+    printed = capsys.readouterr().out
+    assert "label" in printed and "体育新闻" in printed and printed.count("\n") == 5
+    out_csv = tmp_path / "p.csv"
+    assert main(["--model", str(classifier_dir), "--output", str(out_csv), *TITLES]) == 0
+    saved = pd.read_csv(out_csv)
+    assert saved["text"].tolist() == TITLES and {f"prob_{n}" for n in LABELS} <= set(saved.columns)
+
+
+def test_errors(classifier_dir, tmp_path):
+    with pytest.raises(NbutilsError, match="model folder not found"):
+        predict(["x"], tmp_path / "missing")
+    with pytest.raises(NbutilsError, match="file not found"):
+        main(["--model", str(classifier_dir), "--file", str(tmp_path / "none.txt")])
+    with pytest.raises(NbutilsError, match="no texts"):
+        main(["--model", str(classifier_dir)])
+    with pytest.raises(NbutilsError, match="batch_size"):
+        predict(["x"], classifier_dir, batch_size=0)
+    assert json.loads((classifier_dir / "config.json").read_text())["id2label"]["0"] == "体育"
