@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import re
-import shutil
 import struct
 import tempfile
 import zipfile
@@ -348,7 +347,7 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
     tokenizer_config.json + vocab.txt) and conversion_report.json. It appears only when
     everything succeeded; an existing folder is never replaced unless ``overwrite``.
     """
-    from nbutils.models import build_tokenizer, read_vocab
+    from nbutils.models import read_vocab, write_tokenizer_files
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -385,9 +384,8 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             file_crc = write_safetensors(tmp / "model.safetensors", tensors)
             write_json(tmp / "config.json", hf_config(cfg, plan.model_class, plan.num_labels))
-            build_tokenizer(source.vocab_path, do_lower_case=do_lower_case,
-                            model_max_length=cfg["max_position_embeddings"]).save_pretrained(tmp)
-            shutil.copyfile(source.vocab_path, tmp / "vocab.txt")
+            write_tokenizer_files(source.vocab_path, tmp, do_lower_case=do_lower_case,
+                                  model_max_length=cfg["max_position_embeddings"])
             report = {
                 "source": source.given,
                 "checkpoint_prefix": str(source.prefix),

@@ -61,6 +61,43 @@ def build_tokenizer(vocab_file: str | Path, do_lower_case: bool = True, model_ma
     )
 
 
+def _wordpiece_tokenizer(tokens: list[str], do_lower_case: bool):
+    """The Rust tokenizer transformers' BertTokenizer builds (same normaliser, splitting, specials)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    vocab = {token: i for i, token in enumerate(tokens)}
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                lowercase=do_lower_case)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    return tok
+
+
+def write_tokenizer_files(vocab_file: str | Path, out_dir: str | Path, *, do_lower_case: bool = True,
+                          model_max_length: int = 512) -> None:
+    """Write tokenizer.json, tokenizer_config.json and vocab.txt as ``build_tokenizer(...).save_pretrained``
+    would, without importing transformers (its import is most of a conversion's run time).
+    tests/test_models.py checks both load to identical encodings."""
+    out_dir = Path(out_dir)
+    tokens = read_vocab(vocab_file)
+    _wordpiece_tokenizer(tokens, do_lower_case).save(str(out_dir / "tokenizer.json"))
+    config = {
+        "backend": "tokenizers", "tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case,
+        "tokenize_chinese_chars": True, "strip_accents": None, "model_max_length": model_max_length,
+        "cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]", "unk_token": "[UNK]",
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    shutil.copyfile(vocab_file, out_dir / "vocab.txt")
+
+
 def build_char_vocab(texts: Iterable[str], out_file: str | Path, min_count: int = 1) -> Path:
     """Write a fallback vocab.txt of the characters in ``texts`` (when no real vocab is at hand).
 
