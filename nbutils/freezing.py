@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nbutils.errors import NbutilsError
@@ -389,6 +390,22 @@ def _history_rows(strategy: Strategy, seed: int, history):
     return frame
 
 
+def _warm_up(dataset, model_dir, out_dir, config, log) -> None:
+    import dataclasses
+    import shutil
+
+    from nbutils.train import finetune
+
+    log("warm-up: 2 untimed training steps")
+    small = dataset.subsample({"train": 2 * config.batch_size, "dev": 8, "test": 8}, seed=config.seed)
+    finetune(
+        small, model_dir, out_dir,
+        dataclasses.replace(config, max_steps=2, eval_strategy="epoch", eval_steps=0, headless=True),
+        save_model=False, extra_callbacks=[],
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def run_comparison(
     dataset,
     model_dir,
@@ -400,6 +417,7 @@ def run_comparison(
     control_model_dir=None,
     control_name: str = RANDOM_INIT_CONTROL,
     overwrite: bool = False,
+    warmup: bool = True,
     log=print,
 ):
     """Fine-tune every strategy with every seed; write and return ``results.csv`` (one row each).
@@ -410,6 +428,10 @@ def run_comparison(
     (e.g. the same architecture with random weights) under the same budget. ``out_dir`` appears
     only once every run has finished (``results.csv``, ``history.csv`` and ``runs/<name>-seed<n>/``
     with each run's metrics and predictions); an existing ``out_dir`` is kept unless ``overwrite``.
+
+    ``warmup`` first trains a few untimed steps on a few examples, so the one-off costs of a
+    fresh process (thread pools, allocator arenas, CUDA context) are not billed to whichever
+    strategy happens to run first.
     """
     import dataclasses
     from functools import partial
@@ -429,6 +451,8 @@ def run_comparison(
     total = len(runs) * len(seeds)
     rows, histories = [], []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        if warmup:
+            _warm_up(dataset, model_dir, tmp / "warmup", config, log)
         for i, ((strategy, source), seed) in enumerate(
             ((run, seed) for run in runs for seed in seeds), start=1
         ):
@@ -461,3 +485,181 @@ def run_comparison(
         with atomic_file(tmp / "history.csv") as path:
             pd.concat(histories, ignore_index=True).to_csv(path, index=False, encoding="utf-8")
     return results
+
+
+# --- reading the results ----------------------------------------------------------------------
+
+SUMMARY_METRICS = (
+    "test_accuracy", "test_macro_f1", "dev_accuracy", "dev_macro_f1", "train_time_s",
+    "samples_per_second", "peak_memory_mb",
+)
+
+
+def summarise(results):
+    """Mean and standard deviation over seeds, one row per strategy (in the order they ran).
+
+    Columns: ``seeds``, ``trainable_params``, ``trainable_fraction`` and ``<metric>_mean`` /
+    ``<metric>_std`` for test/dev accuracy and macro-F1, train time, samples/s and peak memory.
+    The std is NaN with a single seed: one run says nothing about the spread.
+    """
+    import pandas as pd
+
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise NbutilsError(f"results lack columns {missing}", fix="pass the frame run_comparison returned (results.csv)")
+    grouped = results.groupby("strategy", sort=False)
+    out = pd.DataFrame({
+        "seeds": grouped["seed"].nunique(),
+        "trainable_params": grouped["trainable_params"].first(),
+        "trainable_fraction": grouped["trainable_params"].first() / grouped["total_params"].first(),
+    })
+    for metric in SUMMARY_METRICS:
+        out[f"{metric}_mean"] = grouped[metric].mean()
+        out[f"{metric}_std"] = grouped[metric].std(ddof=1)
+    return out
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std == std else "")
+
+
+def describe_findings(results, reference: str = FULL, metric: str = "test_accuracy") -> str:
+    """A few sentences (markdown bullets) that say what the numbers show, computed from them."""
+    summary = summarise(results)
+    mean, std = summary[f"{metric}_mean"], summary[f"{metric}_std"]
+    what = metric.replace("_", " ")
+    n_seeds = int(summary["seeds"].min())
+    lines = []
+    best = mean.idxmax()
+    lines.append(
+        f"Highest mean {what}: **{best}** with {_pm(mean[best], std[best])} "
+        f"({len(summary)} strategies, {n_seeds if n_seeds == summary['seeds'].max() else f'{n_seeds}+'} seed(s) each)."
+    )
+    if reference in summary.index:
+        ref_mean, ref_time = mean[reference], summary.loc[reference, "train_time_s_mean"]
+
+        def versus(name: str, other: str = reference) -> str:
+            gap = 100 * (mean[name] - mean[other])
+            if gap == 0:
+                return f"ties {other}"
+            spread = 100 * 2 * math.hypot(std[name], std[other])  # 2 sd of the difference
+            if spread != spread:
+                verdict = "one seed each, so the seed-to-seed spread is unknown"
+            elif abs(gap) <= spread:
+                verdict = f"within 2 sd of the seed-to-seed spread, {spread:.1f} points"
+            else:
+                verdict = f"beyond 2 sd of the seed-to-seed spread, {spread:.1f} points"
+            return f"{'beats' if gap > 0 else 'trails'} {other} by {abs(gap):.1f} points ({verdict})"
+
+        if CLASSIFIER_ONLY in summary.index:
+            frac = summary.loc[CLASSIFIER_ONLY, "trainable_fraction"]
+            lines.append(
+                f"Training only the classifier ({100 * frac:.2g}% of the parameters, the feature-based way) "
+                f"{versus(CLASSIFIER_ONLY)}: {_pm(mean[CLASSIFIER_ONLY], std[CLASSIFIER_ONLY])} vs "
+                f"{_pm(ref_mean, std[reference])}."
+            )
+        frozen = [n for n in summary.index if n not in (reference, RANDOM_INIT_CONTROL, LLRD)]
+        if frozen:
+            fastest = summary.loc[frozen, "train_time_s_mean"].idxmin()
+            t = summary.loc[fastest, "train_time_s_mean"]
+            lines.append(
+                f"Fastest to train: **{fastest}**, {t:.1f} s of training steps vs {ref_time:.1f} s for "
+                f"{reference} ({ref_time / t:.1f}x faster); it {versus(fastest)}."
+            )
+            close = [n for n in frozen if mean[n] >= ref_mean - 0.01]
+            if close:
+                cheapest = min(close, key=lambda n: summary.loc[n, "train_time_s_mean"])
+                lines.append(
+                    f"Cheapest to train within 1 point of {reference}: **{cheapest}** "
+                    f"({summary.loc[cheapest, 'train_time_s_mean']:.1f} s, "
+                    f"{100 * summary.loc[cheapest, 'trainable_fraction']:.2g}% of the parameters trainable)."
+                )
+            else:
+                lines.append(f"No freezing strategy came within 1 point of {reference}.")
+        mem = summary["peak_memory_mb_mean"]
+        if mem.notna().any() and frozen and mem[frozen].notna().any():
+            low = mem[frozen].idxmin()
+            kind = results["peak_memory_kind"].iloc[0] if "peak_memory_kind" in results else "peak memory"
+            lines.append(
+                f"Peak memory ({kind}): {mem[reference]:.0f} MB for {reference}, "
+                f"{mem[low]:.0f} MB for {low}, the lowest."
+            )
+        if LLRD in summary.index:
+            lines.append(
+                f"Layer-wise LR decay (nothing frozen) {versus(LLRD)}: {_pm(mean[LLRD], std[LLRD])}."
+            )
+        if RANDOM_INIT_CONTROL in summary.index:
+            lines.append(
+                f"Control: {reference} fine-tuning of the same architecture from random weights, under the "
+                f"same budget, reaches {_pm(mean[RANDOM_INIT_CONTROL], std[RANDOM_INIT_CONTROL])}; the starting "
+                f"encoder {versus(reference, RANDOM_INIT_CONTROL).replace(RANDOM_INIT_CONTROL, 'random weights')}."
+            )
+    return "\n".join(f"- {line}" for line in lines)
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def _scatter(results, x: str, xlabel: str, metric: str, log_x: bool, ax=None):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    # one point per strategy and seed; marker and colour name the strategy (full, llrd and the
+    # control share their x, so text labels would overprint each other)
+    sns.scatterplot(data=results, x=x, y=metric, hue="strategy", style="strategy", s=80, ax=ax, alpha=0.8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return ax.figure
+
+
+def plot_accuracy_vs_params(results, metric: str = "test_accuracy", ax=None):
+    """Test accuracy against trainable parameters (log scale), one point per strategy and seed."""
+    fig = _scatter(results, "trainable_params", "trainable parameters (log scale)", metric, True, ax)
+    fig.axes[0].set_title(f"{metric.replace('_', ' ')} vs what trains")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_time(results, metric: str = "test_accuracy", ax=None):
+    """Test accuracy against training time: the trade-off a user actually chooses on."""
+    fig = _scatter(results, "train_time_s", "training time, s (optimizer steps only)", metric, False, ax)
+    fig.axes[0].set_title(f"{metric.replace('_', ' ')} vs training time")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(history, metric: str = "eval_accuracy"):
+    """Training loss and dev ``metric`` against the step, strategies overlaid (mean ± sd over seeds)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.2))
+    several = history.groupby("strategy")["seed"].nunique().max() > 1
+    for ax, column, label in ((ax_loss, "loss", "training loss"), (ax_dev, metric, f"dev {metric.removeprefix('eval_').replace('_', ' ')}")):
+        points = history.dropna(subset=[column])
+        sns.lineplot(
+            data=points, x="step", y=column, hue="strategy", errorbar="sd" if several else None,
+            marker="o" if column != "loss" else None, ax=ax,
+        )
+        ax.set(ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+    if ax_loss.get_legend():
+        ax_loss.get_legend().remove()  # one legend for both panels
+    ax_dev.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` as PNG atomically (the notebook also shows it inline)."""
+    from nbutils.io import atomic_file
+
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
