@@ -287,7 +287,9 @@ def short_text_summary(
 ) -> dict[str, Any]:
     """Counts of empty and short texts per split, with a few examples (label names, not ids)."""
     found = short_texts(frame, min_chars)
-    examples = found.head(max_examples).assign(label=lambda f: [label_names[i] for i in f["label"]])
+    # "row" (a position in the combined table) would be mistaken for a line of the user's file
+    examples = found.head(max_examples).drop(columns="row")
+    examples["label"] = [label_names[i] for i in examples["label"]]
     return {
         "min_chars": int(min_chars),
         "empty": int((found["chars"] == 0).sum()),

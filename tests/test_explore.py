@@ -165,7 +165,10 @@ def test_short_texts_finds_empty_and_short_ones():
     summary = explore.short_text_summary(frame, 3, NAMES, max_examples=2)
     assert summary["empty"] == 1 and summary["short"] == 3
     assert summary["short_by_split"] == {"dev": 1, "test": 1, "train": 1}
-    assert [e["label"] for e in summary["examples"]] == ["dogs", "dogs"]
+    assert summary["examples"] == [
+        {"split": "train", "label": "dogs", "text": "  ", "chars": 0},
+        {"split": "test", "label": "dogs", "text": "好", "chars": 1},
+    ]
 
 
 # --- characteristic n-grams
@@ -207,3 +210,37 @@ def test_sample_table_and_paging():
     assert explore.page_of(frame, 1, 3)["text"].tolist() == ["x"]
     with pytest.raises(NbutilsError):
         explore.page_of(frame, -1, 3)
+
+
+# --- figures (nbutils.plots, 02 section)
+
+
+def test_figures_render_and_save_as_png(tmp_path):
+    from nbutils import plots
+
+    frame = make_frame([("猫猫", 0, "train"), ("狗狗狗", 1, "train"), ("猫", 0, "dev")])
+    frame = frame.assign(chars=[2, 3, 1], tokens=[2, 3, 1], **{"class": ["cats", "dogs", "cats"]})
+    counts = pd.DataFrame({"train": [1, 1], "dev": [1, 0]}, index=NAMES)
+    figures = {
+        "balance": plots.class_balance_bars(counts),
+        "lengths": plots.length_histograms(frame, max_length=8),
+        "by_class": plots.lengths_by_class(frame, order=NAMES),
+        "fit": plots.fit_share_curve(frame["tokens"], max_lengths=(8, 16), recommended=8),
+    }
+    assert len(figures["balance"].axes[0].patches) >= 4  # 2 classes x 2 splits (+ legend)
+    assert len(figures["by_class"].axes) == 2
+    for name, fig in figures.items():
+        path = plots.save_figure(fig, tmp_path / f"{name}.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        plots.plt.close(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{n}.png" for n in sorted(figures)]
+
+
+def test_plot_labels_fall_back_to_ids_without_a_cjk_font(monkeypatch):
+    from nbutils import plots
+
+    monkeypatch.setattr(plots, "cjk_font", lambda: None)
+    assert plots.plot_labels(["体育", "finance"]) == ["class 0", "class 1"]
+    assert plots.plot_labels(["sports", "finance"]) == ["sports", "finance"]
+    monkeypatch.setattr(plots, "cjk_font", lambda: "Noto Sans CJK SC")
+    assert plots.plot_labels(["体育"]) == ["体育"]

@@ -1,0 +1,229 @@
+"""Figures (seaborn/matplotlib) and small interactive views for the notebooks.
+
+Each figure helper takes plain tables and returns a matplotlib ``Figure``; the notebook shows
+it inline and ``save_figure`` writes it as a PNG under ``RunPaths.figure(stage, name)`` so the
+report can embed it. Sections are per notebook; add new helpers in a section of their own.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from nbutils.io import atomic_file
+
+# Fonts that can draw Chinese class names and n-grams, in order of preference.
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Heiti SC",
+    "AR PL UMing CN",
+)
+
+
+# --- shared ---------------------------------------------------------------------------------
+
+
+def cjk_font() -> str | None:
+    """The first installed font (of ``CJK_FONTS``) that can draw Chinese, or None."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
+def use_cjk_font() -> str | None:
+    """Put an installed CJK font in front of matplotlib's sans-serif list and return its name.
+
+    Without one (None), Chinese text would render as boxes: matplotlib's per-glyph warnings are
+    silenced and ``plot_labels`` swaps Chinese class names for ``class <id>``.
+    """
+    name = cjk_font()
+    if name is None:
+        warnings.filterwarnings(
+            "ignore", message="Glyph .* missing from font", category=UserWarning
+        )
+        return None
+    matplotlib.rcParams["font.sans-serif"] = [name, *matplotlib.rcParams["font.sans-serif"]]
+    matplotlib.rcParams["axes.unicode_minus"] = False
+    return name
+
+
+def plot_labels(names: Sequence[str]) -> list[str]:
+    """Class names as figures can draw them: unchanged if ASCII or a CJK font is installed,
+    else ``class 0``, ``class 1``, ... (the notebook's tables keep the real names)."""
+    if all(name.isascii() for name in names) or cjk_font() is not None:
+        return list(names)
+    return [f"class {i}" for i in range(len(names))]
+
+
+def save_figure(fig: plt.Figure, path: str | Path, *, dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically (never a half-written image)."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
+
+
+# --- 02 explore data ------------------------------------------------------------------------
+
+
+def class_balance_bars(counts: pd.DataFrame) -> plt.Figure:
+    """Bars of texts per class (rows of ``counts``), one colour per split (its columns)."""
+    import seaborn as sns
+
+    splits = [c for c in counts.columns if c != "total"]
+    long = (
+        counts[splits]
+        .rename_axis("class")
+        .reset_index()
+        .melt(id_vars="class", var_name="split", value_name="texts")
+    )
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(counts) + 2), 4))
+    sns.barplot(data=long, x="class", y="texts", hue="split", ax=ax)
+    ax.set(title="Texts per class and split", xlabel="", ylabel="texts")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1))
+    _rotate_labels(ax)
+    fig.tight_layout()
+    return fig
+
+
+def length_histograms(
+    lengths: pd.DataFrame, *, max_length: int, special_tokens: int = 2
+) -> plt.Figure:
+    """Histograms of ``chars`` and ``tokens`` per text, the token budget of ``max_length`` marked."""
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    sns.histplot(lengths["chars"], ax=axes[0], discrete=lengths["chars"].max() <= 100)
+    axes[0].set(title="Length in characters", xlabel="characters", ylabel="texts")
+    sns.histplot(lengths["tokens"], ax=axes[1], discrete=lengths["tokens"].max() <= 100, color="C1")
+    budget = max_length - special_tokens
+    axes[1].axvline(budget, color="C3", linestyle="--")
+    axes[1].annotate(
+        f"max_length {max_length}\n(- [CLS], [SEP])",
+        xy=(budget, 0.95),
+        xycoords=("data", "axes fraction"),
+        ha="right",
+        va="top",
+        color="C3",
+        fontsize=9,
+    )
+    axes[1].set(
+        title="Length in WordPiece tokens", xlabel="tokens (without [CLS], [SEP])", ylabel="texts"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def lengths_by_class(lengths: pd.DataFrame, order: Sequence[str]) -> plt.Figure:
+    """Violins of ``chars`` and of ``tokens`` for each ``class`` (a column of class names)."""
+    import seaborn as sns
+
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.8 * len(order) + 2), 7), sharex=True)
+    for ax, column, colour in zip(axes, ("chars", "tokens"), ("C0", "C1"), strict=True):
+        sns.violinplot(
+            data=lengths,
+            x="class",
+            y=column,
+            order=list(order),
+            cut=0,
+            inner="quartile",
+            color=colour,
+            ax=ax,
+        )
+        ax.set(title=f"Length in {column} per class", xlabel="", ylabel=column)
+    _rotate_labels(axes[-1])
+    fig.tight_layout()
+    return fig
+
+
+def _rotate_labels(ax) -> None:
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+
+
+def fit_share_curve(
+    token_lengths: Sequence[int],
+    *,
+    max_lengths: Sequence[int],
+    recommended: int,
+    special_tokens: int = 2,
+) -> plt.Figure:
+    """Share of texts that fit, as a function of max_length (special tokens counted)."""
+    import numpy as np
+    import seaborn as sns
+
+    needed = np.asarray(token_lengths) + special_tokens
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    sns.ecdfplot(x=needed, ax=ax)
+    for m in max_lengths:
+        share = float(np.mean(needed <= m))
+        ax.plot([m], [share], "o", color="C0")
+        ax.annotate(
+            f"{m}: {share:.1%}", (m, share), textcoords="offset points", xytext=(4, -12), fontsize=8
+        )
+    ax.axvline(recommended, color="C3", linestyle="--", label=f"recommended {recommended}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(max_lengths), [str(m) for m in max_lengths])
+    ax.set_ylim(0, 1.05)
+    ax.set(
+        title="Share of texts that fit",
+        xlabel="max_length (tokens incl. [CLS], [SEP])",
+        ylabel="share of texts",
+    )
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def sample_browser(
+    frame: pd.DataFrame, label_names: Sequence[str], *, page_size: int = 10, max_chars: int = 200
+):
+    """An ipywidgets browser: pick a class and a split, page through its texts."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    from nbutils.explore import page_of, shorten
+
+    label = widgets.Dropdown(
+        options=[(name, i) for i, name in enumerate(label_names)], description="class"
+    )
+    splits = list(dict.fromkeys(frame["split"]))
+    split = widgets.Dropdown(options=splits, value=splits[0], description="split")
+    page = widgets.BoundedIntText(value=0, min=0, max=0, description="page")
+    info = widgets.Label()
+    output = widgets.Output()
+
+    def rows() -> pd.DataFrame:
+        return frame[(frame["label"] == label.value) & (frame["split"] == split.value)]
+
+    def refresh(*_):
+        pool = rows()
+        page.max = max((len(pool) - 1) // page_size, 0)
+        info.value = f"{len(pool)} texts, {page.max + 1} pages"
+        shown = page_of(pool, min(page.value, page.max), page_size)
+        output.clear_output(wait=True)
+        with output:
+            display(shown.assign(text=shown["text"].map(lambda t: shorten(t, max_chars)))[["text"]])
+
+    def reset_page(*_):
+        page.value = 0
+        refresh()
+
+    label.observe(reset_page, names="value")
+    split.observe(reset_page, names="value")
+    page.observe(refresh, names="value")
+    refresh()
+    return widgets.VBox([widgets.HBox([label, split, page, info]), output])
