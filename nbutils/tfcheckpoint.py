@@ -257,14 +257,14 @@ class TFCheckpoint:
                 offset, pos = _read_varint(handle, 0)
                 size, _ = _read_varint(handle, pos)
                 entries.extend(self._block_entries(data, offset, size, f"data block at byte {offset}"))
-        except ValueError as err:
+            if not entries or entries[0][0] != b"":
+                raise self._index_error("no bundle header entry")
+            self._parse_header(entries[0][1])
+            for key, value in entries[1:]:
+                name = key.decode("utf-8", errors="replace")
+                self.infos[name] = self._parse_entry(name, value)
+        except (ValueError, IndexError, struct.error) as err:
             raise self._index_error(f"malformed table ({err})") from None
-        if not entries or entries[0][0] != b"":
-            raise self._index_error("no bundle header entry")
-        self._parse_header(entries[0][1])
-        for key, value in entries[1:]:
-            name = key.decode("utf-8", errors="replace")
-            self.infos[name] = self._parse_entry(name, value)
 
     def _block_entries(self, data: bytes, offset: int, size: int, what: str) -> list[tuple[bytes, bytes]]:
         end = offset + size
@@ -456,7 +456,7 @@ def _as_storage(name: str, value) -> tuple[str, np.ndarray]:
 
 
 def _entry_proto(dtype: str, shape: tuple[int, ...], offset: int, size: int, crc: int) -> bytes:
-    dims = b"".join(_field(2, 2, _field(1, 0, d)) for d in shape)
+    dims = b"".join(_field(2, 2, _field(1, 0, d) if d else b"") for d in shape)  # proto3 omits zeros
     out = _field(1, 0, _DTYPE_ENUM[dtype]) + _field(2, 2, dims)
     if offset:
         out += _field(4, 0, offset)
@@ -498,20 +498,43 @@ class _TableWriter:
         return handle
 
     def build(self, entries: list[tuple[bytes, bytes]]) -> bytes:
-        pending, pending_size = [], 0
+        blocks: list[list[tuple[bytes, bytes]]] = [[]]
+        size = 0
         for key, value in entries:
-            pending.append((key, value))
-            pending_size += len(key) + len(value) + 8
-            if pending_size >= self.block_size:
-                self.index.append((key, self._write_block(self._encode_block(pending, self.restart_interval))))
-                pending, pending_size = [], 0
-        if pending:
-            self.index.append((pending[-1][0], self._write_block(self._encode_block(pending, self.restart_interval))))
+            blocks[-1].append((key, value))
+            size += len(key) + len(value) + 8
+            if size >= self.block_size:
+                blocks.append([])
+                size = 0
+        blocks = [b for b in blocks if b]
+        for i, block in enumerate(blocks):
+            last = block[-1][0]
+            # LevelDB's short index keys: a separator between blocks, a successor after the last
+            key = _separator(last, blocks[i + 1][0][0]) if i + 1 < len(blocks) else _successor(last)
+            self.index.append((key, self._write_block(self._encode_block(block, self.restart_interval))))
         meta = self._write_block(self._encode_block([], self.restart_interval))
         index = self._write_block(self._encode_block(self.index, 1))
         handles = meta + index
         footer = handles + b"\x00" * (40 - len(handles)) + struct.pack("<Q", _TABLE_MAGIC)
         return bytes(self.out + footer)
+
+
+def _separator(start: bytes, limit: bytes) -> bytes:
+    """Shortest key >= start and < limit (LevelDB's FindShortestSeparator)."""
+    n = 0
+    while n < min(len(start), len(limit)) and start[n] == limit[n]:
+        n += 1
+    if n < min(len(start), len(limit)) and start[n] < 0xFF and start[n] + 1 < limit[n]:
+        return start[:n] + bytes([start[n] + 1])
+    return start
+
+
+def _successor(key: bytes) -> bytes:
+    """Shortest key >= key (LevelDB's FindShortSuccessor)."""
+    for i, byte in enumerate(key):
+        if byte != 0xFF:
+            return key[:i] + bytes([byte + 1])
+    return key
 
 
 def write_checkpoint(prefix: str | Path, tensors: Mapping[str, object] | Iterable[tuple[str, object]]) -> Path:
