@@ -244,3 +244,61 @@ def test_plot_labels_fall_back_to_ids_without_a_cjk_font(monkeypatch):
     assert plots.plot_labels(["sports", "finance"]) == ["sports", "finance"]
     monkeypatch.setattr(plots, "cjk_font", lambda: "Noto Sans CJK SC")
     assert plots.plot_labels(["体育"]) == ["体育"]
+
+
+# --- the notebook end to end
+
+
+@pytest.mark.slow
+def test_notebook_on_a_hand_made_csv(tmp_path, vocab_dir):
+    import csv
+    import json
+
+    import papermill as pm
+
+    from nbutils.paths import REPO_ROOT
+
+    rows = [(t, "猫", "train") for t in ["猫在家里睡觉", "我的猫很好", "小猫吃鱼", "猫猫猫", "猫"]]
+    rows += [(t, "狗", "train") for t in ["家里有狗", "狗很好", "我的狗" * 6 + "狗狗", "狗在跑"]]
+    rows += [("家里有狗", "狗", "train"), ("ＡＢＣ猫", "猫", "dev"), ("狗在跑", "狗", "test")]
+    rows += [("小猫", "猫", "test"), ("大狗", "狗", "dev")]
+    data = tmp_path / "mine.csv"
+    with data.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("sentence", "animal", "split"), *rows])
+    run_dir = tmp_path / "run"
+    pm.execute_notebook(
+        REPO_ROOT / "notebooks" / "02_explore_data.ipynb",
+        tmp_path / "out.ipynb",
+        parameters={
+            "run_dir": str(run_dir),
+            "headless": True,
+            "data_dir": str(data),
+            "explore_vocab_dir": str(vocab_dir),
+            "explore_text_column": "sentence",
+            "explore_label_column": "animal",
+            "explore_min_chars": 2,
+        },
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        execution_timeout=300,
+        progress_bar=False,
+    )
+    stats = json.loads((run_dir / "explore" / "stats.json").read_text(encoding="utf-8"))
+    assert stats["split_sizes"] == {"train": 10, "dev": 2, "test": 2}
+    names = stats["dataset"]["label_names"]
+    assert stats["class_balance"]["train"] == {names[0]: 5, names[1]: 5}
+    # longest train text: 20 characters, 20 tokens, + [CLS] + [SEP] = 22 -> 24
+    assert stats["lengths"]["tokens"]["by_split"]["train"]["max"] == 20
+    assert stats["recommended_max_length"] == 24
+    assert stats["fit_shares"]["train"]["32"] == 1.0
+    assert stats["quality"]["duplicates"]["train"]["count"] == 1
+    assert stats["quality"]["leakage"]["pairs"]["train/test"] == 1
+    assert stats["quality"]["short_texts"]["short"] == 1  # "猫"
+    assert stats["char_width"]["texts_with_full_width"] == pytest.approx(1 / 14)
+    top = {
+        name: [g["ngram"] for g in grams[:1]]
+        for name, grams in stats["characteristic_ngrams"].items()
+    }
+    assert top == {"猫": ["猫"], "狗": ["狗"]}
+    for figure in stats["figures"].values():
+        assert (run_dir / figure).read_bytes()[:4] == b"\x89PNG"
