@@ -405,6 +405,7 @@ def finetune(
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         dataloader_num_workers=config.dataloader_num_workers,
         ddp_backend="gloo" if choice.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_find_unused_parameters=False,  # every parameter takes part in each forward pass
         report_to="none",
         **choice.training_args(),
         **progress_kwargs(config.headless),
@@ -432,6 +433,10 @@ def finetune(
         callbacks=callbacks,
         optimizers=optimizers,
     )
+    # Sequence classifiers accept **kwargs but average their loss themselves; if Trainer thinks
+    # they sum per token, it skips the division by gradient_accumulation_steps and multiplies the
+    # loss by the number of DDP processes (gradients N times too large). Tell it the truth.
+    trainer.model_accepts_loss_kwargs = False
     use_progress_style(trainer, config.headless)
     if config.headless:
         from transformers.utils import logging as hf_logging
