@@ -181,3 +181,165 @@ def test_llrd_groups_work_with_adamw(model):
 def test_not_a_bert_classifier_is_a_clear_error():
     with pytest.raises(NbutilsError, match="BERT-style"):
         apply_strategy(torch.nn.Linear(2, 2), Strategy("full"))
+
+
+# --- the comparison --------------------------------------------------------------------------
+
+pd = pytest.importorskip("pandas")
+
+
+class FakeResult:
+    """What finetune returns, with the numbers a fake run was told to produce."""
+
+    def __init__(self, model, accuracy):
+        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.total_params = sum(p.numel() for p in model.parameters())
+        scores = {"accuracy": accuracy, "macro_f1": accuracy / 2}
+        self.metrics = {"dev": scores, "test": scores}
+        self.history = pd.DataFrame({"step": [1, 2], "loss": [2.0, 1.5], "eval_accuracy": [None, accuracy],
+                                     "eval_macro_f1": [None, accuracy / 2], "epoch": [0.5, 1.0]})
+
+
+def test_run_comparison_wires_strategies_seeds_and_control(model, tmp_path, monkeypatch):
+    """Without training: each run gets its strategy's freezing, LLRD groups, its seed, no early stop."""
+    from nbutils import train
+
+    calls = []
+
+    def fake_finetune(dataset, model_dir, out_dir, config, *, prepare_model, param_groups,
+                      extra_callbacks, save_model, **kwargs):
+        fresh = transformers.BertForSequenceClassification(model.config)
+        summary = prepare_model(fresh)
+        groups = param_groups(fresh) if param_groups else None
+        calls.append(dict(model_dir=model_dir, seed=config.seed, patience=config.early_stopping_patience,
+                          frozen=len(summary.frozen_names), groups=groups, save_model=save_model))
+        return FakeResult(fresh, accuracy=0.5 + config.seed / 100)
+
+    monkeypatch.setattr(train, "finetune", fake_finetune)
+    base = train.FinetuneConfig(learning_rate=1e-3, early_stopping_patience=2)
+    strategies = select_strategies(["full", "classifier_only", "llrd"], LAYERS, llrd_decay=0.5)
+    out = tmp_path / "freezing"
+    results = freezing.run_comparison(None, "enc", out, strategies, [1, 2], base,
+                                      control_model_dir="random", warmup=False, log=lambda *_: None)
+    assert list(results.columns[: len(freezing.RESULT_COLUMNS)]) == list(freezing.RESULT_COLUMNS)
+    assert list(zip(results.strategy, results.seed, strict=True)) == [
+        ("full", 1), ("full", 2), ("classifier_only", 1), ("classifier_only", 2), ("llrd", 1), ("llrd", 2),
+        ("full_random_init", 1), ("full_random_init", 2)]
+    assert [c["model_dir"] for c in calls] == ["enc"] * 6 + ["random"] * 2
+    assert all(c["patience"] == 0 and not c["save_model"] for c in calls)  # same budget for all
+    assert [c["frozen"] > 0 for c in calls] == [False, False, True, True, False, False, False, False]
+    llrd_lrs = {g["lr"] for g in calls[4]["groups"]}
+    assert min(llrd_lrs) == pytest.approx(1e-3 * 0.5**LAYERS) and max(llrd_lrs) == pytest.approx(1e-3)
+    assert calls[0]["groups"] is None
+    assert results.test_accuracy.tolist() == [0.51, 0.52] * 4
+    on_disk = pd.read_csv(out / "results.csv")
+    assert on_disk[list(freezing.RESULT_COLUMNS)].equals(results[list(freezing.RESULT_COLUMNS)])
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == list(freezing.HISTORY_COLUMNS) and len(history) == 16
+    # an earlier result is never overwritten
+    with pytest.raises(NbutilsError, match="already exists"):
+        freezing.run_comparison(None, "enc", out, strategies, [1], base, warmup=False, log=lambda *_: None)
+
+
+def test_a_failed_comparison_leaves_nothing_behind(model, tmp_path, monkeypatch):
+    from nbutils import train
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(train, "finetune", failing)
+    out = tmp_path / "freezing"
+    with pytest.raises(RuntimeError):
+        freezing.run_comparison(None, "enc", out, strategies_for(LAYERS), [1], train.FinetuneConfig(),
+                                warmup=False, log=lambda *_: None)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def fake_results(gap_classifier: float, seeds=(1, 2, 3)):
+    rows = []
+    for seed in seeds:
+        for name, params, acc, secs in (("full", 1000, 0.90, 10.0), ("classifier_only", 10, 0.90 - gap_classifier, 2.0),
+                                        ("frozen_bottom_2", 400, 0.895, 6.0), ("full_random_init", 1000, 0.60, 10.0)):
+            jitter = 0.001 * seed
+            rows.append(dict(strategy=name, seed=seed, trainable_params=params, total_params=1000,
+                             train_time_s=secs + seed, samples_per_second=100 / secs, peak_memory_mb=params / 10,
+                             dev_accuracy=acc, dev_macro_f1=acc, test_accuracy=acc + jitter,
+                             test_macro_f1=acc + jitter, peak_memory_kind="cpu rss, growth during training"))
+    return pd.DataFrame(rows)
+
+
+def test_summarise_mean_and_std_per_strategy():
+    summary = freezing.summarise(fake_results(0.2))
+    assert list(summary.index) == ["full", "classifier_only", "frozen_bottom_2", "full_random_init"]
+    assert summary.loc["full", "test_accuracy_mean"] == pytest.approx(0.902)
+    assert summary.loc["full", "test_accuracy_std"] == pytest.approx(0.001)
+    assert summary.loc["classifier_only", "trainable_fraction"] == pytest.approx(0.01)
+    assert (summary.seeds == 3).all()
+    one_seed = freezing.summarise(fake_results(0.2, seeds=(1,)))
+    assert one_seed.test_accuracy_std.isna().all()
+    with pytest.raises(NbutilsError, match="lack columns"):
+        freezing.summarise(fake_results(0.2).drop(columns="train_time_s"))
+
+
+def test_findings_follow_the_numbers():
+    big_gap = freezing.describe_findings(fake_results(0.2))
+    assert "classifier (1% of the parameters, the feature-based way) trails full by 20.0 points" in big_gap
+    assert "beyond 2 sd" in big_gap
+    assert "Fastest to train: **classifier_only**" in big_gap
+    assert "within 1 point of full: **frozen_bottom_2**" in big_gap
+    assert "the starting encoder beats random weights by 30.0 points" in big_gap
+    no_gap = freezing.describe_findings(fake_results(0.0))
+    assert "classifier (1% of the parameters, the feature-based way) ties full" in no_gap
+    assert "within 1 point of full: **classifier_only**" in no_gap
+    single = freezing.describe_findings(fake_results(0.2, seeds=(1,)))
+    assert "spread is unknown" in single
+
+
+def test_figures_are_written(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    results = fake_results(0.1)
+    history = pd.DataFrame({"strategy": ["full"] * 3 + ["classifier_only"] * 3, "seed": 1,
+                            "step": [1, 2, 3] * 2, "loss": [2, 1.5, 1.0, 2, 1.9, 1.8],
+                            "eval_accuracy": [None, 0.5, 0.8, None, 0.3, 0.4], "eval_macro_f1": None})
+    for name, fig in (("params", freezing.plot_accuracy_vs_params(results)),
+                      ("time", freezing.plot_accuracy_vs_time(results)),
+                      ("curves", freezing.plot_curves(history))):
+        path = freezing.save_figure(fig, tmp_path / f"{name}.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
+    """Real fine-tuning runs (tiny random BERT, a few dozen titles): the files and their schema."""
+    from nbutils.data import load_dataset
+    from nbutils.models import make_random_bert
+    from nbutils.train import FinetuneConfig
+
+    model_dir = make_random_bert(vocab_dir / "vocab.txt", tmp_path / "tiny", hidden_size=32, num_layers=2,
+                                 num_heads=2, intermediate_size=64, max_position_embeddings=64)
+    data = load_dataset(titles_dir).subsample({"train": 32, "dev": 16, "test": 16}, seed=1)
+    config = FinetuneConfig(max_length=24, epochs=1, batch_size=8, eval_batch_size=16, learning_rate=5e-4,
+                            eval_steps=2, logging_steps=1)
+    strategies = select_strategies(["full", "frozen_bottom_1", "classifier_only", "llrd"], 2)
+    out = tmp_path / "freezing"
+    results = freezing.run_comparison(data, model_dir, out, strategies, [7], config, log=lambda *_: None)
+
+    on_disk = pd.read_csv(out / "results.csv")
+    assert list(on_disk.columns[: len(freezing.RESULT_COLUMNS)]) == list(freezing.RESULT_COLUMNS)
+    assert on_disk.strategy.tolist() == ["full", "frozen_bottom_1", "classifier_only", "llrd"]
+    assert on_disk[list(freezing.RESULT_COLUMNS)].notna().all().all()
+    full, bottom, head_only, llrd = (on_disk.iloc[i] for i in range(4))
+    assert full.trainable_params == full.total_params == llrd.trainable_params
+    assert head_only.trainable_params == 32 * len(data.label_names) + len(data.label_names)
+    assert head_only.trainable_params < bottom.trainable_params < full.trainable_params
+    assert (on_disk.train_time_s > 0).all() and (on_disk.samples_per_second > 0).all()
+    assert on_disk[["dev_accuracy", "test_accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == list(freezing.HISTORY_COLUMNS)
+    assert set(history.strategy) == set(on_disk.strategy) and history.eval_accuracy.notna().any()
+    for name in on_disk.strategy:  # each run's own files, from nbutils.train
+        assert (out / "runs" / f"{name}-seed7" / "metrics.json").is_file()
+    assert not (out / "warmup").exists()
+    assert results.strategy.tolist() == on_disk.strategy.tolist()
