@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ LLRD = "llrd"
 RANDOM_INIT_CONTROL = "full_random_init"
 
 DEFAULT_LLRD_DECAY = 0.9
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _FROZEN_BOTTOM_RE = re.compile(r"^frozen_bottom_(\d+)$")
 
 RESULT_COLUMNS = (
@@ -67,8 +69,11 @@ class Strategy:
     freeze_embeddings: bool = False
     classifier_only: bool = False  # freeze the whole encoder, pooler included
     llrd_decay: float | None = None  # layer-wise LR decay factor (None: one LR for all)
+    random_init: bool = False  # start from random weights of the same architecture (the control)
 
     def describe(self) -> str:
+        if self.random_init:
+            return "every parameter trains, starting from random weights (control)"
         if self.classifier_only:
             return "encoder and pooler frozen, only the classifier head trains"
         if self.llrd_decay is not None:
@@ -390,9 +395,27 @@ def _history_rows(strategy: Strategy, seed: int, history):
     return frame
 
 
+def write_random_init_copy(model_dir, out_dir, seed: int) -> Path:
+    """The architecture of ``model_dir`` with fresh random weights (the model's own initialiser,
+    seeded) and the same tokenizer files: the "no pre-training" control."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from nbutils.io import atomic_dir
+
+    model_dir = Path(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    with atomic_dir(out_dir) as tmp:
+        torch.manual_seed(seed)
+        AutoModel.from_config(config).save_pretrained(tmp)
+        for name in TOKENIZER_FILES:
+            if (model_dir / name).is_file():
+                shutil.copyfile(model_dir / name, tmp / name)
+    return Path(out_dir)
+
+
 def _warm_up(dataset, model_dir, out_dir, config, log) -> None:
     import dataclasses
-    import shutil
 
     from nbutils.train import finetune
 
@@ -414,8 +437,7 @@ def run_comparison(
     seeds: Sequence[int],
     base_config,
     *,
-    control_model_dir=None,
-    control_name: str = RANDOM_INIT_CONTROL,
+    random_init_control: bool = False,
     overwrite: bool = False,
     warmup: bool = True,
     log=print,
@@ -424,10 +446,13 @@ def run_comparison(
 
     Everything but the strategy and the seed stays as in ``base_config`` (data, epochs, learning
     rate, batch size), except that early stopping is switched off so every run gets the same
-    budget. With ``control_model_dir``, a ``control_name`` row fine-tunes that model folder fully
-    (e.g. the same architecture with random weights) under the same budget. ``out_dir`` appears
-    only once every run has finished (``results.csv``, ``history.csv`` and ``runs/<name>-seed<n>/``
-    with each run's metrics and predictions); an existing ``out_dir`` is kept unless ``overwrite``.
+    budget. With ``random_init_control``, a ``full_random_init`` row fully fine-tunes the same
+    architecture from random weights (:func:`write_random_init_copy`) under the same budget: what
+    the starting encoder adds over no pre-training at all.
+
+    ``out_dir`` appears only once every run has finished (``results.csv``, ``history.csv`` and
+    ``runs/<name>-seed<n>/`` with each run's metrics and predictions); an existing ``out_dir`` is
+    kept unless ``overwrite``.
 
     ``warmup`` first trains a few untimed steps on a few examples, so the one-off costs of a
     fresh process (thread pools, allocator arenas, CUDA context) are not billed to whichever
@@ -445,14 +470,15 @@ def run_comparison(
     if not strategies or not seeds:
         raise NbutilsError("nothing to compare: no strategies or no seeds", fix="list at least one of each")
     runs = [(s, model_dir) for s in strategies]
-    if control_model_dir is not None:
-        runs.append((Strategy(control_name), control_model_dir))
     config = dataclasses.replace(base_config, early_stopping_patience=0)
-    total = len(runs) * len(seeds)
     rows, histories = [], []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         if warmup:
             _warm_up(dataset, model_dir, tmp / "warmup", config, log)
+        if random_init_control:
+            random_dir = write_random_init_copy(model_dir, tmp / "random_init_model", seed=config.seed)
+            runs.append((Strategy(RANDOM_INIT_CONTROL, random_init=True), random_dir))
+        total = len(runs) * len(seeds)
         for i, ((strategy, source), seed) in enumerate(
             ((run, seed) for run in runs for seed in seeds), start=1
         ):
@@ -479,6 +505,8 @@ def run_comparison(
                 f"    test accuracy {row['test_accuracy']:.4f}, macro-F1 {row['test_macro_f1']:.4f}; "
                 f"{row['trainable_params']:,} trainable; {row['train_time_s']:.1f} s of steps"
             )
+        if random_init_control:
+            shutil.rmtree(random_dir)  # a throwaway: its seed makes it again
         results = pd.DataFrame(rows)
         with atomic_file(tmp / "results.csv") as path:
             results.to_csv(path, index=False, encoding="utf-8")

@@ -219,13 +219,16 @@ def test_run_comparison_wires_strategies_seeds_and_control(model, tmp_path, monk
     base = train.FinetuneConfig(learning_rate=1e-3, early_stopping_patience=2)
     strategies = select_strategies(["full", "classifier_only", "llrd"], LAYERS, llrd_decay=0.5)
     out = tmp_path / "freezing"
-    results = freezing.run_comparison(None, "enc", out, strategies, [1, 2], base,
-                                      control_model_dir="random", warmup=False, log=lambda *_: None)
+    model.save_pretrained(tmp_path / "enc")
+    results = freezing.run_comparison(None, tmp_path / "enc", out, strategies, [1, 2], base,
+                                      random_init_control=True, warmup=False, log=lambda *_: None)
     assert list(results.columns[: len(freezing.RESULT_COLUMNS)]) == list(freezing.RESULT_COLUMNS)
     assert list(zip(results.strategy, results.seed, strict=True)) == [
         ("full", 1), ("full", 2), ("classifier_only", 1), ("classifier_only", 2), ("llrd", 1), ("llrd", 2),
         ("full_random_init", 1), ("full_random_init", 2)]
-    assert [c["model_dir"] for c in calls] == ["enc"] * 6 + ["random"] * 2
+    assert [c["model_dir"] for c in calls] == [tmp_path / "enc"] * 6 + [c["model_dir"] for c in calls[6:]]
+    assert all(c["model_dir"].name == "random_init_model" for c in calls[6:])
+    assert not any(out.rglob("random_init_model"))  # the throwaway control weights are gone
     assert all(c["patience"] == 0 and not c["save_model"] for c in calls)  # same budget for all
     assert [c["frozen"] > 0 for c in calls] == [False, False, True, True, False, False, False, False]
     llrd_lrs = {g["lr"] for g in calls[4]["groups"]}
@@ -343,3 +346,20 @@ def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
         assert (out / "runs" / f"{name}-seed7" / "metrics.json").is_file()
     assert not (out / "warmup").exists()
     assert results.strategy.tolist() == on_disk.strategy.tolist()
+
+
+def test_random_init_copy_has_the_architecture_but_fresh_weights(model, tmp_path, vocab_dir):
+    from safetensors.torch import load_file
+
+    model.save_pretrained(tmp_path / "enc")
+    (tmp_path / "enc" / "vocab.txt").write_bytes((vocab_dir / "vocab.txt").read_bytes())
+    copy = freezing.write_random_init_copy(tmp_path / "enc", tmp_path / "random", seed=1)  # fixture: seed 0
+    assert (copy / "vocab.txt").read_bytes() == (vocab_dir / "vocab.txt").read_bytes()
+    assert transformers.AutoConfig.from_pretrained(copy).num_hidden_layers == LAYERS
+    original = load_file(tmp_path / "enc" / "model.safetensors")
+    fresh = load_file(copy / "model.safetensors")
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert fresh[name].shape == original["bert." + name].shape
+    assert not torch.equal(fresh[name], original["bert." + name])
+    again = freezing.write_random_init_copy(tmp_path / "enc", tmp_path / "random2", seed=1)
+    assert torch.equal(load_file(again / "model.safetensors")[name], fresh[name])  # seeded
