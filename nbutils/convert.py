@@ -388,6 +388,7 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
                                   model_max_length=cfg["max_position_embeddings"])
             report = {
                 "source": source.given,
+                "source_kind": "TensorFlow checkpoint",
                 "checkpoint_prefix": str(source.prefix),
                 "checkpoint_files": [str(ckpt.index_path), *map(str, ckpt.data_paths)],
                 "bert_config": str(source.config_path),

@@ -14,10 +14,13 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from nbutils.errors import NbutilsError
 from nbutils.io import atomic_dir, atomic_file
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -242,6 +245,7 @@ def resolve_model_source(source: str | Path, out_dir: str | Path, *, overwrite: 
         check_model_dir(path)
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             shutil.copytree(path, tmp, dirs_exist_ok=True)
+            _write_copy_report(tmp, str(source), "Hugging Face folder")
     elif path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
         raise NbutilsError(
             f"{source}: not a model folder, TF checkpoint or hub id",
@@ -268,6 +272,32 @@ def _download(repo_id: str, out_dir: Path, *, overwrite: bool) -> None:
                 "and pass its path, or pass a local Hugging Face model folder",
             ) from None
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        _write_copy_report(tmp, repo_id, "Hugging Face hub")
+
+
+def _write_copy_report(model_dir: Path, source: str, kind: str) -> None:
+    """conversion_report.json for a model that needed no conversion (same keys as convert's)."""
+    import crc32c
+    from safetensors import safe_open
+
+    from nbutils.io import write_json
+
+    report = {"source": source, "source_kind": kind, "tensor_count": 0, "bytes": 0,
+              "mapped": [], "skipped": [], "initialized_fresh": [], "output": {}}
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    report["model_class"] = (config.get("architectures") or ["BertModel"])[0]
+    for weights in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(weights, framework="numpy") as fh:
+            for key in fh.keys():
+                shape = fh.get_slice(key).get_shape()
+                report["tensor_count"] += 1
+                report["bytes"] += int(np.prod(shape, dtype=np.int64)) * _DTYPE_BYTES.get(fh.get_slice(key).get_dtype(), 4)
+        crc = 0
+        with open(weights, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                crc = crc32c.crc32c(chunk, crc)
+        report["output"][weights.name] = {"bytes": weights.stat().st_size, "crc32c": f"{crc:08x}"}
+    write_json(model_dir / "conversion_report.json", report)
 
 
 def masked_lm_top_k(model_dir: str | Path, text: str, k: int = 5) -> list[list[tuple[str, float]]]:

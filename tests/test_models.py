@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from nbutils.errors import NbutilsError
 from nbutils.models import (
@@ -89,8 +91,6 @@ def tiny_model(tmp_path_factory, vocab_dir) -> Path:
 
 
 def test_make_random_bert_is_a_complete_seeded_folder(tiny_model, vocab_dir, tmp_path):
-    from safetensors.numpy import load_file
-
     check_model_dir(tiny_model)
     config = json.loads((tiny_model / "config.json").read_text())
     assert config["architectures"] == ["BertForPreTraining"] and config["vocab_size"] == 21128
@@ -131,6 +131,10 @@ def test_check_model_dir_catches_incomplete_or_mismatched_folders(tiny_model, tm
 def test_resolve_model_source_from_hf_folder_tf_checkpoint_and_bad_sources(tiny_model, tmp_path):
     out = resolve_model_source(tiny_model, tmp_path / "copy")
     assert (out / "model.safetensors").read_bytes() == (tiny_model / "model.safetensors").read_bytes()
+    report = json.loads((out / "conversion_report.json").read_text())
+    assert report["source_kind"] == "Hugging Face folder" and report["model_class"] == "BertForPreTraining"
+    assert report["tensor_count"] == 30 and report["bytes"] == 4 * sum(
+        int(np.prod(v.shape)) for v in load_file(tiny_model / "model.safetensors").values())
     out = resolve_model_source(FIXTURES / "pretrain" / "bert_model.ckpt.index", tmp_path / "converted")
     assert json.loads((out / "conversion_report.json").read_text())["tensor_count"] == 46
     with pytest.raises(NbutilsError, match="already exists"):
