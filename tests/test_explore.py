@@ -259,6 +259,22 @@ def test_plot_labels_fall_back_to_ids_without_a_cjk_font(monkeypatch):
     assert plots.plot_labels(["体育"]) == ["体育"]
 
 
+def test_sample_browser_pages_through_the_chosen_class():
+    from nbutils import plots
+
+    frame = make_frame(
+        [(f"猫{i}", 0, "train") for i in range(5)] + [("狗", 1, "train"), ("猫x", 0, "dev")]
+    )
+    browser = plots.sample_browser(frame, NAMES, page_size=2)
+    label, split, page, info = browser.children[0].children
+    assert info.value == "5 texts, 3 pages" and page.max == 2
+    page.value = 2
+    label.value = 1  # another class starts again at page 0
+    assert (page.value, info.value) == (0, "1 texts, 1 pages")
+    label.value, split.value = 0, "dev"
+    assert info.value == "1 texts, 1 pages"
+
+
 # --- the notebook end to end
 
 
