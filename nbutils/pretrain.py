@@ -1,0 +1,525 @@
+"""Continued masked-LM pre-training of a BERT folder on in-domain text (domain adaptation).
+
+Gururangan et al. (2020) "Don't Stop Pretraining" and Sun et al. (2019) show that a few more
+MLM steps on the task's own unlabeled text help the classifier trained afterwards. In the demo
+profile this is also how a small random BERT learns Chinese at all.
+
+What it does, with the library wherever the library has it:
+- ``DataCollatorForLanguageModeling``: dynamic padding, 15% of tokens selected, of which 80%
+  become ``[MASK]``, 10% a random token, 10% stay. Whole-word masking is an option (below).
+- ``Trainer`` with the shared device choice (``nbutils.device``) and progress / live curves
+  (``nbutils.live``), a step budget and an optional wall-clock budget.
+- The texts are tokenized once up front; a slice of them is held out (never trained on) to
+  measure masked-token accuracy before and after, with the same masks both times.
+
+Speed: the MLM decoder projects every position onto the 21,128-token vocabulary, which costs
+more than a whole small encoder. Only the ~15% masked positions carry a loss, so
+``MaskedPositionsBertForMaskedLM`` gathers them before the prediction head (same loss, a
+fraction of the work; ``benchmarks/bench_mlm.py`` measures it). The saved folder is a plain
+``BertForMaskedLM`` that ``AutoModelForSequenceClassification`` loads.
+
+Whole-word masking for Chinese: the collator finds words from token offsets (a new word starts
+where a token does not touch the previous one). Chinese has no spaces, so a whole headline
+would count as one word. A word segmenter (jieba) supplies the boundaries; each token's offsets
+are shifted by its word's index, which opens a gap exactly where jieba puts a word boundary,
+and the stock collator then masks whole words. Without jieba installed the option is an error
+rather than a silent fallback to per-character masking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbutils.errors import NbutilsError
+
+HISTORY_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "elapsed_s", "tokens_seen")
+
+
+@dataclass
+class PretrainConfig:
+    """How long and how to pre-train. Training stops at whichever budget runs out first."""
+
+    max_steps: int = 1000  # optimizer steps (the step budget)
+    time_budget_s: float | None = None  # wall-clock seconds of training; None: steps only
+    batch_size: int = 32
+    learning_rate: float = 5e-5  # 5e-5 continues a pretrained BERT; 5e-4..1e-3 for small ones from scratch
+    warmup_ratio: float = 0.06  # share of the budget spent warming the learning rate up
+    weight_decay: float = 0.01
+    max_length: int = 64  # tokens per text incl. [CLS]/[SEP]; headlines need ~40
+    mlm_probability: float = 0.15
+    whole_word_masking: bool = False  # mask whole (jieba) words instead of single characters
+    heldout_size: int = 500  # texts kept out of training to measure masked-token accuracy
+    seed: int = 42
+    device: str = "auto"  # "auto", "cuda", "cpu" or "mps" (see nbutils.device)
+    logging_steps: int = 10
+    headless: bool = True  # quiet progress lines instead of bars; figure only as PNG
+    masked_only_head: bool = True  # run the vocabulary decoder on masked positions only
+
+    def __post_init__(self):
+        if self.max_steps is None or int(self.max_steps) < 1:
+            raise NbutilsError(f"max_steps must be at least 1, got {self.max_steps!r}",
+                               fix="set mlm_max_steps to a positive step budget")
+        self.max_steps = int(self.max_steps)
+        if self.time_budget_s is not None and not float(self.time_budget_s) > 0:
+            raise NbutilsError(f"time_budget_s must be positive or None, got {self.time_budget_s!r}",
+                               fix="set mlm_time_budget_s to a number of seconds, or null for steps only")
+        if not 0 < self.mlm_probability < 1:
+            raise NbutilsError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.max_length < 3:
+            raise NbutilsError(f"max_length must be at least 3 ([CLS] x [SEP]), got {self.max_length}")
+        if self.heldout_size < 0:
+            raise NbutilsError(f"heldout_size must be >= 0, got {self.heldout_size}")
+
+
+@dataclass
+class PretrainResult:
+    """Where the adapted model went, and what the run measured."""
+
+    model_dir: Path
+    out_dir: Path
+    metrics: dict[str, Any]
+    history: Any = field(repr=False)  # pandas DataFrame, one row per logged step
+    figure: Path | None = None
+
+
+# --------------------------------------------------------------------------- the model
+def _masked_positions_class():
+    """Build the subclass lazily so importing this module does not import torch."""
+    import torch
+    from transformers import BertForMaskedLM
+    from transformers.modeling_outputs import MaskedLMOutput
+
+    class MaskedPositionsBertForMaskedLM(BertForMaskedLM):
+        """``BertForMaskedLM`` whose prediction head runs only where a label is set.
+
+        Same weights, same loss: the stock head scores all B*T positions and the loss then
+        ignores the ~85% labelled -100; here those rows are dropped first, so the
+        hidden -> vocabulary projection (the largest matrix product of a small BERT) does
+        ~15% of the work. ``logits`` are therefore [n_masked, vocab], in row-major order of
+        the masked positions. Without labels it behaves exactly like the parent.
+        """
+
+        # Tell Trainer to pass num_items_in_batch, so gradient accumulation averages over all
+        # masked tokens of the accumulated batch rather than over per-batch means.
+        accepts_loss_kwargs = True
+
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                    labels=None, num_items_in_batch=None, **kwargs):
+            if labels is None:
+                return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                       token_type_ids=token_type_ids, **kwargs)
+            hidden = self.bert(input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids, return_dict=True, **kwargs)[0]
+            selected = labels != -100
+            logits = self.cls(hidden[selected])
+            # Sum then divide: an empty selection gives 0 instead of the stock head's NaN.
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels[selected], reduction="sum")
+            count = num_items_in_batch if num_items_in_batch is not None else selected.sum()
+            loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
+            return MaskedLMOutput(loss=loss, logits=logits)
+
+    return MaskedPositionsBertForMaskedLM
+
+
+def load_mlm_model(model_dir: str | Path, *, masked_only_head: bool = True, attn_implementation: str = "sdpa"):
+    """Load a BERT folder for MLM (a BertForPreTraining checkpoint loses only its NSP head)."""
+    from transformers import BertForMaskedLM
+
+    cls = _masked_positions_class() if masked_only_head else BertForMaskedLM
+    return cls.from_pretrained(str(model_dir), attn_implementation=attn_implementation)
+
+
+# --------------------------------------------------------------------------- the data
+def _segment_words(texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+    """Character spans of jieba's words in each text (jieba: the common Chinese segmenter)."""
+    try:
+        import jieba
+    except ImportError as err:
+        raise NbutilsError(
+            "whole-word masking for Chinese needs a word segmenter, and jieba is not installed",
+            fix="pip install jieba, or set mlm_whole_word_masking to false (per-character masking)",
+        ) from err
+    import logging
+
+    jieba.setLogLevel(logging.WARNING)
+    spans = []
+    for text in texts:
+        spans.append([(start, end) for _, start, end in jieba.tokenize(text)])
+    return spans
+
+
+def _word_gapped_offsets(offsets, word_spans) -> list[list[int]]:
+    """Shift each token's offsets by its word's index so that words, and only words, touch.
+
+    The collator treats a token as the start of a new word when its start differs from the
+    previous token's end; adding the word index opens a one-position gap at each boundary.
+    Special tokens keep (0, 0); the collator never masks them.
+    """
+    starts = [s for s, _ in word_spans]
+    out, word = [], 0
+    for start, end in offsets:
+        if start == end:
+            out.append([0, 0])
+            continue
+        while word + 1 < len(starts) and starts[word + 1] <= start:
+            word += 1
+        out.append([start + word, end + word])
+    return out
+
+
+def tokenize_texts(texts: Sequence[str], tokenizer, *, max_length: int, whole_word_masking: bool = False) -> list[dict]:
+    """Tokenize once, unpadded (the collator pads each batch to its own longest text)."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length,
+                    return_special_tokens_mask=True, return_token_type_ids=False,
+                    return_offsets_mapping=whole_word_masking)
+    features = [{"input_ids": ids, "special_tokens_mask": special}
+                for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)]
+    if whole_word_masking:
+        for feature, offsets, spans in zip(features, enc["offset_mapping"], _segment_words(texts), strict=True):
+            feature["offset_mapping"] = _word_gapped_offsets(offsets, spans)
+    return features
+
+
+def make_collator(tokenizer, *, mlm_probability: float = 0.15, whole_word_masking: bool = False, seed: int | None = None):
+    """The stock MLM collator; with whole-word masking it also pads the word offsets.
+
+    ``tokenizer.pad`` pads input ids and masks but not offsets, so batches of different
+    lengths would not stack; padding the offsets first is all the subclass adds.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    if not whole_word_masking:
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
+
+    class _WholeWordCollator(DataCollatorForLanguageModeling):
+        def torch_call(self, examples):
+            width = max(len(e["input_ids"]) for e in examples)
+            examples = [{**e, "offset_mapping": e["offset_mapping"] + [[0, 0]] * (width - len(e["input_ids"]))}
+                        for e in examples]
+            return super().torch_call(examples)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        # The collator turns 80/10/10 into 100% [MASK] for whole words and warns about it.
+        warnings.simplefilter("ignore", UserWarning)
+        return _WholeWordCollator(tokenizer, mlm_probability=mlm_probability, whole_word_mask=True, seed=seed)
+
+
+def split_heldout(texts: Sequence[str], heldout_size: int, seed: int) -> tuple[list[str], list[str]]:
+    """(train, held-out) by a seeded shuffle; the held-out texts are never trained on."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(texts))
+    held = set(order[:heldout_size].tolist())
+    train = [t for i, t in enumerate(texts) if i not in held]
+    heldout = [texts[i] for i in order[:heldout_size]]
+    return train, heldout
+
+
+# --------------------------------------------------------------------------- measuring
+def masked_token_accuracy(model, features: list[dict], collator, *, batch_size: int = 128, device: str = "cpu") -> dict[str, float]:
+    """Share of masked positions whose original token the model ranks first, and the MLM loss.
+
+    ``collator`` should carry a fixed seed, so two calls (before and after training) score
+    the very same masks. Works with either head (stock or masked-positions-only).
+    """
+    import torch
+
+    if not features:
+        return {"masked_token_accuracy": float("nan"), "mlm_loss": float("nan"), "masked_tokens": 0}
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    correct = total = 0
+    loss_sum = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            batch = collator(features[start:start + batch_size])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            selected = labels != -100
+            out = model(**batch, labels=labels)
+            logits = out.logits
+            if logits.dim() == 3:  # stock head: every position was scored
+                logits = logits[selected]
+            n = int(selected.sum())
+            correct += int((logits.argmax(-1) == labels[selected]).sum())
+            loss_sum += float(out.loss) * n
+            total += n
+    model.train(was_training)
+    return {"masked_token_accuracy": correct / max(total, 1), "mlm_loss": loss_sum / max(total, 1),
+            "masked_tokens": total}
+
+
+# --------------------------------------------------------------------------- budgets
+class _Budget:
+    """Progress through the budget in [0, 1]: the larger of the step share and the time share.
+
+    Drives both the stop and the learning-rate schedule (linear warmup, then linear decay to
+    zero), so a time-limited run still ends with a decayed learning rate.
+    """
+
+    def __init__(self, max_steps: int, time_budget_s: float | None, warmup_ratio: float):
+        self.max_steps = max_steps
+        self.time_budget_s = time_budget_s
+        self.warmup = max(warmup_ratio, 1e-9)
+        self.start: float | None = None
+        self.step = 0
+
+    def elapsed(self) -> float:
+        return 0.0 if self.start is None else time.monotonic() - self.start
+
+    def progress(self) -> float:
+        share = self.step / self.max_steps
+        if self.time_budget_s:
+            share = max(share, self.elapsed() / self.time_budget_s)
+        return min(share, 1.0)
+
+    def lr_factor(self, step: int) -> float:
+        self.step = step
+        p = self.progress()
+        return p / self.warmup if p < self.warmup else max(0.0, (1 - p) / (1 - min(self.warmup, 0.999)))
+
+
+def _trainer_classes():
+    from transformers import Trainer, TrainerCallback
+
+    class BudgetCallback(TrainerCallback):
+        """Starts the clock when training starts and stops training when the budget is spent."""
+
+        def __init__(self, budget: _Budget):
+            self.budget = budget
+            self.stopped_by_time = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.budget.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.budget.step = state.global_step
+            if self.budget.time_budget_s and self.budget.elapsed() >= self.budget.time_budget_s:
+                self.stopped_by_time = True
+                control.should_training_stop = True
+
+    class BudgetTrainer(Trainer):
+        """Trainer whose learning-rate schedule follows the budget (steps or seconds)."""
+
+        def __init__(self, *args, budget: _Budget, **kwargs):
+            self.budget = budget
+            super().__init__(*args, **kwargs)
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            import torch
+
+            if self.lr_scheduler is None:
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.budget.lr_factor)
+            return self.lr_scheduler
+
+    return BudgetCallback, BudgetTrainer
+
+
+# --------------------------------------------------------------------------- the step
+def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: str | Path,
+                         config: PretrainConfig | None = None, *, figure_path: str | Path | None = None,
+                         overwrite: bool = False) -> PretrainResult:
+    """Continue MLM pre-training of the BERT in ``model_dir`` on ``texts``; write ``out_dir``.
+
+    ``texts`` are the only text this function sees: pass the training split, never dev or
+    test. ``config.heldout_size`` of them are set aside (seeded) to measure masked-token
+    accuracy before and after. ``out_dir`` appears complete or not at all:
+    ``model/`` (BertForMaskedLM + tokenizer), ``history.csv``, ``metrics.json``, ``loss.png``.
+    ``figure_path`` also gets a copy of the loss curve (e.g. ``RunPaths.figure("pretrain", "loss")``).
+    """
+    config = config or PretrainConfig()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if len(texts) <= config.heldout_size:
+        raise NbutilsError(
+            f"pre-training got {len(texts)} non-empty texts, not more than heldout_size={config.heldout_size}",
+            fix="pass the training split's texts, or lower mlm_heldout_size",
+        )
+    if not (model_dir / "config.json").is_file():
+        raise NbutilsError(f"{model_dir} is not a model folder (no config.json)",
+                           fix="run 01_convert_checkpoint first, or point model_dir at a Hugging Face BERT folder")
+    if out_dir.exists() and not overwrite:
+        raise NbutilsError(f"{out_dir} already exists; refusing to overwrite it",
+                           fix="use a new run directory, or pass overwrite=True")
+
+    import torch
+    from transformers import AutoTokenizer, TrainingArguments, set_seed
+
+    from nbutils.device import choose_device
+    from nbutils.io import atomic_dir, atomic_file, write_json
+    from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
+
+    set_seed(config.seed)
+    choice = choose_device(config.device)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.mask_token is None:
+        raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")
+    model = load_mlm_model(model_dir, masked_only_head=config.masked_only_head,
+                           attn_implementation=choice.attn_implementation)
+
+    train_texts, heldout_texts = split_heldout(texts, config.heldout_size, config.seed)
+    tok_kwargs = {"max_length": config.max_length, "whole_word_masking": config.whole_word_masking}
+    train_features = tokenize_texts(train_texts, tokenizer, **tok_kwargs)
+    heldout_features = tokenize_texts(heldout_texts, tokenizer, **tok_kwargs)
+    collator_kwargs = {"mlm_probability": config.mlm_probability, "whole_word_masking": config.whole_word_masking}
+
+    def heldout_score():
+        # A fresh collator with a fixed seed: before and after see identical masks.
+        collator = make_collator(tokenizer, seed=config.seed + 1, **collator_kwargs)
+        return masked_token_accuracy(model, heldout_features, collator, device=choice.device,
+                                     batch_size=max(config.batch_size, 64))
+
+    before = heldout_score()
+
+    BudgetCallback, BudgetTrainer = _trainer_classes()
+    budget = _Budget(config.max_steps, config.time_budget_s, config.warmup_ratio)
+    stopper = BudgetCallback(budget)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        curves = LiveCurves(tmp / "loss.png", headless=config.headless,
+                            title=f"masked-LM pre-training ({model.config.num_hidden_layers} layers, "
+                                  f"hidden {model.config.hidden_size})", metrics=())
+        args = TrainingArguments(
+            output_dir=str(tmp / "trainer"),
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            logging_steps=config.logging_steps,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            seed=config.seed,
+            data_seed=config.seed,
+            # Similar lengths in a batch: less padding, same texts.
+            train_sampling_strategy="group_by_length",
+            include_num_input_tokens_seen="non_padding",
+            dataloader_num_workers=0,
+            **choice.training_args(),
+            **progress_kwargs(config.headless),
+        )
+        trainer = BudgetTrainer(
+            model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
+            data_collator=make_collator(tokenizer, seed=config.seed, **collator_kwargs),
+            callbacks=[stopper, curves], budget=budget,
+        )
+        use_progress_style(trainer, config.headless)
+        output = trainer.train()
+        runtime = float(output.metrics.get("train_runtime", budget.elapsed()))
+        steps = int(trainer.state.global_step)
+        tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
+        if config.headless and stopper.stopped_by_time:
+            print(f"time budget of {config.time_budget_s:.0f} s reached at step {steps}/{config.max_steps}")
+
+        after = heldout_score()
+
+        model_out = tmp / "model"
+        model.save_pretrained(str(model_out), safe_serialization=True)
+        # Saved weights are the stock BertForMaskedLM's; name that class so any tool reading
+        # config.json (AutoModelForMaskedLM, pipelines) needs nothing from nbutils.
+        model.config.architectures = ["BertForMaskedLM"]
+        model.config.save_pretrained(str(model_out))
+        tokenizer.save_pretrained(str(model_out))
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+
+        history = _history_frame(trainer.state.log_history)
+        history.to_csv(tmp / "history.csv", index=False)
+        metrics = {
+            "masked_token_accuracy": after["masked_token_accuracy"],
+            "masked_token_accuracy_before": before["masked_token_accuracy"],
+            "heldout_mlm_loss": after["mlm_loss"],
+            "heldout_mlm_loss_before": before["mlm_loss"],
+            "heldout_texts": len(heldout_texts),
+            "heldout_masked_tokens": after["masked_tokens"],
+            "train_texts": len(train_texts),
+            "steps": steps,
+            "max_steps": config.max_steps,
+            "stopped_by": "time" if stopper.stopped_by_time else "steps",
+            "epochs": float(trainer.state.epoch or 0.0),
+            "train_runtime_s": runtime,
+            "train_loss_last": float(history["loss"].dropna().iloc[-1]) if history["loss"].notna().any() else None,
+            "tokens_seen": tokens_seen,
+            "tokens_per_s": tokens_seen / runtime if runtime > 0 else None,
+            "texts_per_s": steps * config.batch_size / runtime if runtime > 0 else None,
+            "model": {"source": str(model_dir), "hidden_size": model.config.hidden_size,
+                      "num_layers": model.config.num_hidden_layers, "num_heads": model.config.num_attention_heads,
+                      "intermediate_size": model.config.intermediate_size, "vocab_size": model.config.vocab_size,
+                      "parameters": sum(p.numel() for p in model.parameters())},
+            "config": asdict(config),
+            "device": choice.as_dict(),
+            "torch_threads": torch.get_num_threads(),
+        }
+        write_json(tmp / "metrics.json", metrics)
+    figure = None
+    if figure_path is not None:
+        figure = Path(figure_path)
+        with atomic_file(figure) as f:
+            f.write_bytes((out_dir / "loss.png").read_bytes())
+    return PretrainResult(model_dir=out_dir / "model", out_dir=out_dir, metrics=metrics,
+                          history=history, figure=figure)
+
+
+def _history_frame(log_history: list[dict]):
+    """history.csv: one row per logged training step (the run summary row left out)."""
+    import pandas as pd
+
+    # With token counting on, the Trainer adds its running clock and token count to each entry.
+    renames = {"train_runtime": "elapsed_s", "num_input_tokens_seen": "tokens_seen"}
+    rows = [{renames.get(k, k): v for k, v in entry.items() if k != "train_tokens_per_second"}
+            for entry in log_history if "loss" in entry and "train_loss" not in entry]
+    frame = pd.DataFrame(rows)
+    for col in HISTORY_COLUMNS:
+        if col not in frame:
+            frame[col] = pd.Series(dtype="float64")
+    extra = [c for c in frame.columns if c not in HISTORY_COLUMNS]
+    return frame[list(HISTORY_COLUMNS) + extra]
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """``nbutils pretrain DATA MODEL_DIR OUT_DIR``: MLM on the data's training split only."""
+    parser = argparse.ArgumentParser(prog="nbutils pretrain", description=main.__doc__)
+    parser.add_argument("data", help="dataset folder or file (the train split is used, never dev/test)")
+    parser.add_argument("model_dir", help="BERT model folder (e.g. runs/<run>/convert/model)")
+    parser.add_argument("out_dir", help="output folder (model/, history.csv, metrics.json, loss.png)")
+    parser.add_argument("--format", default="auto", help="dataset format (see nbutils.data)")
+    defaults = PretrainConfig()
+    parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
+    parser.add_argument("--time-budget-s", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--whole-word-masking", action="store_true")
+    parser.add_argument("--heldout-size", type=int, default=defaults.heldout_size)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+
+    from nbutils.data import load_dataset
+
+    dataset = load_dataset(args.data, format=args.format)
+    config = PretrainConfig(max_steps=args.max_steps, time_budget_s=args.time_budget_s,
+                            batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            max_length=args.max_length, whole_word_masking=args.whole_word_masking,
+                            heldout_size=args.heldout_size, seed=args.seed, device=args.device)
+    result = continue_pretraining(dataset.texts("train"), args.model_dir, args.out_dir, config,
+                                  overwrite=args.overwrite)
+    m = result.metrics
+    print(f"masked-token accuracy on {m['heldout_texts']} held-out train texts: "
+          f"{m['masked_token_accuracy_before']:.3f} -> {m['masked_token_accuracy']:.3f} "
+          f"after {m['steps']} steps ({m['train_runtime_s']:.0f} s, {m['tokens_per_s']:.0f} tokens/s)")
+    print(f"adapted model: {result.model_dir}")
+    return 0
+
+
+__all__ = ["PretrainConfig", "PretrainResult", "continue_pretraining", "load_mlm_model",
+           "masked_token_accuracy", "tokenize_texts", "make_collator", "split_heldout", "main"]
