@@ -293,3 +293,44 @@ def test_round_trip_of_a_sequence_classifier(random_bert, tmp_path):
     batch = AutoTokenizer.from_pretrained(tmp_path / "back")(CHINESE, return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(exported(**batch).logits, back(**batch).logits)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_checkpoints_keep_their_dtype(tmp_path, dtype):
+    folder = tmp_path / "half"
+    shutil.copytree(PRETRAIN, folder, ignore=shutil.ignore_patterns("bert_model.ckpt.*", "expected.*"))
+    with TFCheckpoint(PRETRAIN) as ckpt:
+        values = {n: ckpt.get_tensor(n) for n in ckpt}
+    if dtype == "float16":
+        half = {n: v.astype(np.float16) for n, v in values.items()}
+    else:  # bfloat16 = the top 16 bits of float32 (truncation)
+        half = {n: ("bfloat16", (v.view(np.uint32) >> 16).astype(np.uint16)) for n, v in values.items()}
+    write_checkpoint(folder / "bert_model.ckpt", half)
+    convert(folder, tmp_path / "out")
+    header_len = int.from_bytes((tmp_path / "out" / "model.safetensors").read_bytes()[:8], "little")
+    header = json.loads((tmp_path / "out" / "model.safetensors").read_bytes()[8 : 8 + header_len])
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16" if dtype == "float16" else "BF16"}
+    result = verify_conversion(tmp_path / "out")
+    assert result["ok"], result
+
+
+@pytest.mark.slow
+def test_notebook_01_smoke_demo_runs_end_to_end(tmp_path, vocab_dir, titles_dir):
+    import papermill as pm
+
+    from nbutils.paths import REPO_ROOT
+
+    pm.execute_notebook(
+        str(REPO_ROOT / "notebooks" / "01_convert_checkpoint.ipynb"), str(tmp_path / "out.ipynb"),
+        kernel_name="python3", execution_timeout=300, progress_bar=False,
+        parameters={"run_dir": str(tmp_path / "run"), "headless": True, "checkpoint_source": "",
+                    "demo_vocab_dir": str(vocab_dir), "data_dir": str(titles_dir), "demo_hidden_size": 32,
+                    "demo_num_layers": 2, "demo_num_heads": 2, "demo_intermediate_size": 64, "demo_max_position": 64},
+    )
+    run = tmp_path / "run" / "convert"
+    report = json.loads((run / "conversion_report.json").read_text())
+    assert report["verification"]["ok"] and report["tensor_count"] == 46
+    assert (run / "google_checkpoint" / "bert_model.ckpt.index").is_file()
+    assert (run / "model" / "model.safetensors").is_file()
+    text = (tmp_path / "out.ipynb").read_text()
+    assert "These weights are RANDOM" in text and "bert/encoder/layer_1/output/dense/kernel" in text
