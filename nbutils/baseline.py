@@ -38,6 +38,7 @@ class BaselineConfig:
 
 def build_baseline(config: BaselineConfig = BaselineConfig()):
     """An unfitted scikit-learn pipeline: character n-gram TF-IDF, then LinearSVC."""
+    import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
     from sklearn.svm import LinearSVC
@@ -48,7 +49,7 @@ def build_baseline(config: BaselineConfig = BaselineConfig()):
     vectorizer = TfidfVectorizer(
         analyzer="char", ngram_range=(config.ngram_min, config.ngram_max),
         sublinear_tf=config.sublinear_tf, max_features=config.max_features,
-        lowercase=True, dtype="float32",
+        lowercase=True, dtype=np.float32,
     )
     return make_pipeline(vectorizer, LinearSVC(C=config.C, random_state=config.seed))
 

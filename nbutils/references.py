@@ -47,11 +47,13 @@ _CLASSIC_REPO = (
     "(section 效果; commit dd1e59b)"
 )
 _WWM_REPO = (
-    "github.com/ymcui/Chinese-BERT-wwm, README.md (篇章级文本分类：THUCNews; its data/thucnews "
-    "points to gaussic/text-classification-cnn-rnn's cnews split); Cui et al. 2019, arXiv:1906.08101"
+    "github.com/ymcui/Chinese-BERT-wwm, README.md (篇章级文本分类：THUCNews; commit 03c4cd0; its "
+    "data/thucnews points to gaussic/text-classification-cnn-rnn's cnews split); "
+    "Cui et al. 2019, arXiv:1906.08101"
 )
 _PYBERT_REPO = (
-    "github.com/lonePatient/BERT-chinese-text-classification-pytorch, README.md (classify_report) "
+    "github.com/lonePatient/BERT-chinese-text-classification-pytorch, README.md (classify_report; "
+    "commit 11f2c20) "
     "and pybert/config/basic_config.py at commit 1dcdf3d (valid_size 0.3 of cnews.train.txt)"
 )
 
@@ -64,7 +66,7 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("BERT (Google Chinese base)", CNEWS, "test (10,000)", 50_000, 0.978, _WWM_REPO,
               note="best of several runs; the average is 97.6%"),
     Reference("TextCNN (character CNN)", CNEWS, "test (10,000)", 50_000, 0.9667,
-              "github.com/gaussic/text-classification-cnn-rnn, README.md (训练与验证)"),
+              "github.com/gaussic/text-classification-cnn-rnn, README.md (训练与验证; commit 091be8b)"),
     Reference("bert-base-chinese (pybert)", CNEWS, "validation (15,000: 30% of cnews.train.txt)",
               35_000, 0.98, _PYBERT_REPO,
               note="a validation split of the training file, not the cnews test set; "

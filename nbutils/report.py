@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nbutils.errors import NbutilsError
-from nbutils.io import atomic_file, read_json, write_text
+from nbutils.io import read_json, write_text
 from nbutils.paths import REPO_ROOT, RunPaths
 
 REPORT_NOTEBOOK = REPO_ROOT / "notebooks" / "06_report.ipynb"
@@ -435,13 +436,13 @@ def confusion_heatmap(confusion, *, normalize: bool = True):
     counts = confusion.astype(float)
     values = counts.div(counts.sum(axis=1).where(lambda s: s > 0), axis=0).fillna(0) if normalize else counts
     n = len(values)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n, 0.6 + 0.55 * n))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 0.62 * n), max(4.0, 0.9 + 0.55 * n)))
     sns.heatmap(values, ax=ax, cmap="Blues", vmin=0, vmax=1 if normalize else None, square=True,
                 annot=n <= 15, fmt=".2f" if normalize else ".0f", annot_kws={"size": 8},
                 cbar_kws={"label": "share of the true class" if normalize else "examples"})
     ax.set(xlabel="predicted", ylabel="true",
            title="confusion matrix (row-normalised)" if normalize else "confusion matrix")
-    ax.tick_params(axis="x", labelrotation=45)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", labelrotation=0)
     fig.tight_layout()
     return fig
@@ -457,10 +458,10 @@ def per_class_f1_bars(table):
         columns["baseline_f1"] = "TF-IDF baseline"
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(classes)), 3.6))
     classes[list(columns)].rename(columns=columns).plot.bar(ax=ax, width=0.8)
-    ax.set(ylabel="test F1", xlabel="", ylim=(0, 1.05), title="per-class F1 on the test split")
-    ax.tick_params(axis="x", labelrotation=45)
+    ax.set(ylabel="test F1", xlabel="", ylim=(0, 1.18), title="per-class F1 on the test split")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right", ncol=2)
     fig.tight_layout()
     return fig
 
@@ -502,12 +503,23 @@ def find_executed_notebook(paths: RunPaths, name: str = REPORT_NAME) -> Path | N
     return None
 
 
+# JupyterLab's look, without the scripts it loads from a CDN (require.js, MathJax, Mermaid):
+# the report has no widgets or formulas, and must open offline as one file.
+_TEMPLATE_NAME = "nbutils_report.html.j2"
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def render_html(executed_notebook: str | Path, out_html: str | Path, *, title: str | None = None) -> Path:
     """Export an executed notebook as one self-contained HTML file: no code, images embedded.
 
     Code cells' inputs and prompts are hidden, stderr streams (warnings, progress) are dropped,
-    and images come out as ``data:`` URIs (plots are already base64 in the notebook; Markdown
-    images are embedded by nbconvert's ``embed_images``). Written atomically.
+    images come out as ``data:`` URIs (plots are already base64 in the notebook; Markdown
+    images are embedded by nbconvert's ``embed_images``), and nothing is loaded from the
+    network. Written atomically.
     """
     import nbformat
     from nbconvert import HTMLExporter
@@ -519,8 +531,13 @@ def render_html(executed_notebook: str | Path, out_html: str | Path, *, title: s
                             if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     if title:
         nb.metadata["title"] = title
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True)
+    from jinja2 import DictLoader
+
+    exporter = HTMLExporter(
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+        embed_images=True, template_name="lab", template_file=_TEMPLATE_NAME,
+        extra_loaders=[DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
+    )
     resources = {"metadata": {"path": str(Path(executed_notebook).parent), "name": title or "report"}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     out_html = Path(out_html)
@@ -558,18 +575,20 @@ def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, 
     paths.report.mkdir(parents=True, exist_ok=True)
     executed = paths.report / f"{REPORT_NAME}.ipynb"
     failed = paths.report / f"{REPORT_NAME}.failed.ipynb"
-    with atomic_file(executed) as tmp_nb:
+    with tempfile.TemporaryDirectory(prefix=f".{REPORT_NAME}-", dir=paths.report) as tmp:
+        tmp_nb = Path(tmp) / executed.name
         try:
             papermill.execute_notebook(str(notebook), str(tmp_nb), parameters=values,
                                        kernel_name="python3", cwd=str(notebook.parent),
                                        execution_timeout=timeout, progress_bar=False)
         except papermill.PapermillExecutionError as err:
-            os.replace(tmp_nb, failed)  # keep the evidence; the previous report stays as it was
+            os.replace(tmp_nb, failed)  # keep the evidence; the previous HTML stays as it was
             raise NbutilsError(
                 f"the report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
                 fix=f"open {failed} to see the failing cell and its traceback",
             ) from err
         html = render_html(tmp_nb, paths.report / "report.html", title=_title(values, declared))
+        os.replace(tmp_nb, executed)
     failed.unlink(missing_ok=True)
     return html
 
