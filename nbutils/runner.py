@@ -193,14 +193,20 @@ def resolve_paths(params: dict[str, Any], root: Path = REPO_ROOT) -> dict[str, A
 
 
 def plan_parameters(
-    notebooks: list[NotebookParameters], values: dict[str, Any], run_dir: Path
+    notebooks: list[NotebookParameters], values: dict[str, Any], run_dir: Path,
+    *, known: set[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per notebook, the parameters to inject; unknown keys are an error."""
-    declared_anywhere = set().union(*(nb.declared for nb in notebooks)) if notebooks else set()
-    unknown = sorted(set(values) - declared_anywhere - RUNNER_PARAMETERS)
+    """Per notebook, the parameters to inject; a key in no notebook of ``known`` is an error.
+
+    ``known`` is every parameter name of the whole pipeline: a profile is checked against all
+    notebooks even when ``--only`` runs a few of them.
+    """
+    if known is None:
+        known = set().union(*(nb.declared for nb in notebooks)) if notebooks else set()
+    unknown = sorted(set(values) - known - RUNNER_PARAMETERS)
     if unknown:
         raise NbutilsError(
-            f"unknown parameter(s) {unknown}: no selected notebook declares them",
+            f"unknown parameter(s) {unknown}: no notebook declares them",
             fix="check the spelling against the notebooks' parameters cells",
         )
     values = resolve_paths(values)
@@ -335,11 +341,13 @@ def run_pipeline(
     notebook_dir = notebook_dir or NOTEBOOK_DIR
     runs_dir = runs_dir or RUNS_DIR
 
-    notebooks = select_notebooks(discover_notebooks(notebook_dir), only)
+    every_notebook = discover_notebooks(notebook_dir)
+    notebooks = select_notebooks(every_notebook, only)
     if not notebooks:
         raise NbutilsError(f"no numbered notebooks found in {notebook_dir}")
     values = {**load_profile(profile), **(overrides or {})}
     inspected = [inspect_parameters(p) for p in notebooks]
+    known = set().union(*(inspect_parameters(p).declared for p in every_notebook))
 
     if run_dir is None:
         root = new_run_dir(profile, runs_dir)
@@ -353,7 +361,7 @@ def run_pipeline(
         root.mkdir(parents=True, exist_ok=True)
     paths = RunPaths(root)
     try:
-        plan = plan_parameters(inspected, values, root)
+        plan = plan_parameters(inspected, values, root, known=known)
     except NbutilsError:
         if run_dir is None:
             root.rmdir()  # nothing was written: do not leave an empty run behind

@@ -92,7 +92,8 @@ def test_existing_run_dir_is_never_overwritten(project):
         run_pipeline(str(profile), {"label": "other"}, run_dir=run, notebook_dir=notebooks,
                      log=lambda *_: None)
     assert (run / "echo.json").read_text() == before
-    # re-entering a stage explicitly keeps the earlier executed notebook
+    # re-entering a stage explicitly keeps the earlier executed notebook; the profile is
+    # checked against every notebook, so keys of notebooks not selected are fine
     run_pipeline(str(profile), only="01", run_dir=run, notebook_dir=notebooks, log=lambda *_: None)
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == ["01_echo.2.ipynb", "01_echo.ipynb"]
     assert len(json.loads((run / "manifest.json").read_text())["notebooks"]) == 2
@@ -132,13 +133,17 @@ def test_cli_exit_code_on_failure(project, monkeypatch, capsys):
 
 def test_unknown_and_mistyped_parameters_are_errors(project):
     tmp, notebooks, profile = project
+    _notebook(notebooks / "02_other.ipynb", "pass", 'run_dir: str = ""  # out\nheadless: bool = False  # h\nonly_here: int = 1  # x\n')
+    run = run_pipeline(str(profile), {"only_here": 2}, only="01", notebook_dir=notebooks,
+                       runs_dir=tmp / "runs", log=lambda *_: None)
+    assert (run / "echo.json").is_file()
     with pytest.raises(NbutilsError, match="unknown parameter.*lable"):
         run_pipeline(str(profile), {"lable": "typo"}, notebook_dir=notebooks,
                      runs_dir=tmp / "runs", log=lambda *_: None)
     with pytest.raises(NbutilsError, match="flag='yes please'.*declared type bool"):
         run_pipeline(str(profile), {"flag": "yes please"}, notebook_dir=notebooks,
                      runs_dir=tmp / "runs", log=lambda *_: None)
-    assert not (tmp / "runs").exists() or not any((tmp / "runs").iterdir())
+    assert [p.name for p in (tmp / "runs").iterdir()] == [run.name]  # failed plans leave no run
 
 
 def test_parse_override_types():
