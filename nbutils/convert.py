@@ -139,6 +139,13 @@ class Source:
     prefix: Path
     config_path: Path
     vocab_path: Path
+    unzipped: Path | None = None  # temporary folder a zip was unpacked into
+
+    def shown(self, path: Path) -> str:
+        """A path as the user can find it again: ``x.zip!/member`` for files inside a zip."""
+        if self.unzipped is not None and path.is_relative_to(self.unzipped):
+            return f"{self.given}!/{path.relative_to(self.unzipped).as_posix()}"
+        return str(path)
 
 
 @contextlib.contextmanager
@@ -149,14 +156,15 @@ def open_source(src: str | Path, *, config: str | Path | None = None, vocab: str
     A zip is unpacked into a temporary folder (inside ``work_dir`` if given) for the duration.
     """
     src_path = Path(src).expanduser()
+    unzipped = None
     with contextlib.ExitStack() as stack:
         if src_path.suffix == ".zip":
             if not src_path.is_file():
                 raise NbutilsError(f"{src_path}: file not found", fix="check the path of the checkpoint zip")
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".unzip-", dir=work_dir)))
+            tmp = unzipped = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".unzip-", dir=work_dir)))
             try:
                 with zipfile.ZipFile(src_path) as zf:
-                    zf.extractall(tmp)
+                    zf.extractall(tmp)  # extractall drops absolute paths and "..": no writes outside tmp
             except (zipfile.BadZipFile, EOFError, OSError) as err:
                 raise NbutilsError(f"{src_path}: cannot unzip ({err})", fix="download the zip again") from None
             indexes = sorted(tmp.rglob("*.index"))
@@ -179,7 +187,7 @@ def open_source(src: str | Path, *, config: str | Path | None = None, vocab: str
                     fix=f"pass it with {flag} (run_classifier.py output folders hold no config/vocab: "
                     "use the ones of the model you fine-tuned from)",
                 )
-        yield Source(str(src), prefix, config_path, vocab_path)
+        yield Source(str(src), prefix, config_path, vocab_path, unzipped)
 
 
 def read_bert_config(path: str | Path) -> dict:
@@ -389,10 +397,13 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
             report = {
                 "source": source.given,
                 "source_kind": "TensorFlow checkpoint",
-                "checkpoint_prefix": str(source.prefix),
-                "checkpoint_files": [str(ckpt.index_path), *map(str, ckpt.data_paths)],
-                "bert_config": str(source.config_path),
-                "vocab": str(source.vocab_path),
+                "checkpoint_prefix": source.shown(source.prefix),
+                "checkpoint_files": [source.shown(p) for p in (ckpt.index_path, *ckpt.data_paths)],
+                "bert_config": source.shown(source.config_path),
+                "vocab": source.shown(source.vocab_path),
+                "options": {"config": str(config) if config else None, "vocab": str(vocab) if vocab else None,
+                            "model_class": model_class, "init_fresh": list(init_fresh), "ignore": list(ignore),
+                            "do_lower_case": do_lower_case},
                 "vocab_size": len(tokens),
                 "model_class": MODEL_CLASSES[plan.model_class],
                 "num_labels": plan.num_labels or None,
@@ -450,7 +461,8 @@ def verify_conversion(model_dir: str | Path, src: str | Path | None = None, *, c
     model, info = model_cls.from_pretrained(model_dir, output_loading_info=True)
     state = model.state_dict()
     mismatched = []
-    with open_source(src or report["source"], config=config or report["bert_config"], vocab=vocab or report["vocab"],
+    options = report.get("options", {})
+    with open_source(src or report["source"], config=config or options.get("config"), vocab=vocab or options.get("vocab"),
                      work_dir=model_dir.parent) as source, TFCheckpoint(source.prefix) as ckpt:
         for m in report["mapped"]:
             expected = ckpt.get_tensor(m["tf_name"])

@@ -105,8 +105,11 @@ def test_every_source_spelling_gives_the_same_model(spelling, converted, tmp_pat
                 zf.write(f, f"chinese_tiny/{f.name}")
     else:
         src = FIXTURES / spelling
-    convert(src, tmp_path / "out")
+    report = convert(src, tmp_path / "out")
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == (converted / "model.safetensors").read_bytes()
+    if spelling == "zip":  # paths in the report point into the zip, and verification reopens it
+        assert report["bert_config"] == f"{src}!/chinese_tiny/bert_config.json"
+        assert verify_conversion(tmp_path / "out")["ok"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out"] + (["chinese_tiny.zip"] if spelling == "zip" else []))
 
 
