@@ -157,9 +157,12 @@ def run_overview(manifest: dict) -> Any:
     """One table of what was run: profile, status, timing, device, commit, key parameters."""
     import pandas as pd
 
+    status = manifest.get("status")
+    if status == "running":  # the runner writes the report before it marks the run finished
+        status = "running (this report was written as the run's last step)"
     rows = [
         ("profile", manifest.get("profile")),
-        ("status", manifest.get("status")),
+        ("status", status),
         ("started", manifest.get("started")),
         ("ended", manifest.get("ended")),
         ("device", manifest.get("device")),
@@ -184,11 +187,12 @@ def notebook_durations(manifest: dict) -> Any:
     return pd.DataFrame(rows, columns=["notebook", "status", "duration_s", "error"])
 
 
-def package_versions(manifest: dict) -> Any:
-    import pandas as pd
-
+def package_versions(manifest: dict) -> str:
+    """The recorded package versions as one line of Markdown."""
     packages = manifest.get("packages") or {}
-    return pd.DataFrame(sorted(packages.items()), columns=["package", "version"]).set_index("package")
+    if not packages:
+        return "Package versions: not recorded."
+    return "Package versions: " + ", ".join(f"{k} `{v}`" for k, v in sorted(packages.items())) + "."
 
 
 def dataset_overview(stats: dict) -> Any:
@@ -294,7 +298,7 @@ def baseline_inputs(dataset, finetune_metrics: dict | None = None, predictions=N
     elif config:
         how = "the full train and test splits, as fine-tuning used"
     else:
-        how = "the full train and test splits (fine-tuning's settings are not in this run)"
+        how = "the full train and test splits; fine-tuning's settings are not in this run"
     inputs = BaselineInputs(dataset.texts("train"), dataset.labels("train"),
                             dataset.texts("test"), dataset.labels("test"), how, None)
     if predictions is not None:

@@ -321,6 +321,7 @@ def _check_html(html: str) -> None:
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "note_missing(" not in html and "report.load_run" not in html  # no code inputs
     assert "Traceback" not in html
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"http", html), "nothing loaded from the network"
 
 
 def test_report_notebook_exports_itself_under_the_runner(run):
