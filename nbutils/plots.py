@@ -227,3 +227,63 @@ def sample_browser(
     page.observe(refresh, names="value")
     refresh()
     return widgets.VBox([widgets.HBox([label, split, page, info]), output])
+
+
+# --- 06 report (owned by the report notebook; helpers take the run's tables) ----------------
+
+
+def confusion_heatmap(confusion, *, normalize: bool = True):
+    """Heatmap of a confusion matrix (rows: true class); normalised per true class by default.
+
+    ``confusion`` is a labelled DataFrame (``nbutils.metrics.confusion_frame``). Normalised
+    cells show recall per row, which stays readable when classes differ in size; the raw
+    counts are annotated when the matrix is small enough to read them.
+    """
+    import seaborn as sns
+
+    counts = confusion.astype(float)
+    values = counts.div(counts.sum(axis=1).where(lambda s: s > 0), axis=0).fillna(0) if normalize else counts
+    n = len(values)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 0.62 * n), max(4.0, 0.9 + 0.55 * n)))
+    sns.heatmap(values, ax=ax, cmap="Blues", vmin=0, vmax=1 if normalize else None, square=True,
+                annot=n <= 15, fmt=".2f" if normalize else ".0f", annot_kws={"size": 8},
+                cbar_kws={"label": "share of the true class" if normalize else "examples"})
+    ax.set(xlabel="predicted", ylabel="true",
+           title="confusion matrix (row-normalised)" if normalize else "confusion matrix")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    ax.tick_params(axis="y", labelrotation=0)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_f1_bars(table):
+    """F1 per class for the model, and for the baseline when ``table`` has ``baseline_f1``."""
+    classes = table.drop(index=[i for i in table.index if str(i).endswith(" avg")], errors="ignore")
+    columns = {"f1": "fine-tuned BERT"}
+    if "baseline_f1" in classes.columns:
+        columns["baseline_f1"] = "TF-IDF baseline"
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(classes)), 3.6))
+    classes[list(columns)].rename(columns=columns).plot.bar(ax=ax, width=0.8)
+    ax.set(ylabel="test F1", xlabel="", ylim=(0, 1.18), title="per-class F1 on the test split")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper right", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curve(history, *, title: str = "masked-LM loss"):
+    """Training loss (and any ``eval_loss``) against the step, e.g. for pre-training."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for col, label in (("loss", "train loss"), ("eval_loss", "held-out loss")):
+        if col in history.columns:
+            points = history[["step", col]].dropna()
+            if len(points):
+                ax.plot(points["step"], points[col], marker="." if col == "eval_loss" else None,
+                        label=label)
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend()
+    fig.tight_layout()
+    return fig
