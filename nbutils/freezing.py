@@ -31,9 +31,11 @@ hyper-parameters through :func:`nbutils.train.finetune` and writes ``results.csv
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shutil
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -298,6 +300,7 @@ class _StepClock:
         class Callback(TrainerCallback):
             def __init__(self):
                 self.seconds = 0.0
+                self.step_seconds: list[float] = []
                 self.samples = 0
                 self.peak_mb = float("nan")
                 self.memory_kind = "not measured"
@@ -305,7 +308,7 @@ class _StepClock:
                 self._base = 0.0
 
             def on_train_begin(self, args, state, control, **kwargs):
-                self.seconds, self._start_epoch = 0.0, state.epoch or 0.0
+                self.seconds, self.step_seconds, self._start_epoch = 0.0, [], state.epoch or 0.0
                 loader = kwargs.get("train_dataloader")
                 self._n_train = len(loader.dataset) if loader is not None else 0
                 self._cuda = args.device.type == "cuda"
@@ -320,7 +323,8 @@ class _StepClock:
                 self._t0 = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
-                self.seconds += time.perf_counter() - self._t0
+                self.step_seconds.append(time.perf_counter() - self._t0)
+                self.seconds += self.step_seconds[-1]
 
             def on_train_end(self, args, state, control, **kwargs):
                 self.samples = round(((state.epoch or 0.0) - self._start_epoch) * self._n_train)
@@ -383,6 +387,8 @@ def _result_row(strategy: Strategy, seed: int, result, clock, wall_s: float) -> 
         "test_accuracy": test["accuracy"],
         "test_macro_f1": test["macro_f1"],
         "peak_memory_kind": clock.memory_kind,
+        # sum >> steps x median means other processes slowed some steps (a shared machine)
+        "median_step_s": statistics.median(clock.step_seconds) if clock.step_seconds else float("nan"),
         "run_wall_s": wall_s,
         "description": strategy.describe(),
     }
@@ -412,6 +418,42 @@ def write_random_init_copy(model_dir, out_dir, seed: int) -> Path:
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, tmp / name)
     return Path(out_dir)
+
+
+def comparison_config(n_train: int, *, evals_per_run: int = 2, **settings):
+    """The ``FinetuneConfig`` every strategy shares: ``settings`` plus evaluation (for the dev
+    curve) ``evals_per_run`` times per run, evenly spaced, and no early stopping."""
+    import dataclasses
+
+    from nbutils.train import FinetuneConfig
+
+    if n_train < 1 or evals_per_run < 1:
+        raise NbutilsError(f"need training examples and at least one evaluation (got {n_train}, {evals_per_run})")
+    config = FinetuneConfig(**{**settings, "early_stopping_patience": 0, "eval_strategy": "steps"})
+    steps = config.max_steps
+    if steps <= 0:
+        per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps))
+        steps = math.ceil(per_epoch * config.epochs)
+    return dataclasses.replace(config, eval_steps=max(1, math.ceil(steps / evals_per_run)))
+
+
+@contextlib.contextmanager
+def _quiet_transformers(quiet: bool = True):
+    """Hide the load report and weight-loading bars that repeat identically for every run."""
+    from transformers.utils import logging as hf_logging
+
+    if not quiet:
+        yield
+        return
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _warm_up(dataset, model_dir, out_dir, config, log) -> None:
@@ -491,13 +533,15 @@ def run_comparison(
                     weight_decay=config.weight_decay,
                 )
             started = time.perf_counter()
-            result = finetune(
-                dataset, source, tmp / "runs" / f"{strategy.name}-seed{seed}",
-                dataclasses.replace(config, seed=seed),
-                prepare_model=partial(apply_strategy, strategy=strategy),
-                param_groups=groups, extra_callbacks=[clock], save_model=False,
-                title=f"{strategy.name}, seed {seed}",
-            )
+            # the model's load report was shown once (warm-up or first run); it repeats verbatim
+            with _quiet_transformers(quiet=warmup or i > 1):
+                result = finetune(
+                    dataset, source, tmp / "runs" / f"{strategy.name}-seed{seed}",
+                    dataclasses.replace(config, seed=seed),
+                    prepare_model=partial(apply_strategy, strategy=strategy),
+                    param_groups=groups, extra_callbacks=[clock], save_model=False,
+                    title=f"{strategy.name}, seed {seed}",
+                )
             rows.append(_result_row(strategy, seed, result, clock, time.perf_counter() - started))
             histories.append(_history_rows(strategy, seed, result.history))
             row = rows[-1]
@@ -559,10 +603,12 @@ def describe_findings(results, reference: str = FULL, metric: str = "test_accura
     n_seeds = int(summary["seeds"].min())
     lines = []
     best = mean.idxmax()
-    lines.append(
-        f"Highest mean {what}: **{best}** with {_pm(mean[best], std[best])} "
-        f"({len(summary)} strategies, {n_seeds if n_seeds == summary['seeds'].max() else f'{n_seeds}+'} seed(s) each)."
-    )
+    tied = [n for n in mean.index if mean[n] == mean[best]]
+    runs = f"{len(summary)} strategies, {n_seeds if n_seeds == summary['seeds'].max() else f'{n_seeds}+'} seed(s) each"
+    if len(tied) > 1:
+        lines.append(f"{len(tied)} strategies tie for the highest mean {what}, {_pm(mean[best], std[best])} ({runs}).")
+    else:
+        lines.append(f"Highest mean {what}: **{best}** with {_pm(mean[best], std[best])} ({runs}).")
     if reference in summary.index:
         ref_mean, ref_time = mean[reference], summary.loc[reference, "train_time_s_mean"]
 
@@ -592,7 +638,7 @@ def describe_findings(results, reference: str = FULL, metric: str = "test_accura
             t = summary.loc[fastest, "train_time_s_mean"]
             lines.append(
                 f"Fastest to train: **{fastest}**, {t:.1f} s of training steps vs {ref_time:.1f} s for "
-                f"{reference} ({ref_time / t:.1f}x faster); it {versus(fastest)}."
+                f"{reference} ({t / ref_time:.0%} of its time); it {versus(fastest)}."
             )
             close = [n for n in frozen if mean[n] >= ref_mean - 0.01]
             if close:

@@ -288,12 +288,14 @@ def test_findings_follow_the_numbers():
     big_gap = freezing.describe_findings(fake_results(0.2))
     assert "classifier (1% of the parameters, the feature-based way) trails full by 20.0 points" in big_gap
     assert "beyond 2 sd" in big_gap
-    assert "Fastest to train: **classifier_only**" in big_gap
+    assert "Fastest to train: **classifier_only**, 4.0 s of training steps vs 12.0 s for full (33% of its time)" in big_gap
+    assert "Highest mean test accuracy: **full** with 90.2% ± 0.1" in big_gap
     assert "within 1 point of full: **frozen_bottom_2**" in big_gap
     assert "the starting encoder beats random weights by 30.0 points" in big_gap
     no_gap = freezing.describe_findings(fake_results(0.0))
     assert "classifier (1% of the parameters, the feature-based way) ties full" in no_gap
     assert "within 1 point of full: **classifier_only**" in no_gap
+    assert "2 strategies tie for the highest mean test accuracy" in no_gap
     single = freezing.describe_findings(fake_results(0.2, seeds=(1,)))
     assert "spread is unknown" in single
 
@@ -363,3 +365,12 @@ def test_random_init_copy_has_the_architecture_but_fresh_weights(model, tmp_path
     assert not torch.equal(fresh[name], original["bert." + name])
     again = freezing.write_random_init_copy(tmp_path / "enc", tmp_path / "random2", seed=1)
     assert torch.equal(load_file(again / "model.safetensors")[name], fresh[name])  # seeded
+
+
+def test_comparison_config_spaces_evaluations_over_the_run():
+    config = freezing.comparison_config(1000, evals_per_run=4, batch_size=32, epochs=2, learning_rate=1e-4)
+    assert config.eval_steps == 16  # 32 steps per epoch x 2 epochs / 4
+    assert config.early_stopping_patience == 0 and config.learning_rate == 1e-4
+    assert freezing.comparison_config(10, evals_per_run=5, batch_size=32, epochs=1).eval_steps == 1
+    with pytest.raises(NbutilsError):
+        freezing.comparison_config(0, batch_size=32)
