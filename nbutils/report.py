@@ -505,12 +505,16 @@ def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, 
     if paths.manifest.is_file():
         recorded = {k: v for k, v in (read_json(paths.manifest).get("parameters") or {}).items()
                     if k in declared}
-    values = {**recorded, **(parameters or {}),
+    from nbutils.runner import cast_to_declared, resolve_paths
+
+    values = {**resolve_paths({**recorded, **(parameters or {})}),
               "run_dir": str(paths.root), "headless": True, "report_write_html": False}
     unknown = sorted(set(values) - set(declared))
     if unknown:
         raise NbutilsError(f"unknown report parameter(s) {unknown}",
                            fix=f"the report notebook declares: {', '.join(sorted(declared))}")
+    values = {k: cast_to_declared(REPORT_NAME, k, v, declared[k].get("inferred_type_name"))
+              for k, v in values.items()}
     paths.report.mkdir(parents=True, exist_ok=True)
     executed = paths.report / f"{REPORT_NAME}.ipynb"
     failed = paths.report / f"{REPORT_NAME}.failed.ipynb"

@@ -371,3 +371,23 @@ def test_report_of_a_missing_run_dir_is_a_clear_error(tmp_path, capsys):
 
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_failing_rebuild_keeps_the_previous_report(run, tmp_path):
+    broken = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('run_dir: str = ""  # run\nheadless: bool = True  # headless\n'
+                                  'report_write_html: bool = False  # export',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("raise ValueError('boom')"),
+    ])
+    broken.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(broken, path)
+    run.report.mkdir()
+    (run.report / "report.html").write_text("previous report")
+    with pytest.raises(NbutilsError, match="boom") as err:
+        report.build_report(run.root, notebook=path)
+    assert "06_report.failed.ipynb" in str(err.value)
+    assert (run.report / "06_report.failed.ipynb").is_file()
+    assert (run.report / "report.html").read_text() == "previous report"
+    assert not [p for p in run.report.iterdir() if p.name.startswith(".")]  # no temp leftovers
