@@ -150,7 +150,8 @@ def stage_figures(paths: RunPaths, stage: str) -> list[Path]:
 
 # Parameters worth a line in the overview: the model and the data it saw.
 _OVERVIEW_PARAMETERS = re.compile(r"(model|source|data_dir|data_format|max_length|epochs|"
-                                  r"learning_rate|batch_size|max_train|max_test|seed)")
+                                  r"learning_rate|batch_size|max_train|max_test|seed|"
+                                  r"hidden_size|num_layers|num_heads)")
 
 
 def run_overview(manifest: dict) -> Any:
@@ -172,6 +173,37 @@ def run_overview(manifest: dict) -> Any:
     params = manifest.get("parameters") or {}
     rows += [(f"parameter {k}", v) for k, v in sorted(params.items()) if _OVERVIEW_PARAMETERS.search(k)]
     return pd.DataFrame([(k, "" if v is None else str(v)) for k, v in rows],
+                        columns=["item", "value"]).set_index("item")
+
+
+def model_overview(data: RunData) -> Any:
+    """Where the model came from and what it is: conversion, pre-training, fine-tuning."""
+    import pandas as pd
+
+    rows: list[tuple[str, Any]] = []
+    conv = data.conversion or {}
+    if conv:
+        rows += [("converted from", f"{conv.get('source')} ({conv.get('source_kind', 'checkpoint')})"),
+                 ("converted tensors", f"{conv.get('tensor_count', '?')} tensors, "
+                                       f"{(conv.get('bytes') or 0) / 1e6:.1f} MB, "
+                                       f"{conv.get('crc32c_verified', 0)} CRC32C-verified"),
+                 ("vocabulary size", conv.get("vocab_size"))]
+        if conv.get("skipped"):
+            rows.append(("checkpoint tensors skipped", len(conv["skipped"])))
+        if conv.get("initialized_fresh"):
+            rows.append(("initialised fresh (asked for)", ", ".join(conv["initialized_fresh"])))
+    if data.pretrain_metrics:
+        rows.append(("masked-LM pre-training", f"{data.pretrain_metrics.get('steps', '?')} steps"))
+    ft = data.finetune_metrics or {}
+    if ft:
+        train = ft.get("train") or {}
+        device = ft.get("device") or {}
+        rows += [("fine-tuned from", ft.get("model_source")),
+                 ("parameters", f"{train['total_params']:,}" if train.get("total_params") else None),
+                 ("classes", len(ft.get("label_names") or []) or None),
+                 ("fine-tuning device", f"{device.get('name', device.get('device', '?'))}, "
+                                        f"{device.get('precision', '')}".rstrip(", ") if device else None)]
+    return pd.DataFrame([(k, str(v)) for k, v in rows if v is not None],
                         columns=["item", "value"]).set_index("item")
 
 

@@ -79,7 +79,10 @@ def make_run(root: Path, data_dir: Path, *, skip: tuple[str, ...] = ()) -> RunPa
     (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     if "convert" not in skip:
         paths.convert.mkdir()
-        (paths.convert / "conversion_report.json").write_text(json.dumps({"tensors": 3}))
+        (paths.convert / "conversion_report.json").write_text(json.dumps(
+            {"source": "/models/google_checkpoint", "source_kind": "TensorFlow checkpoint",
+             "tensor_count": 46, "bytes": 2_874_920, "crc32c_verified": 46, "vocab_size": 21128,
+             "model_class": "BertForPreTraining", "skipped": [], "initialized_fresh": []}))
     if "explore" not in skip:
         paths.explore.mkdir()
         stats = {"dataset": {"source": str(data_dir), "format": "titles", "label_names": LABELS},
@@ -112,8 +115,11 @@ def make_run(root: Path, data_dir: Path, *, skip: tuple[str, ...] = ()) -> RunPa
         frame.to_csv(paths.finetune / "test_predictions.csv", index=False)
         m = classification_metrics(frame["label"], frame["pred"], LABELS)
         metrics = {"label_names": LABELS, "dev": m, "test": m,
-                   "train": {"runtime_s": 3.0, "samples_per_second": 20.0, "train_samples": 60},
-                   "device": {"device": "cpu"}, "config": {"seed": 42, "max_train_samples": 0}}
+                   "train": {"runtime_s": 3.0, "samples_per_second": 20.0, "train_samples": 60,
+                             "total_params": 1_000, "trainable_params": 1_000},
+                   "device": {"device": "cpu", "name": "CPU (2 threads)", "precision": "fp32"},
+                   "model_source": str(paths.converted_model),
+                   "config": {"seed": 42, "max_train_samples": 0}}
         (paths.finetune / "metrics.json").write_text(json.dumps(metrics))
         pd.DataFrame({"step": [1, 2, 3, 4], "epoch": [0.25, 0.5, 0.75, 1.0],
                       "loss": [1.1, 0.9, None, 0.5], "learning_rate": [1e-5] * 4,
@@ -336,6 +342,7 @@ def test_report_notebook_exports_itself_under_the_runner(run):
     html = (run.report / "report.html").read_text(encoding="utf-8")
     _check_html(html)
     assert "Synthetic run" in html
+    assert "46 tensors, 2.9 MB, 46 CRC32C-verified" in html and "CPU (2 threads), fp32" in html
     assert len(_img_sources(html)) >= 5  # explore + pretrain + curves + confusion + F1 + freezing
     assert "Missing from this run" not in html
 
