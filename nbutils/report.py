@@ -441,8 +441,10 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
 
         try:
             means = summarise(data.freezing_results)["test_accuracy_mean"]
-            lines.append(f"Layer freezing: highest mean test accuracy with strategy `{means.idxmax()}` "
-                         f"({_pct(means.max())}).")
+            best = [str(name) for name, value in means.items() if value == means.max()]
+            who = f"strategy `{best[0]}`" if len(best) == 1 else \
+                f"{len(best)} strategies tied ({', '.join(f'`{b}`' for b in best)})"
+            lines.append(f"Layer freezing: highest mean test accuracy {_pct(means.max())}, {who}.")
         except NbutilsError as err:
             lines.append(f"Layer freezing results could not be summarised: {err.message}")
     missing = [SOURCES[n][0] for n in ("finetune_metrics", "freezing_results", "pretrain_metrics",

@@ -256,7 +256,7 @@ def test_summary_markdown_states_key_numbers_and_gaps(tmp_path, data_dir):
     assert "83.33%" in text and "90.00%" in text
     assert "does not beat" in text and "-6.67 accuracy points" in text
     assert "pretrain/metrics.json" in text  # named as missing
-    assert "`full`" in text  # the best freezing strategy
+    assert "84.50%, strategy `full`" in text  # the best freezing strategy, mean over seeds
 
 
 def test_baseline_inputs_follow_the_finetuning_subsample(data_dir):
