@@ -343,6 +343,10 @@ def finetune(
             f"{out_dir} already holds a finished fine-tuning run (metrics.json)",
             fix="choose a new out_dir (a new run dir) or pass overwrite=True",
         )
+    if config.headless:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight loading/saving bars would clutter the log
     choice = choose_device(config.device)
     set_seed(config.seed)  # the classifier head's initialisation depends on it
     label_names = [str(n) for n in dataset.label_names]
@@ -438,10 +442,6 @@ def finetune(
     # loss by the number of DDP processes (gradients N times too large). Tell it the truth.
     trainer.model_accepts_loss_kwargs = False
     use_progress_style(trainer, config.headless)
-    if config.headless:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the log
 
     resume = _last_checkpoint(ckpt_dir)
     if resume and trainer.is_world_process_zero():
@@ -604,6 +604,16 @@ def main(argv: list[str] | None = None) -> int:
         test = result.metrics["test"]
         print(f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; wrote {result.out_dir}")
     return 0
+
+
+def config_argv(config: FinetuneConfig) -> list[str]:
+    """``config`` as ``nbutils train`` flags (what a notebook passes to a torchrun launch)."""
+    argv = []
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("extra_training_args", "headless"):
+            continue
+        argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
+    return argv
 
 
 def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
