@@ -154,16 +154,20 @@ _OVERVIEW_PARAMETERS = re.compile(r"(model|source|data_dir|data_format|max_lengt
                                   r"hidden_size|num_layers|num_heads)")
 
 
+def _status(manifest: dict) -> str | None:
+    status = manifest.get("status")
+    if status == "running":  # the runner writes the report before it marks the run finished
+        return "running (this report was written as the run's last step)"
+    return status
+
+
 def run_overview(manifest: dict) -> Any:
     """One table of what was run: profile, status, timing, device, commit, key parameters."""
     import pandas as pd
 
-    status = manifest.get("status")
-    if status == "running":  # the runner writes the report before it marks the run finished
-        status = "running (this report was written as the run's last step)"
     rows = [
         ("profile", manifest.get("profile")),
-        ("status", status),
+        ("status", _status(manifest)),
         ("started", manifest.get("started")),
         ("ended", manifest.get("ended")),
         ("device", manifest.get("device")),
@@ -417,7 +421,7 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
     manifest = data.manifest or {}
     lines = [f"# {title}", "", f"Run directory: `{data.paths.root.name}`"]
     if manifest:
-        lines += [f"Profile: `{manifest.get('profile')}`, status: {manifest.get('status')}, "
+        lines += [f"Profile: `{manifest.get('profile')}`, status: {_status(manifest)}, "
                   f"git commit: `{(manifest.get('git_commit') or 'unknown')[:12]}`",
                   f"Device: {manifest.get('device') or 'unknown'}"]
     lines.append("")
