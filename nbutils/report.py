@@ -263,6 +263,25 @@ def dataset_overview(stats: dict) -> Any:
                         columns=["item", "value"]).set_index("item")
 
 
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1):
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def training_summary(metrics: dict, keys: Sequence[str] | None = None) -> Any:
+    """Scalar entries of a stage's metrics (e.g. ``finetune/metrics.json``'s ``train``) as text."""
+    import pandas as pd
+
+    keys = keys or [k for k, v in metrics.items() if not isinstance(v, (dict, list))]
+    rows = [(k.replace("_", " "), _fmt(metrics[k])) for k in keys if k in metrics]
+    return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
 # --- results ----------------------------------------------------------------------------------
 
 

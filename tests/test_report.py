@@ -398,3 +398,9 @@ def test_a_failing_rebuild_keeps_the_previous_report(run, tmp_path):
     assert (run.report / "06_report.failed.ipynb").is_file()
     assert (run.report / "report.html").read_text() == "previous report"
     assert not [p for p in run.report.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_training_summary_formats_scalars():
+    table = report.training_summary({"train_samples": 33590.0, "runtime_s": 3.493193, "kind": "rss",
+                                     "nested": {"a": 1}})
+    assert table["value"].to_dict() == {"train samples": "33,590", "runtime s": "3.493", "kind": "rss"}
