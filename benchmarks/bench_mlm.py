@@ -50,7 +50,7 @@ def main() -> None:
     folder = Path(__import__("tempfile").mkdtemp(prefix="bench_mlm_"))
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    stock = load_mlm_model(folder, masked_only_head=False)
+    stock = BertForMaskedLM.from_pretrained(folder)
     masked_only = load_mlm_model(folder, masked_only_head=True)
 
     lines = args.titles.read_text(encoding="utf-8").splitlines()[: args.batch_size * args.batches]

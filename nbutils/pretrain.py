@@ -60,6 +60,7 @@ class PretrainConfig:
     logging_steps: int = 10
     headless: bool = True  # quiet progress lines instead of bars; figure only as PNG
     masked_only_head: bool = True  # run the vocabulary decoder on masked positions only
+    dropout: float | None = None  # dropout while pre-training (None: the model's own); saved model keeps its own
 
     def __post_init__(self):
         if self.max_steps is None or int(self.max_steps) < 1:
@@ -89,11 +90,12 @@ class PretrainResult:
 
 
 # --------------------------------------------------------------------------- the model
-def _masked_positions_class():
+def _mlm_class():
     """Build the subclass lazily so importing this module does not import torch."""
     import torch
-    from transformers import BertForMaskedLM
+    from transformers import BertForMaskedLM, BertModel, BertPreTrainedModel
     from transformers.modeling_outputs import MaskedLMOutput
+    from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 
     class MaskedPositionsBertForMaskedLM(BertForMaskedLM):
         """``BertForMaskedLM`` whose prediction head runs only where a label is set.
@@ -101,19 +103,33 @@ def _masked_positions_class():
         Same weights, same loss: the stock head scores all B*T positions and the loss then
         ignores the ~85% labelled -100; here those rows are dropped first, so the
         hidden -> vocabulary projection (the largest matrix product of a small BERT) does
-        ~15% of the work. ``logits`` are therefore [n_masked, vocab], in row-major order of
-        the masked positions. Without labels it behaves exactly like the parent.
+        ~15% of the work. ``logits`` are then [n_masked, vocab], in row-major order of the
+        masked positions. Without labels, or with ``masked_only_head = False``, it computes
+        exactly what the parent does.
+
+        It also keeps the checkpoint's pooler, which the stock class drops: MLM does not use
+        it, but Google's checkpoints trained it (next-sentence prediction) and fine-tuning
+        starts from it, so the adapted folder carries it through unchanged.
         """
 
         # Tell Trainer to pass num_items_in_batch, so gradient accumulation averages over all
         # masked tokens of the accumulated batch rather than over per-batch means.
         accepts_loss_kwargs = True
+        masked_only_head = True
+
+        def __init__(self, config):
+            BertPreTrainedModel.__init__(self, config)
+            self.bert = BertModel(config, add_pooling_layer=True)
+            self.cls = BertOnlyMLMHead(config)
+            self.post_init()
+            # Unused by the MLM loss: frozen, so optimizers and DDP leave it alone.
+            self.bert.pooler.requires_grad_(False)
 
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
                     labels=None, num_items_in_batch=None, **kwargs):
-            if labels is None:
+            if labels is None or not self.masked_only_head:
                 return super().forward(input_ids=input_ids, attention_mask=attention_mask,
-                                       token_type_ids=token_type_ids, **kwargs)
+                                       token_type_ids=token_type_ids, labels=labels, **kwargs)
             hidden = self.bert(input_ids, attention_mask=attention_mask,
                                token_type_ids=token_type_ids, return_dict=True, **kwargs)[0]
             selected = labels != -100
@@ -127,12 +143,13 @@ def _masked_positions_class():
     return MaskedPositionsBertForMaskedLM
 
 
-def load_mlm_model(model_dir: str | Path, *, masked_only_head: bool = True, attn_implementation: str = "sdpa"):
-    """Load a BERT folder for MLM (a BertForPreTraining checkpoint loses only its NSP head)."""
-    from transformers import BertForMaskedLM
-
-    cls = _masked_positions_class() if masked_only_head else BertForMaskedLM
-    return cls.from_pretrained(str(model_dir), attn_implementation=attn_implementation)
+def load_mlm_model(model_dir: str | Path, *, masked_only_head: bool = True, attn_implementation: str = "sdpa",
+                   dropout: float | None = None):
+    """Load a BERT folder for MLM (from a BertForPreTraining checkpoint only the NSP head is left)."""
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    model = _mlm_class().from_pretrained(str(model_dir), attn_implementation=attn_implementation, **overrides)
+    model.masked_only_head = masked_only_head
+    return model
 
 
 # --------------------------------------------------------------------------- the data
@@ -364,7 +381,12 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     if tokenizer.mask_token is None:
         raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")
     model = load_mlm_model(model_dir, masked_only_head=config.masked_only_head,
-                           attn_implementation=choice.attn_implementation)
+                           attn_implementation=choice.attn_implementation, dropout=config.dropout)
+    # Fine-tuning later should see the model's own dropout, not the pre-training override.
+    from transformers import AutoConfig
+
+    own = AutoConfig.from_pretrained(str(model_dir))
+    own_dropout = {k: getattr(own, k) for k in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
 
     train_texts, heldout_texts = split_heldout(texts, config.heldout_size, config.seed)
     tok_kwargs = {"max_length": config.max_length, "whole_word_masking": config.whole_word_masking}
@@ -426,6 +448,8 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
         # Saved weights are the stock BertForMaskedLM's; name that class so any tool reading
         # config.json (AutoModelForMaskedLM, pipelines) needs nothing from nbutils.
         model.config.architectures = ["BertForMaskedLM"]
+        for key, value in own_dropout.items():
+            setattr(model.config, key, value)
         model.config.save_pretrained(str(model_out))
         tokenizer.save_pretrained(str(model_out))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)

@@ -1,0 +1,197 @@
+"""Continued masked-LM pre-training (nbutils.pretrain) on a tiny random BERT of the real vocab."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForMaskedLM,
+    BertForPreTraining,
+    BertTokenizerFast,
+)
+
+from nbutils.errors import NbutilsError
+from nbutils.paths import REPO_ROOT
+from nbutils.pretrain import (
+    PretrainConfig,
+    continue_pretraining,
+    load_mlm_model,
+    make_collator,
+    split_heldout,
+    tokenize_texts,
+)
+
+
+def _titles(titles_dir, split: str, n: int) -> list[str]:
+    lines = (titles_dir / f"{split}.txt").read_text(encoding="utf-8").splitlines()[:n]
+    return [line.split("\t")[0] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, vocab_dir):
+    """A random 1-layer BERT (hidden 32) of the real 21,128-token vocabulary, saved as
+    BertForPreTraining (MLM + NSP heads, pooler), like the conversion notebook's output."""
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = BertTokenizerFast(str(vocab_dir / "vocab.txt"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertForPreTraining(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_bert, titles_dir, tmp_path_factory):
+    """One short run on a small repeated corpus, shared by the tests that inspect its output."""
+    corpus = _titles(titles_dir, "train", 24) * 20
+    out = tmp_path_factory.mktemp("pretrain") / "out"
+    config = PretrainConfig(max_steps=40, batch_size=16, learning_rate=2e-3, warmup_ratio=0.1,
+                            heldout_size=24, logging_steps=5, seed=1)
+    return continue_pretraining(corpus, tiny_bert, out, config)
+
+
+def test_masked_only_head_gives_the_stock_loss_and_gradients(tiny_bert, titles_dir):
+    stock = BertForMaskedLM.from_pretrained(tiny_bert)
+    ours = load_mlm_model(tiny_bert, masked_only_head=True)
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    features = tokenize_texts(_titles(titles_dir, "train", 32), tokenizer, max_length=48)
+    batch = make_collator(tokenizer, seed=3)(features)
+    assert (batch["labels"] != -100).sum() > 10
+    for model in (stock, ours):
+        model.eval()  # no dropout: both see exactly the same computation
+        model(**batch).loss.backward()
+    assert torch.allclose(stock(**batch).loss, ours(**batch).loss, atol=1e-5)
+    ours_params = dict(ours.named_parameters())
+    for name, p_stock in stock.named_parameters():
+        assert torch.allclose(p_stock.grad, ours_params[name].grad, atol=1e-6), name
+    # Only the masked rows reach the vocabulary decoder.
+    assert ours(**batch).logits.shape == ((batch["labels"] != -100).sum(), tokenizer.vocab_size)
+
+
+def test_loss_decreases_and_heldout_accuracy_rises(pretrained):
+    history = pretrained.history
+    assert list(history.columns[:3]) == ["step", "epoch", "loss"]
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0] - 1.0
+    m = pretrained.metrics
+    assert m["steps"] == 40 and m["stopped_by"] == "steps"
+    assert m["masked_token_accuracy"] > m["masked_token_accuracy_before"]
+    assert m["heldout_mlm_loss"] < m["heldout_mlm_loss_before"]
+    assert m["tokens_per_s"] > 0
+
+
+def test_writes_the_contract_files(pretrained):
+    out = pretrained.out_dir
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss.png", "metrics.json", "model"]
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["masked_token_accuracy"] == pretrained.metrics["masked_token_accuracy"]
+    assert pd.read_csv(out / "history.csv")["step"].tolist() == pretrained.history["step"].tolist()
+    config = json.loads((out / "model" / "config.json").read_text(encoding="utf-8"))
+    assert config["architectures"] == ["BertForMaskedLM"]
+
+
+def test_output_loads_for_classification_without_missing_encoder_weights(pretrained):
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        pretrained.model_dir, num_labels=10, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
+    adapted = load_mlm_model(pretrained.model_dir)
+    assert torch.equal(model.bert.encoder.layer[0].output.dense.weight,
+                       adapted.bert.encoder.layer[0].output.dense.weight)
+
+
+def test_keeps_the_checkpoints_pooler(pretrained, tiny_bert):
+    # MLM does not train the pooler, but fine-tuning starts from it (NSP-trained in Google's).
+    source = BertForPreTraining.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(pretrained.model_dir, num_labels=10)
+    assert torch.equal(model.bert.pooler.dense.weight, source.bert.pooler.dense.weight)
+    BertTokenizerFast.from_pretrained(pretrained.model_dir)  # tokenizer travels with the model
+
+
+def test_refuses_to_overwrite_an_earlier_result(pretrained, tiny_bert):
+    with pytest.raises(NbutilsError, match="already exists"):
+        continue_pretraining(["体育新闻"] * 50, tiny_bert, pretrained.out_dir, PretrainConfig(heldout_size=5))
+
+
+def test_time_budget_stops_training(tiny_bert, titles_dir, tmp_path):
+    config = PretrainConfig(max_steps=100_000, time_budget_s=2.0, batch_size=8, heldout_size=8, logging_steps=5)
+    result = continue_pretraining(_titles(titles_dir, "train", 200), tiny_bert, tmp_path / "out", config)
+    assert result.metrics["stopped_by"] == "time"
+    assert 1 <= result.metrics["steps"] < 100_000
+    assert result.metrics["train_runtime_s"] < 30
+
+
+def test_trains_only_on_the_texts_it_is_given(tiny_bert, titles_dir, tmp_path, monkeypatch):
+    import nbutils.pretrain as pretrain
+
+    seen: list[str] = []
+    original = pretrain.tokenize_texts
+
+    def spy(texts, *args, **kwargs):
+        seen.extend(texts)
+        return original(texts, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "tokenize_texts", spy)
+    train = _titles(titles_dir, "train", 60)
+    result = continue_pretraining(train, tiny_bert, tmp_path / "out",
+                                  PretrainConfig(max_steps=2, batch_size=8, heldout_size=10))
+    assert sorted(seen) == sorted(train)  # every text once: 50 to train on, 10 held out
+    assert result.metrics["train_texts"] == 50 and result.metrics["heldout_texts"] == 10
+    forbidden = set(_titles(titles_dir, "dev", 10_000)) | set(_titles(titles_dir, "test", 10_000))
+    assert not forbidden & set(seen) - set(train)
+
+
+def test_notebook_passes_only_the_train_split():
+    import nbformat
+
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "03_pretrain_mlm.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "continue_pretraining(" in code
+    assert 'texts("train")' in code
+    assert 'texts("dev")' not in code and 'texts("test")' not in code
+
+
+def test_heldout_split_is_seeded_and_disjoint():
+    texts = [f"标题{i}" for i in range(100)]
+    train, held = split_heldout(texts, 10, seed=5)
+    assert (train, held) == split_heldout(texts, 10, seed=5)
+    assert len(held) == 10 and not set(train) & set(held) and sorted(train + held) == sorted(texts)
+
+
+def test_rejects_too_few_texts_and_a_missing_model(tiny_bert, tmp_path):
+    with pytest.raises(NbutilsError, match="heldout_size"):
+        continue_pretraining(["一条新闻"] * 5, tiny_bert, tmp_path / "a", PretrainConfig(heldout_size=10))
+    with pytest.raises(NbutilsError, match="not a model folder"):
+        continue_pretraining(["一条新闻"] * 50, tmp_path / "nope", tmp_path / "b", PretrainConfig(heldout_size=10))
+    with pytest.raises(NbutilsError, match="max_steps"):
+        PretrainConfig(max_steps=0)
+
+
+def test_whole_word_masking_masks_jieba_words_whole(tiny_bert):
+    pytest.importorskip("jieba")
+    import jieba
+
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    texts = ["中国足球队在北京举行新闻发布会", "房地产市场调控政策继续收紧"] * 16
+    features = tokenize_texts(texts, tokenizer, max_length=48, whole_word_masking=True)
+    # Offsets shifted by word index: a gap exactly at each jieba word boundary.
+    words = [w for w, _, _ in jieba.tokenize(texts[0])]
+    starts = [s for (s, e), (ps, pe) in zip(features[0]["offset_mapping"][2:-1], features[0]["offset_mapping"][1:-2],
+                                           strict=True) if s != pe]
+    assert len(starts) == len(words) - 1
+    batch = make_collator(tokenizer, whole_word_masking=True, mlm_probability=0.3, seed=0)(features)
+    masked_chars = 0
+    for row, text in enumerate(texts):
+        masked = (batch["labels"][row, 1:len(text) + 1] != -100).tolist()
+        position = 0
+        for word, start, end in jieba.tokenize(text):
+            flags = set(masked[start:end])
+            assert len(flags) == 1, f"word {word!r} partly masked"
+            masked_chars += sum(masked[start:end])
+            position = end
+        assert position == len(text)
+    assert masked_chars > 0
