@@ -287,11 +287,13 @@ class _StepClock:
 
     Time: the sum of ``on_step_begin`` -> ``on_step_end`` (forward, backward, optimizer update);
     evaluation, checkpoint saving and batch loading are left out, so strategies are compared on
-    the work that freezing changes. Memory: the peak *growth* above what was in use when training
-    began (weights, data and libraries excluded): gradients, optimizer state and activations.
-    On CUDA from ``max_memory_allocated``; on Linux CPUs from the kernel's peak resident set
-    (``VmHWM``), which is reset per run through ``/proc/self/clear_refs``. Elsewhere the CPU
-    peak is not measured (NaN) rather than reported from a number that is not per run.
+    the work that freezing changes. Memory: the largest growth, over the steps, above what was in
+    use when training began (weights, data and libraries excluded): gradients, optimizer state
+    and activations; evaluation and checkpoint saving are outside the steps again. On CUDA from
+    ``max_memory_allocated``; on Linux CPUs from the kernel's peak resident set (``VmHWM``),
+    reset at every step through ``/proc/self/clear_refs``, with freed memory handed back to the
+    OS first (see :func:`_release_free_memory`). Elsewhere the CPU peak is NaN ("not measured")
+    rather than a number that is not this run's.
     """
 
     def __new__(cls):
@@ -305,30 +307,43 @@ class _StepClock:
                 self.peak_mb = float("nan")
                 self.memory_kind = "not measured"
                 self._t0 = 0.0
-                self._base = 0.0
+                self._base = float("nan")
 
             def on_train_begin(self, args, state, control, **kwargs):
                 self.seconds, self.step_seconds, self._start_epoch = 0.0, [], state.epoch or 0.0
                 loader = kwargs.get("train_dataloader")
                 self._n_train = len(loader.dataset) if loader is not None else 0
                 self._cuda = args.device.type == "cuda"
-                self._base = _memory_now_mb(self._cuda, reset_peak=True)
+                try:  # Linux /proc (or CUDA) or nothing: no guessing from a lifetime peak
+                    self._base = _memory_now_mb(self._cuda, release=True)
+                    _reset_peak(self._cuda)
+                except OSError:
+                    self._base = float("nan")
+                measured = self._base == self._base
+                self.peak_mb = 0.0 if measured else float("nan")
                 self.memory_kind = (
-                    "cuda allocated, growth during training" if self._cuda
-                    else "cpu rss, growth during training" if self._base == self._base
-                    else "not measured"
+                    "not measured" if not measured
+                    else "cuda allocated, growth during training steps" if self._cuda
+                    else "cpu rss, growth during training steps"
                 )
 
             def on_step_begin(self, args, state, control, **kwargs):
+                if self._base == self._base:
+                    _reset_peak(self._cuda)
                 self._t0 = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
                 self.step_seconds.append(time.perf_counter() - self._t0)
                 self.seconds += self.step_seconds[-1]
+                if self._base == self._base:
+                    self.peak_mb = max(self.peak_mb, _memory_peak_mb(self._cuda) - self._base)
+
+            def on_save(self, args, state, control, **kwargs):
+                if not self._cuda:  # evaluation and saving just freed memory: don't let it linger
+                    _release_free_memory()
 
             def on_train_end(self, args, state, control, **kwargs):
                 self.samples = round(((state.epoch or 0.0) - self._start_epoch) * self._n_train)
-                self.peak_mb = _memory_peak_mb(self._cuda) - self._base
 
         return Callback()
 
@@ -341,21 +356,43 @@ def _proc_status_kb(key: str) -> float:
     raise OSError(f"{key} not in /proc/self/status")
 
 
-def _memory_now_mb(cuda: bool, *, reset_peak: bool) -> float:
-    """Memory in use now (MiB); with ``reset_peak`` also restart the peak counter. NaN: unknown."""
+def _release_free_memory() -> None:
+    """Hand memory freed by earlier runs back to the OS, so this run's growth is its own.
+
+    Without this, glibc keeps freed blocks resident and a later run reuses them without growing
+    the RSS: the first run would be billed for every later one's memory.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()  # the previous run's model and optimizer may sit in reference cycles
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "malloc_trim"):  # glibc only
+            libc.malloc_trim(0)
+
+
+def _memory_now_mb(cuda: bool, *, release: bool = False) -> float:
+    """Memory in use now (MiB), after handing freed memory back with ``release``."""
     if cuda:
         import torch
 
-        if reset_peak:
-            torch.cuda.reset_peak_memory_stats()
         return torch.cuda.memory_allocated() / 2**20
-    try:
-        if reset_peak:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-                refs.write("5")  # "5": reset the peak RSS (VmHWM) to the current RSS
-        return _proc_status_kb("VmRSS") / 1024
-    except OSError:
-        return float("nan")
+    if release:
+        _release_free_memory()
+    return _proc_status_kb("VmRSS") / 1024
+
+
+def _reset_peak(cuda: bool) -> None:
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+        refs.write("5")  # "5": reset the peak RSS (VmHWM) to the current RSS
 
 
 def _memory_peak_mb(cuda: bool) -> float:
@@ -363,10 +400,7 @@ def _memory_peak_mb(cuda: bool) -> float:
         import torch
 
         return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        return _proc_status_kb("VmHWM") / 1024
-    except OSError:
-        return float("nan")
+    return _proc_status_kb("VmHWM") / 1024
 
 
 # --- the comparison ---------------------------------------------------------------------------
