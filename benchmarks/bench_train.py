@@ -1,0 +1,149 @@
+"""Training throughput: the project's fine-tuning path vs. the way the older repos train.
+
+Both arms run Hugging Face Trainer on the same model (same initial weights), the same training
+examples in the same number of steps with the same batch size and learning-rate schedule:
+
+- project: titles tokenized once in one batched call of the fast tokenizer and cut on token ids
+  (``nbutils.train.Truncator``), ``DataCollatorWithPadding`` (each batch padded to its longest
+  title), length-grouped batches (optional), SDPA attention, bf16 on a GPU;
+- older repos: every example tokenized inside the data loader's ``__getitem__`` and padded to
+  ``max_length``, eager attention, fp32 (pybert / Bert-Chinese-Text-Classification-Pytorch style).
+
+Runs alternate A/B/A/B; the median of the real samples/s (examples trained / wall time of
+``trainer.train``, tokenization included for the project arm) is compared and the ratio printed,
+with the dev accuracy of each arm after the same number of steps.
+
+    python benchmarks/bench_train.py --steps 150 --reps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+)
+from transformers.trainer_callback import PrinterCallback
+
+from nbutils.data import load_dataset
+from nbutils.device import choose_device
+from nbutils.models import make_random_bert
+from nbutils.paths import REPO_ROOT
+from nbutils.train import EncodedTexts, Truncator, load_tokenizer
+
+
+class PerExampleTokenized(torch.utils.data.Dataset):
+    """The older repos' data path: tokenize and pad each example when the loader asks for it."""
+
+    def __init__(self, texts, labels, tokenizer, max_length):
+        self.texts, self.labels, self.tokenizer, self.max_length = texts, labels, tokenizer, max_length
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, i):
+        enc = self.tokenizer(self.texts[i], padding="max_length", truncation=True, max_length=self.max_length)
+        return {**{k: torch.tensor(v) for k, v in enc.items()}, "labels": self.labels[i]}
+
+
+def run_arm(arm, args, model_dir, train, dev, label_names):
+    """Train one arm from the same initial weights; return (samples/s, dev accuracy)."""
+    choice = choose_device(args.device)
+    project = arm == "project"
+    torch.manual_seed(args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=len(label_names), attn_implementation="sdpa" if project else "eager")
+    tokenizer = load_tokenizer(model_dir)
+    precision = choice.training_args() if project else {"use_cpu": choice.device == "cpu"}
+    with tempfile.TemporaryDirectory() as tmp:
+        targs = TrainingArguments(
+            output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr, warmup_steps=0.1, lr_scheduler_type="linear", weight_decay=0.01,
+            seed=args.seed, data_seed=args.seed, save_strategy="no", eval_strategy="no",
+            logging_strategy="no", report_to="none", disable_tqdm=True,
+            train_sampling_strategy="group_by_length" if project and args.group_by_length else "random",
+            **precision,
+        )
+        start = time.perf_counter()
+        if project:
+            cut = Truncator(tokenizer, args.max_length)
+            data = EncodedTexts(cut(train[0]), train[1])
+            collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if choice.device == "cuda" else None)
+        else:
+            data = PerExampleTokenized(train[0], train[1], tokenizer, args.max_length)
+            collator = default_data_collator
+        trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=collator,
+                          processing_class=tokenizer)
+        trainer.model_accepts_loss_kwargs = False  # same loss scaling in both arms (see nbutils.train)
+        trainer.remove_callback(PrinterCallback)
+        prep = time.perf_counter() - start
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start + (prep if project else 0.0)
+    samples = args.steps * args.batch_size
+    # Dev accuracy, computed the same way for both arms (fixed padding, no grouping).
+    model.eval()
+    enc = tokenizer(dev[0], padding="max_length", truncation=True, max_length=args.max_length, return_tensors="pt")
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        preds = torch.cat([
+            model(input_ids=enc["input_ids"][i:i + 256].to(device),
+                  attention_mask=enc["attention_mask"][i:i + 256].to(device)).logits.argmax(-1).cpu()
+            for i in range(0, len(dev[0]), 256)])
+    accuracy = float((preds.numpy() == np.asarray(dev[1])).mean())
+    return samples / seconds, accuracy
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared/data/thucnews-titles"))
+    parser.add_argument("--vocab", default=str(REPO_ROOT.parent / "shared/models/bert-base-chinese-vocab/vocab.txt"))
+    parser.add_argument("--model", default="", help="model folder; default: a random small BERT of --vocab")
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--reps", type=int, default=2, help="A/B pairs")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=32, help="both arms; titles are at most 32 tokens")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--dev-samples", type=int, default=1000)
+    parser.add_argument("--group-by-length", type=int, default=1, help="project arm: length-grouped batches")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    ds = load_dataset(args.data).subsample(
+        {"train": args.steps * args.batch_size, "dev": args.dev_samples, "test": 0}, seed=args.seed)
+    train, dev = (ds.texts("train"), ds.labels("train")), (ds.texts("dev"), ds.labels("dev"))
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or str(make_random_bert(
+            args.vocab, Path(tmp) / "model", hidden_size=args.hidden, num_layers=args.layers,
+            num_heads=max(1, args.hidden // 64), intermediate_size=4 * args.hidden))
+        print(f"{choose_device(args.device).describe()}\nmodel {model_dir if args.model else f'random BERT {args.hidden}x{args.layers}'}, "
+              f"{args.steps} steps x {args.batch_size}, max_length {args.max_length}, torch threads {torch.get_num_threads()}")
+        results = {"project": [], "older repos": []}
+        for rep in range(args.reps):
+            for arm in results:
+                rate, acc = run_arm("project" if arm == "project" else "old", args, model_dir, train, dev, ds.label_names)
+                results[arm].append((rate, acc))
+                print(f"  rep {rep + 1} {arm:<11}: {rate:7.1f} samples/s, dev accuracy {acc:.4f}", flush=True)
+    med = {arm: statistics.median(r for r, _ in runs) for arm, runs in results.items()}
+    acc = {arm: runs[-1][1] for arm, runs in results.items()}
+    for arm in results:
+        print(f"{arm:<11}: median {med[arm]:7.1f} samples/s, dev accuracy after {args.steps} steps {acc[arm]:.4f}")
+    print(f"speed-up project / older repos: {med['project'] / med['older repos']:.2f}x "
+          f"(accuracy difference {acc['project'] - acc['older repos']:+.4f})")
+
+
+if __name__ == "__main__":
+    main()
