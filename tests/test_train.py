@@ -269,3 +269,19 @@ def test_live_curves_headless_writes_png(tmp_path):
     curves.on_train_end(None, State(), None)
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert curves.history["eval_accuracy"].tolist() == [0.5]
+
+
+def test_length_buckets_cover_everything_in_random_batch_order():
+    from nbutils.train import LengthBucketSampler
+
+    torch.manual_seed(0)
+    lengths = torch.randint(5, 40, (1000,)).tolist()
+    order = list(LengthBucketSampler(lengths, batch_size=10, mega_batches=20))
+    assert sorted(order) == list(range(1000))  # every example once per epoch
+    batches = [order[i:i + 10] for i in range(0, 1000, 10)]
+    spread = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert sum(spread) / len(spread) <= 2  # a batch holds similar lengths: little padding
+    longest = [max(lengths[i] for i in b) for b in batches]
+    drops = sum(a > b for a, b in zip(longest, longest[1:], strict=False))
+    assert 30 < drops < 70  # batch order is shuffled, not a sweep from long to short
+    assert list(LengthBucketSampler(lengths, 10, 20)) != order  # a new order each epoch
