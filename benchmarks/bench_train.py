@@ -5,7 +5,8 @@ examples in the same number of steps with the same batch size and learning-rate 
 
 - project: titles tokenized once in one batched call of the fast tokenizer and cut on token ids
   (``nbutils.train.Truncator``), ``DataCollatorWithPadding`` (each batch padded to its longest
-  title), length-grouped batches (optional), SDPA attention, bf16 on a GPU;
+  title), length buckets in random order (``nbutils.train.LengthBucketSampler``; optional),
+  SDPA attention, bf16 on a GPU;
 - older repos: every example tokenized inside the data loader's ``__getitem__`` and padded to
   ``max_length``, eager attention, fp32 (pybert / Bert-Chinese-Text-Classification-Pytorch style).
 
@@ -39,7 +40,7 @@ from nbutils.data import load_dataset
 from nbutils.device import choose_device
 from nbutils.models import make_random_bert
 from nbutils.paths import REPO_ROOT
-from nbutils.train import EncodedTexts, Truncator, load_tokenizer
+from nbutils.train import EncodedTexts, LengthBucketTrainer, Truncator, load_tokenizer
 
 
 class PerExampleTokenized(torch.utils.data.Dataset):
@@ -71,7 +72,7 @@ def run_arm(arm, args, model_dir, train, dev, label_names):
             learning_rate=args.lr, warmup_steps=0.1, lr_scheduler_type="linear", weight_decay=0.01,
             seed=args.seed, data_seed=args.seed, save_strategy="no", eval_strategy="no",
             logging_strategy="no", report_to="none", disable_tqdm=True,
-            train_sampling_strategy="group_by_length" if project and args.group_by_length else "random",
+            train_sampling_strategy="random",  # project arm: length buckets via nbutils' Trainer
             **precision,
         )
         start = time.perf_counter()
@@ -82,8 +83,9 @@ def run_arm(arm, args, model_dir, train, dev, label_names):
         else:
             data = PerExampleTokenized(train[0], train[1], tokenizer, args.max_length)
             collator = default_data_collator
-        trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=collator,
-                          processing_class=tokenizer)
+        trainer = (LengthBucketTrainer if project else Trainer)(
+            model=model, args=targs, train_dataset=data, data_collator=collator, processing_class=tokenizer)
+        trainer.group_by_length = project and bool(args.group_by_length)
         trainer.model_accepts_loss_kwargs = False  # same loss scaling in both arms (see nbutils.train)
         trainer.remove_callback(PrinterCallback)
         prep = time.perf_counter() - start

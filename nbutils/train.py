@@ -286,8 +286,8 @@ class LengthBucketSampler(torch_data.Sampler):
             yield from batches[b]
 
 
-class _Trainer(Trainer):
-    """Trainer with length buckets served in random order (see LengthBucketSampler)."""
+class LengthBucketTrainer(Trainer):
+    """Trainer with length buckets served in random order (see LengthBucketSampler); ``group_by_length`` switches it on."""
 
     group_by_length = False
 
@@ -449,7 +449,7 @@ def finetune(
         max_steps=config.max_steps,
         seed=config.seed,
         data_seed=config.seed,
-        train_sampling_strategy="random",  # length grouping: _Trainer's LengthBucketSampler
+        train_sampling_strategy="random",  # length grouping: LengthBucketTrainer's sampler
         dataloader_num_workers=config.dataloader_num_workers,
         ddp_backend="gloo" if choice.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,  # every parameter takes part in each forward pass
@@ -469,7 +469,7 @@ def finetune(
             torch.optim.AdamW(param_groups(model), lr=config.learning_rate, weight_decay=config.weight_decay),
             None,  # Trainer builds the warmup + linear decay schedule around it
         )
-    trainer = _Trainer(
+    trainer = LengthBucketTrainer(
         model=model,
         args=args,
         train_dataset=encoded["train"],
