@@ -303,6 +303,10 @@ def results_table(finetune_metrics: dict | None, baseline: dict | None) -> Any:
         add("fine-tuned BERT", "test", finetune_metrics.get("test"))
     if baseline:
         add(f"baseline: {baseline.get('model', 'TF-IDF')}", "test", baseline.get("test"))
+        full = baseline.get("full_split")
+        if full:  # the model used a subsample; this is what the whole train split gives
+            add(f"baseline on the whole train split ({full['train_examples']:,} examples)",
+                "test (whole split)", full.get("test"))
     return pd.DataFrame(rows, columns=["model", "split", "examples", "accuracy", "macro_f1",
                                        "weighted_f1"])
 
@@ -331,6 +335,7 @@ class BaselineInputs:
     test_labels: list[int]
     how: str  # one sentence for the report
     same_test_as_model: bool | None  # None: the model's test predictions are not in this run
+    subsampled: bool = False  # True when fine-tuning (and so this) used a subsample
 
 
 def baseline_inputs(dataset, finetune_metrics: dict | None = None, predictions=None) -> BaselineInputs:
@@ -355,7 +360,8 @@ def baseline_inputs(dataset, finetune_metrics: dict | None = None, predictions=N
     else:
         how = "the full train and test splits; fine-tuning's settings are not in this run"
     inputs = BaselineInputs(dataset.texts("train"), dataset.labels("train"),
-                            dataset.texts("test"), dataset.labels("test"), how, None)
+                            dataset.texts("test"), dataset.labels("test"), how, None,
+                            subsampled=any(limits.values()))
     if predictions is not None:
         inputs.same_test_as_model = list(predictions["text"]) == inputs.test_texts
     return inputs

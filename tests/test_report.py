@@ -119,7 +119,7 @@ def make_run(root: Path, data_dir: Path, *, skip: tuple[str, ...] = ()) -> RunPa
                              "total_params": 1_000, "trainable_params": 1_000},
                    "device": {"device": "cpu", "name": "CPU (2 threads)", "precision": "fp32"},
                    "model_source": str(paths.converted_model),
-                   "config": {"seed": 42, "max_train_samples": 0}}
+                   "config": {"seed": 42, "max_train_samples": 45}}  # a subsample of the 60
         (paths.finetune / "metrics.json").write_text(json.dumps(metrics))
         pd.DataFrame({"step": [1, 2, 3, 4], "epoch": [0.25, 0.5, 0.75, 1.0],
                       "loss": [1.1, 0.9, None, 0.5], "learning_rate": [1e-5] * 4,
@@ -348,6 +348,8 @@ def test_report_notebook_exports_itself_under_the_runner(run):
 
     baseline = json.loads((run.report / "baseline.json").read_text(encoding="utf-8"))
     assert baseline["same_test_examples_as_model"] is True
+    assert baseline["train_examples"] == 45 and baseline["full_split"]["train_examples"] == 60
+    assert "baseline on the whole train split (60 examples)" in html
     assert baseline["test"]["accuracy"] > 1 / len(LABELS)
     assert {"macro_f1", "per_class", "confusion_matrix"} <= set(baseline["test"])
     summary = (run.report / "summary.md").read_text(encoding="utf-8")
