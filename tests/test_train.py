@@ -285,3 +285,16 @@ def test_length_buckets_cover_everything_in_random_batch_order():
     drops = sum(a > b for a, b in zip(longest, longest[1:], strict=False))
     assert 30 < drops < 70  # batch order is shuffled, not a sweep from long to short
     assert list(LengthBucketSampler(lengths, 10, 20)) != order  # a new order each epoch
+
+
+def test_config_round_trips_through_the_cli_flags():
+    import dataclasses
+
+    from nbutils.train import build_parser, config_argv
+
+    config = FinetuneConfig(max_length=40, truncation="head+tail", group_by_length=False,
+                            learning_rate=3e-5, epochs=2.5, eval_steps=7)
+    args = build_parser().parse_args(["--model", "m", "--data", "d", "--out", "o", *config_argv(config)])
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name not in ("extra_training_args", "headless"):
+            assert getattr(args, f.name) == getattr(config, f.name), f.name
