@@ -7,7 +7,7 @@ decoder), interleaved A/B/A/B so that load drifts on a shared machine hit both a
 the median seconds per step of each, the ratio, and the largest loss difference on identical
 batches (eval mode, so dropout does not differ).
 
-    python benchmarks/bench_mlm.py                       # demo size (params/demo.yaml)
+    python benchmarks/bench_mlm.py                       # demo size and batch (params/demo.yaml)
     python benchmarks/bench_mlm.py --hidden 768 --layers 12 --heads 12 --intermediate 3072
 """
 
@@ -31,12 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", type=Path, default=SHARED / "models/bert-base-chinese-vocab/vocab.txt")
     parser.add_argument("--titles", type=Path, default=SHARED / "data/thucnews-titles/train.txt")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--intermediate", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--batches", type=int, default=8, help="distinct batches, cycled")
     parser.add_argument("--rounds", type=int, default=16, help="timed A/B pairs")
     parser.add_argument("--tolerance", type=float, default=1e-4)

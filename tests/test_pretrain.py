@@ -195,3 +195,22 @@ def test_whole_word_masking_masks_jieba_words_whole(tiny_bert):
             position = end
         assert position == len(text)
     assert masked_chars > 0
+
+
+def test_cli_pretrains_on_the_train_split(tiny_bert, titles_dir, tmp_path, capsys):
+    from nbutils.cli import main
+
+    data = tmp_path / "titles"
+    data.mkdir()
+    for split, n in (("train", 40), ("dev", 10), ("test", 10)):
+        lines = (titles_dir / f"{split}.txt").read_text(encoding="utf-8").splitlines()[:n]
+        (data / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (data / "class.txt").write_bytes((titles_dir / "class.txt").read_bytes())
+    out = tmp_path / "out"
+    argv = ["pretrain", str(data), str(tiny_bert), str(out), "--max-steps", "2", "--batch-size", "8",
+            "--heldout-size", "8", "--device", "cpu"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["train_texts"] + metrics["heldout_texts"] == 40  # train split only
+    assert "masked-token accuracy" in capsys.readouterr().out
+    assert main(argv) == 2  # the earlier result is not overwritten
