@@ -330,13 +330,21 @@ class _StepClock:
             def on_step_begin(self, args, state, control, **kwargs):
                 if self._base == self._base:
                     _reset_peak(self._cuda)
+                self._sync()
                 self._t0 = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
+                self._sync()
                 self.step_seconds.append(time.perf_counter() - self._t0)
                 self.seconds += self.step_seconds[-1]
                 if self._base == self._base:
                     self.peak_mb = max(self.peak_mb, _memory_peak_mb(self._cuda) - self._base)
+
+            def _sync(self):
+                if self._cuda:  # CUDA runs asynchronously: time the GPU's work, not its queueing
+                    import torch
+
+                    torch.cuda.synchronize()
 
             def on_save(self, args, state, control, **kwargs):
                 if not self._cuda:  # evaluation and saving just freed memory: don't let it linger
