@@ -389,12 +389,14 @@ def run_pipeline(
                 progress_bar=sys.stderr.isatty(), log_output=False, request_save_on_cell_execute=True,
             )
         except BaseException as err:  # noqa: BLE001 - record every way a notebook can stop
-            entry.update(status="failed", duration_s=round(time.monotonic() - t0, 2),
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            status = "interrupted" if interrupted else "failed"
+            entry.update(status=status, duration_s=round(time.monotonic() - t0, 2),
                          error=f"{getattr(err, 'ename', type(err).__name__)}: "
                                f"{_clean(getattr(err, 'evalue', str(err)))}")
-            manifest.update(status="failed", ended=_now())
+            manifest.update(status=status, ended=_now())
             write_json(paths.manifest, manifest)
-            if isinstance(err, KeyboardInterrupt):
+            if interrupted:
                 raise
             raise RunFailed(describe_failure(err, nb.name, executed)) from err
         entry.update(status="ok", duration_s=round(time.monotonic() - t0, 2))
@@ -456,9 +458,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum, frame):
+    # `kill`/timeout send SIGTERM: unwind like Ctrl-C so the kernel is shut down and the
+    # manifest says "interrupted" instead of "running" forever.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str]) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
     overrides = dict(parse_override(p) for p in args.param)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         run_pipeline(args.profile, overrides, only=args.only, run_dir=args.run_dir,
                      cell_timeout=args.cell_timeout)
