@@ -679,7 +679,7 @@ def describe_findings(results, reference: str = FULL, metric: str = "test_accura
             fastest = summary.loc[frozen, "train_time_s_mean"].idxmin()
             t = summary.loc[fastest, "train_time_s_mean"]
             lines.append(
-                f"Fastest to train: **{fastest}**, {t:.1f} s of training steps vs {ref_time:.1f} s for "
+                f"Fastest freezing strategy to train: **{fastest}**, {t:.1f} s of training steps vs {ref_time:.1f} s for "
                 f"{reference} ({t / ref_time:.0%} of its time); it {versus(fastest)}."
             )
             close = [n for n in frozen if mean[n] >= ref_mean - 0.01]

@@ -288,7 +288,7 @@ def test_findings_follow_the_numbers():
     big_gap = freezing.describe_findings(fake_results(0.2))
     assert "classifier (1% of the parameters, the feature-based way) trails full by 20.0 points" in big_gap
     assert "beyond 2 sd" in big_gap
-    assert "Fastest to train: **classifier_only**, 4.0 s of training steps vs 12.0 s for full (33% of its time)" in big_gap
+    assert "Fastest freezing strategy to train: **classifier_only**, 4.0 s of training steps vs 12.0 s for full (33% of its time)" in big_gap
     assert "Highest mean test accuracy: **full** with 90.2% ± 0.1" in big_gap
     assert "within 1 point of full: **frozen_bottom_2**" in big_gap
     assert "the starting encoder beats random weights by 30.0 points" in big_gap
