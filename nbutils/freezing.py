@@ -756,8 +756,18 @@ def plot_curves(history, metric: str = "eval_accuracy"):
 
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.2))
     several = history.groupby("strategy")["seed"].nunique().max() > 1
-    for ax, column, label in ((ax_loss, "loss", "training loss"), (ax_dev, metric, f"dev {metric.removeprefix('eval_').replace('_', ' ')}")):
-        points = history.dropna(subset=[column])
+    # Length-grouped batches make the raw loss jump from batch to batch (the same jumps in every
+    # strategy); a rolling mean over a tenth of the logged points shows the trend.
+    losses = history.dropna(subset=["loss"]).copy()
+    window = max(1, losses.groupby(["strategy", "seed"]).size().min() // 10)
+    losses["loss"] = losses.groupby(["strategy", "seed"], sort=False)["loss"].transform(
+        lambda x: x.rolling(window, min_periods=1).mean())
+    loss_label = "training loss" + (f" (rolling mean of {window} logs)" if window > 1 else "")
+    for ax, column, label, frame in (
+        (ax_loss, "loss", loss_label, losses),
+        (ax_dev, metric, f"dev {metric.removeprefix('eval_').replace('_', ' ')}", history),
+    ):
+        points = frame.dropna(subset=[column])
         sns.lineplot(
             data=points, x="step", y=column, hue="strategy", errorbar="sd" if several else None,
             marker="o" if column != "loss" else None, ax=ax,
