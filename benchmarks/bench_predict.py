@@ -51,7 +51,11 @@ def main():
     parser.add_argument("--n", type=int, default=10000, help="test titles to classify (10000: all)")
     parser.add_argument("--chunks", type=int, default=4, help="A/B alternations")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 is steadier on a shared, busy machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     ds = load_dataset(args.data)
     texts = ds.texts("test")[: args.n]

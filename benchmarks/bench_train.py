@@ -111,8 +111,8 @@ def main():
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared/data/thucnews-titles"))
     parser.add_argument("--vocab", default=str(REPO_ROOT.parent / "shared/models/bert-base-chinese-vocab/vocab.txt"))
     parser.add_argument("--model", default="", help="model folder; default: a random small BERT of --vocab")
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--reps", type=int, default=2, help="A/B pairs")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -122,7 +122,11 @@ def main():
     parser.add_argument("--group-by-length", type=int, default=1, help="project arm: length-grouped batches")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 is steadier on a shared, busy machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     ds = load_dataset(args.data).subsample(
         {"train": args.steps * args.batch_size, "dev": args.dev_samples, "test": 0}, seed=args.seed)
