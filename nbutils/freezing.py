@@ -142,15 +142,24 @@ def strategies_for(
     ]
 
 
+def as_list(value, cast=str) -> list:
+    """A notebook list parameter as a list: ``papermill -p x a,b`` injects the string "a,b"."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    return [cast(v.strip() if isinstance(v, str) else v) for v in value]
+
+
 def select_strategies(
-    names: Sequence[str], num_layers: int, llrd_decay: float = DEFAULT_LLRD_DECAY
+    names: Sequence[str] | str, num_layers: int, llrd_decay: float = DEFAULT_LLRD_DECAY
 ) -> list[Strategy]:
     """Strategies by name, as a notebook parameter lists them; ``["all"]`` means every default.
 
     Names: ``full``, ``frozen_embeddings``, ``frozen_bottom_<k>`` (any ``k`` in ``1..L``),
-    ``classifier_only``, ``llrd``.
+    ``classifier_only``, ``llrd``; a comma-separated string works too.
     """
-    names = [str(n).strip() for n in names]
+    names = as_list(names)
     if not names:
         raise NbutilsError("no freezing strategies selected", fix='list some, or use ["all"]')
     if "all" in names:
@@ -518,7 +527,7 @@ def run_comparison(
     model_dir,
     out_dir,
     strategies: Sequence[Strategy],
-    seeds: Sequence[int],
+    seeds: Sequence[int] | str,
     base_config,
     *,
     random_init_control: bool = False,
@@ -550,7 +559,7 @@ def run_comparison(
     from nbutils.io import atomic_dir, atomic_file
     from nbutils.train import finetune
 
-    seeds = [int(s) for s in seeds]
+    seeds = as_list(seeds, int)
     if not strategies or not seeds:
         raise NbutilsError("nothing to compare: no strategies or no seeds", fix="list at least one of each")
     runs = [(s, model_dir) for s in strategies]

@@ -133,6 +133,10 @@ def test_select_strategies_by_name():
     picked = select_strategies(["llrd", "frozen_bottom_7", "full", "llrd"], 12, llrd_decay=0.8)
     assert [s.name for s in picked] == ["llrd", "frozen_bottom_7", "full"]
     assert picked[0].llrd_decay == 0.8 and picked[1].frozen_layers == 7
+    assert [s.name for s in select_strategies("full, llrd", 12)] == ["full", "llrd"]  # papermill -p a,b
+    assert [s.name for s in select_strategies("all", 4)] == [s.name for s in strategies_for(4)]
+    assert freezing.as_list("1,2", int) == [1, 2] and freezing.as_list([3], int) == [3]
+    assert freezing.as_list(5, int) == [5]
     with pytest.raises(NbutilsError, match="unknown freezing strategy 'frozen_top_2'"):
         select_strategies(["frozen_top_2"], 12)
     with pytest.raises(NbutilsError, match="no freezing strategies"):
