@@ -8,7 +8,7 @@ excluded from both. Prints texts/s of each, the ratio of total times, the median
 per-chunk ratios, and whether every predicted label is identical.
 
     python benchmarks/bench_predict.py --model runs/<run>/finetune/model      # a fine-tuned model
-    python benchmarks/bench_predict.py                                        # random small BERT
+    python benchmarks/bench_predict.py --threads 1                            # random 256x4 BERT
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Runs alternate A/B/A/B; the median of the real samples/s (examples trained / wal
 ``trainer.train``, tokenization included for the project arm) is compared and the ratio printed,
 with the dev accuracy of each arm after the same number of steps.
 
-    python benchmarks/bench_train.py --steps 150 --reps 2
+    python benchmarks/bench_train.py --steps 100 --reps 2 --dev-samples 500 --threads 1
+    python benchmarks/bench_train.py ... --group-by-length 0   # project arm without length buckets
 """
 
 from __future__ import annotations
