@@ -41,7 +41,8 @@ def tokenizer(vocab_dir):
 
 def quick(**overrides) -> FinetuneConfig:
     base = dict(max_length=24, epochs=1, batch_size=8, eval_batch_size=16, learning_rate=5e-4,
-                eval_steps=2, max_steps=6, early_stopping_patience=0, logging_steps=1, seed=3)
+                eval_steps=2, max_steps=6, early_stopping_patience=0, logging_steps=1, seed=3,
+                group_by_length=True)  # resume must also reproduce the bucketed order
     return FinetuneConfig(**{**base, **overrides})
 
 
