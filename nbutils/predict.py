@@ -15,6 +15,7 @@ import argparse
 import functools
 import json
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -171,3 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         shown["confidence"] = shown["confidence"].map("{:.3f}".format)
         print(shown.to_string(index=False))
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """``nbutils.predict(texts, model_dir)`` keeps working after ``import nbutils.predict``.
+
+    Importing this submodule rebinds the package attribute ``nbutils.predict`` from the
+    re-exported function to this module; making the module callable keeps both spellings valid.
+    """
+
+    def __call__(self, texts, model_dir, **kwargs):
+        return predict(texts, model_dir, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

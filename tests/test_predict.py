@@ -115,3 +115,10 @@ def test_errors(classifier_dir, tmp_path):
     with pytest.raises(NbutilsError, match="batch_size"):
         predict(["x"], classifier_dir, batch_size=0)
     assert json.loads((classifier_dir / "config.json").read_text())["id2label"]["0"] == "体育"
+
+
+def test_package_level_predict_survives_importing_the_submodule(classifier_dir):
+    import nbutils
+    import nbutils.predict  # rebinds the package attribute to the module
+
+    assert nbutils.predict(["体育"], classifier_dir)["label"].tolist() == predict(["体育"], classifier_dir)["label"].tolist()
