@@ -299,3 +299,32 @@ def test_config_round_trips_through_the_cli_flags():
     for f in dataclasses.fields(FinetuneConfig):
         if f.name not in ("extra_training_args", "headless"):
             assert getattr(args, f.name) == getattr(config, f.name), f.name
+
+
+def test_live_curves_interactive_updates_one_display(tmp_path, monkeypatch):
+    import IPython.display
+
+    shown, updated = [], []
+
+    class Handle:
+        def update(self, fig):
+            updated.append(fig)
+
+    def fake_display(obj, display_id=False):
+        shown.append(obj)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+
+    class State:
+        is_world_process_zero = True
+        log_history = [{"loss": 2.0, "step": 1, "epoch": 0.1}]
+
+    curves = LiveCurves(tmp_path / "c.png", headless=False, min_interval_s=0)
+    state = State()
+    curves.on_log(None, state, None, logs={"loss": 2.0})
+    state.log_history = state.log_history + [{"eval_accuracy": 0.4, "eval_macro_f1": 0.3, "step": 1, "epoch": 0.1}]
+    curves.on_log(None, state, None, logs={"eval_accuracy": 0.4})
+    curves.on_train_end(None, state, None)
+    assert len(shown) == 1 and len(updated) == 2  # one figure, redrawn in place
+    assert (tmp_path / "c.png").is_file()
