@@ -120,7 +120,8 @@ def main():
     parser.add_argument("--max-length", type=int, default=32, help="both arms; titles are at most 32 tokens")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--dev-samples", type=int, default=1000)
-    parser.add_argument("--group-by-length", type=int, default=1, help="project arm: length-grouped batches")
+    parser.add_argument("--group-by-length", type=int, default=0,
+                        help="project arm: length-grouped batches (off by default, as in nbutils.train)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0,

@@ -2,8 +2,9 @@
 
 What the library does, we let it do: Trainer runs the loop (AdamW, warmup + linear decay,
 evaluation, checkpointing, early stopping, best-model reload, DDP under ``torchrun``),
-``DataCollatorWithPadding`` pads each batch only to its longest text, and the length-grouped
-sampler keeps texts of similar length together so padding stays small. What we add:
+``DataCollatorWithPadding`` pads each batch only to its longest text, and AdamW runs as one
+fused kernel. Length-grouped batches (``group_by_length``) are opt-in: they cut padding further
+but, on titles whose length tracks their class, make batches class-skewed. What we add:
 
 - tokenization once per split with the fast tokenizer, *without* truncation, then cutting the
   token ids ourselves (``head``, ``tail`` or ``head+tail``, Sun et al. 2019), so texts of any
@@ -84,6 +85,10 @@ class FinetuneConfig:
             )
         if self.max_length < 3:
             raise NbutilsError(f"max_length={self.max_length} is too small", fix="use at least 8")
+        if not 0 <= self.warmup_ratio < 1:
+            # transformers 5 reads warmup_steps >= 1 as a step count, not a ratio
+            raise NbutilsError(f"warmup_ratio={self.warmup_ratio} is not a share of the steps",
+                               fix="use a value in [0, 1), e.g. 0.1")
         if self.eval_strategy not in ("epoch", "steps"):
             raise NbutilsError(f"unknown eval_strategy {self.eval_strategy!r}", fix="use 'epoch' or 'steps'")
 
@@ -469,7 +474,8 @@ def finetune(
     optimizers = (None, None)
     if param_groups is not None:
         optimizers = (
-            torch.optim.AdamW(param_groups(model), lr=config.learning_rate, weight_decay=config.weight_decay),
+            torch.optim.AdamW(param_groups(model), lr=config.learning_rate,
+                              weight_decay=config.weight_decay, fused=choice.fused_adamw or None),
             None,  # Trainer builds the warmup + linear decay schedule around it
         )
     trainer = LengthBucketTrainer(
