@@ -11,7 +11,8 @@ but, on titles whose length tracks their class, make batches class-skewed. What 
   length work and long documents keep their most useful parts;
 - metrics on the full gathered predictions, files in the run-directory contract
   (model/, history.csv, metrics.json, test_predictions.csv, curves PNG);
-- resume: an interrupted run restarts from its last checkpoint in the same ``out_dir``;
+- resume: an interrupted run restarts from its last checkpoint in the same ``out_dir``, and only
+  with the same model, data and settings (``checkpoints/run_fingerprint.json``);
 - errors a user can fix (missing files, vocabulary mismatch, out of memory) say how.
 
 Multi-GPU: ``torchrun --nproc_per_node N -m nbutils.train ...`` runs this same code under DDP.
@@ -42,6 +43,10 @@ from nbutils.errors import NbutilsError
 TRUNCATIONS = ("head", "tail", "head+tail")
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
 CHECKPOINTS = "checkpoints"
+FINGERPRINT = "run_fingerprint.json"  # in checkpoints/: what the checkpoints were trained on
+# Config fields that change how a run looks or where files go, not what it learns: a resume may
+# change them freely.
+_COSMETIC_FIELDS = ("headless", "keep_checkpoints", "dataloader_num_workers")
 
 
 @dataclass
@@ -342,6 +347,60 @@ def _last_checkpoint(ckpt_dir: Path) -> str | None:
     return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
 
 
+def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dict) -> dict:
+    """What a checkpoint was trained on: resuming with anything else would mix two runs."""
+    path = Path(model_dir)
+    settings = {k: v for k, v in asdict(config).items() if k not in _COSMETIC_FIELDS}
+    fingerprint = {
+        "model_dir": str(path.resolve()) if path.exists() else str(model_dir),
+        "dataset_source": str(getattr(dataset, "source", "")),
+        "split_sizes": dict(split_sizes),
+        "config": settings,
+    }
+    # Round-trip through JSON so the comparison with the saved file sees the same types
+    # (tuples become lists, extra_training_args values become strings if not JSON).
+    return json.loads(json.dumps(fingerprint, default=str))
+
+
+def _check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
+    """Refuse to resume checkpoints of a different model, dataset or configuration."""
+    saved_path = ckpt_dir / FINGERPRINT
+    fix = (f"use a new out_dir for the changed run, or delete {ckpt_dir} to start over "
+           "(or pass overwrite=True)")
+    if not saved_path.is_file():
+        raise NbutilsError(f"{ckpt_dir} holds checkpoints but no {FINGERPRINT}: "
+                           "cannot tell which model, data and settings they were trained with", fix=fix)
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    diffs = []
+    for key in sorted(set(saved) | set(fingerprint)):
+        old, new = saved.get(key), fingerprint.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += [f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}"
+                      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        elif old != new:
+            diffs.append(f"{key}: {old!r} -> {new!r}")
+    if diffs:
+        raise NbutilsError(f"cannot resume from {ckpt_dir}: the checkpoints belong to a different run "
+                           f"({'; '.join(diffs)})", fix=fix)
+
+
+def _schedule(n_train: int, config: FinetuneConfig, world_size: int = 1) -> dict:
+    """Optimizer steps per epoch and in total, and the logging / evaluation intervals.
+
+    Under DDP each of ``world_size`` processes takes its own batch per step, so one epoch is
+    ``world_size`` times fewer steps than on one process.
+    """
+    per_step = config.batch_size * config.gradient_accumulation_steps * max(1, world_size)
+    steps_per_epoch = math.ceil(n_train / per_step)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    return {
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "logging_steps": config.logging_steps or max(1, total_steps // 50),
+        "eval_steps": config.eval_steps or max(1, steps_per_epoch),
+    }
+
+
 def _peak_memory_mb(device: str) -> float:
     import torch
 
@@ -372,8 +431,9 @@ def finetune(
     ``prepare_model(model)`` runs after loading (e.g. to freeze layers); ``param_groups(model)``
     returns optimizer parameter groups (e.g. layer-wise learning rates) instead of the default
     AdamW groups. If ``out_dir/checkpoints`` holds a checkpoint of an interrupted run, training
-    resumes from it. A finished ``out_dir`` (metrics.json present) is never overwritten unless
-    ``overwrite=True``.
+    resumes from it, unless the model, data or settings changed (an error says what differs).
+    A finished ``out_dir`` (metrics.json or model/ present) is never overwritten unless
+    ``overwrite=True``, which also discards old checkpoints.
     """
     import torch
     from transformers import (
@@ -393,6 +453,12 @@ def finetune(
         raise NbutilsError(
             f"{out_dir} already holds a finished fine-tuning run (metrics.json)",
             fix="choose a new out_dir (a new run dir) or pass overwrite=True",
+        )
+    if save_model and (out_dir / "model").exists() and not overwrite:
+        # Checked now, not when the model is saved: that would fail only after all the training.
+        raise NbutilsError(
+            f"{out_dir / 'model'} already exists",
+            fix="choose a new out_dir (a new run dir), delete that folder, or pass overwrite=True",
         )
     if config.headless:
         from transformers.utils import logging as hf_logging
@@ -429,11 +495,9 @@ def finetune(
         return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
 
     n_train = len(encoded["train"])
-    steps_per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps))
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
-    logging_steps = config.logging_steps or max(1, total_steps // 50)
+    plan = _schedule(n_train, config, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun sets it
+    logging_steps, eval_steps = plan["logging_steps"], plan["eval_steps"]
     by_steps = config.eval_strategy == "steps" or config.eval_steps > 0
-    eval_steps = config.eval_steps or max(1, steps_per_epoch)
     ckpt_dir = out_dir / CHECKPOINTS
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -496,7 +560,18 @@ def finetune(
     trainer.group_by_length = config.group_by_length
     use_progress_style(trainer, config.headless)
 
-    resume = _last_checkpoint(ckpt_dir)
+    fingerprint = run_fingerprint(model_dir, dataset, config, {k: len(v) for k, v in encoded.items()})
+    # Rank 0 first (the others wait at a barrier): it clears or checks checkpoints/ and writes the
+    # fingerprint before any rank decides whether to resume.
+    with args.main_process_first(local=False, desc="checkpoint check"):
+        if overwrite and trainer.is_world_process_zero():
+            # A finished run's checkpoints would otherwise be "resumed" into 0 more steps.
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        resume = _last_checkpoint(ckpt_dir)
+        if resume:
+            _check_resume(ckpt_dir, fingerprint)
+        elif trainer.is_world_process_zero():
+            write_json(ckpt_dir / FINGERPRINT, fingerprint)
     if resume and trainer.is_world_process_zero():
         print(f"resuming from {resume}")
     if choice.device == "cuda":

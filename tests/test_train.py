@@ -177,6 +177,62 @@ def test_interrupted_run_resumes_to_the_same_result(finished, tiny_model, small_
     pd.testing.assert_series_equal(ha["loss"], hb["loss"], rtol=1e-5)  # history kept across resume
 
 
+def test_resume_refuses_checkpoints_of_a_different_run(tiny_model, small_data, tmp_path):
+    out = tmp_path / "finetune"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(small_data, tiny_model, out, quick(), extra_callbacks=[StopAt(3)])
+    saved = json.loads((out / "checkpoints" / "run_fingerprint.json").read_text())
+    assert saved["split_sizes"] == {"train": 48, "dev": 24, "test": 24}
+    assert saved["config"]["learning_rate"] == 5e-4 and "headless" not in saved["config"]
+
+    with pytest.raises(NbutilsError, match=r"learning_rate: 0.0005 -> 0.0001") as err:
+        finetune(small_data, tiny_model, out, quick(learning_rate=1e-4))
+    assert "new out_dir" in str(err.value) and "delete" in str(err.value)
+    fewer = small_data.subsample({"train": 40, "dev": 24, "test": 24}, seed=1)
+    with pytest.raises(NbutilsError, match="split_sizes.train: 48 -> 40"):
+        finetune(fewer, tiny_model, out, quick())
+    other_model = make_random_bert(tiny_model / "vocab.txt", tmp_path / "other", **TINY)
+    with pytest.raises(NbutilsError, match="model_dir"):
+        finetune(small_data, other_model, out, quick())
+
+    # A cosmetic setting may change; the run resumes and keeps its checkpoints as asked.
+    resumed = finetune(small_data, tiny_model, out, quick(keep_checkpoints=True))
+    assert resumed.metrics["train"]["resumed_from"].endswith("checkpoint-2")
+    assert resumed.metrics["train"]["steps"] == 4
+    assert (out / "checkpoints" / "checkpoint-6").is_dir()
+
+    # overwrite=True starts afresh rather than "resuming" the finished run into 0 steps.
+    again = finetune(small_data, tiny_model, out, quick(), overwrite=True)
+    assert again.metrics["train"]["resumed_from"] is None
+    assert again.metrics["train"]["steps"] == 6
+
+
+def test_existing_model_folder_is_refused_before_training(tiny_model, small_data, tmp_path):
+    started = []
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            started.append(True)
+
+    out = tmp_path / "finetune"
+    (out / "model").mkdir(parents=True)
+    with pytest.raises(NbutilsError, match="model already exists") as err:
+        finetune(small_data, tiny_model, out, quick(), extra_callbacks=[Spy()])
+    assert "overwrite=True" in str(err.value)
+    assert not started and not (out / "checkpoints").exists()
+
+
+def test_steps_per_epoch_count_every_process():
+    from nbutils.train import _schedule
+
+    config = quick(max_steps=-1, epochs=2, eval_steps=0, logging_steps=0, gradient_accumulation_steps=2)
+    one = _schedule(960, config, world_size=1)
+    two = _schedule(960, config, world_size=2)
+    assert one["steps_per_epoch"] == 60 and two["steps_per_epoch"] == 30  # 960 / (8 x 2 x ranks)
+    assert two["eval_steps"] == 30 and two["total_steps"] == 60 and two["logging_steps"] == 1
+    assert one["total_steps"] == 120 and one["logging_steps"] == 2
+
+
 # ---------------------------------------------------------------------------- hooks
 
 
