@@ -10,7 +10,8 @@ The strategies, scaled to the encoder's depth ``L`` (``config.num_hidden_layers`
   back-propagating through frozen layers to reach trainable embeddings. Default ``k`` values are
   ``L/4, L/2, 3L/4`` rounded half up, kept within ``1..L-1`` and deduplicated (3, 6, 9 of 12).
 - ``classifier_only``: the feature-based way. The whole encoder *including the pooler* is
-  frozen, so only the linear head on top of the (fixed) pooled ``[CLS]`` features trains; a
+  frozen, so only the linear head on top of the pooled ``[CLS]`` features trains (the weights
+  are fixed; dropout inside the encoder stays active, see below); a
   trainable pooler would be a small two-layer head, not a feature-based model.
 - ``llrd``: nothing is frozen; layer-wise learning-rate decay (Sun et al. 2019, "How to
   Fine-Tune BERT for Text Classification?"): the head and the pooler get the base LR, the top

@@ -143,7 +143,10 @@ def _read_lines(path: str) -> list[str]:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise NbutilsError(f"{file}: not UTF-8 (byte {err.start})", fix="save the file as UTF-8") from None
-    return text.splitlines()
+    # split on newlines only: str.splitlines() also splits on U+2028, \x1c..\x1e and friends,
+    # which can occur inside Chinese text and would shift every output row against its input line
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="fine-tuned model folder (e.g. runs/<run>/finetune/model)")
     parser.add_argument("--file", help="a UTF-8 file with one text per line ('-' = stdin)")
     parser.add_argument("--output", help="write all columns as CSV here instead of printing a table")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         from nbutils.io import atomic_file
 
-        with atomic_file(args.output) as tmp:
+        with atomic_file(args.output, overwrite=args.overwrite) as tmp:
             frame.to_csv(tmp, index=False, encoding="utf-8")
         print(f"wrote {len(frame)} predictions to {args.output}")
     else:

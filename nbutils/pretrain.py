@@ -234,9 +234,11 @@ def split_heldout(texts: Sequence[str], heldout_size: int, seed: int) -> tuple[l
     import numpy as np
 
     order = np.random.default_rng(seed).permutation(len(texts))
-    held = set(order[:heldout_size].tolist())
-    train = [t for i, t in enumerate(texts) if i not in held]
     heldout = [texts[i] for i in order[:heldout_size]]
+    # by text, not by position: a headline that occurs twice must not be trained on through
+    # its other copy, or the held-out accuracy would be optimistic
+    held = set(heldout)
+    train = [t for t in texts if t not in held]
     return train, heldout
 
 

@@ -463,7 +463,10 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
     if test and baseline and baseline.get("test"):
         gap = test["accuracy"] - baseline["test"]["accuracy"]
         verdict = "beats" if gap > 0 else "does not beat"
-        lines.append(f"The fine-tuned model {verdict} the TF-IDF baseline on the same test examples "
+        # only claim a like-for-like comparison when notebook 06 checked the texts match
+        same = baseline.get("same_test_examples_as_model")
+        scope = "on the same test examples" if same else "(test examples not checked to be the same)"
+        lines.append(f"The fine-tuned model {verdict} the TF-IDF baseline {scope} "
                      f"({100 * gap:+.2f} accuracy points).")
     if data.freezing_results is not None and len(data.freezing_results):
         from nbutils.freezing import summarise

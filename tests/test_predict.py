@@ -103,6 +103,22 @@ def test_cli_table_file_and_csv(classifier_dir, tmp_path, capsys):
     assert main(["--model", str(classifier_dir), "--output", str(out_csv), *TITLES]) == 0
     saved = pd.read_csv(out_csv)
     assert saved["text"].tolist() == TITLES and {f"prob_{n}" for n in LABELS} <= set(saved.columns)
+    # an earlier result is never replaced silently
+    with pytest.raises(NbutilsError, match="already exists"):
+        main(["--model", str(classifier_dir), "--output", str(out_csv), "体育新闻"])
+    assert pd.read_csv(out_csv)["text"].tolist() == TITLES
+    assert main(["--model", str(classifier_dir), "--output", str(out_csv), "--overwrite", "体育新闻"]) == 0
+    assert pd.read_csv(out_csv)["text"].tolist() == ["体育新闻"]
+
+
+def test_file_lines_split_on_newlines_only(classifier_dir, tmp_path):
+    # U+2028 and \x1c are inside a line here; str.splitlines() would split them apart
+    lines = ["第一行\u2028仍是第一行", "第二行\x1c也是", "第三行"]
+    src = tmp_path / "in.txt"
+    src.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    out_csv = tmp_path / "p.csv"
+    assert main(["--model", str(classifier_dir), "--file", str(src), "--output", str(out_csv)]) == 0
+    assert pd.read_csv(out_csv)["text"].tolist() == lines
 
 
 def test_errors(classifier_dir, tmp_path):

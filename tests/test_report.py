@@ -255,6 +255,9 @@ def test_summary_markdown_states_key_numbers_and_gaps(tmp_path, data_dir):
     assert text.startswith("# T")
     assert "83.33%" in text and "90.00%" in text
     assert "does not beat" in text and "-6.67 accuracy points" in text
+    assert "not checked to be the same" in text  # no claim the run did not verify
+    same = report.summary_markdown(data, {**baseline, "same_test_examples_as_model": True}, title="T")
+    assert "on the same test examples" in same and "not checked" not in same
     assert "pretrain/metrics.json" in text  # named as missing
     assert "84.50%, strategy `full`" in text  # the best freezing strategy, mean over seeds
 
