@@ -1,0 +1,69 @@
+"""Atomic writes: results appear whole or not at all, and earlier results are never lost."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from nbutils.errors import NbutilsError
+from nbutils.io import atomic_dir, atomic_file, read_json, write_json
+
+
+def _siblings(path):
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_atomic_dir_appears_only_on_success(tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights.bin").write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    assert _siblings(target) == []  # neither the result nor a temp folder is left
+    with atomic_dir(target) as tmp:
+        (tmp / "weights.bin").write_bytes(b"whole")
+    assert (target / "weights.bin").read_bytes() == b"whole"
+    assert _siblings(target) == ["model"]
+
+
+def test_atomic_dir_never_overwrites_unless_asked(tmp_path):
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("first")
+    with pytest.raises(NbutilsError, match="refusing to overwrite"):
+        with atomic_dir(target) as tmp:
+            pytest.fail("the block must not run when the result exists")
+    with pytest.raises(NbutilsError, match="appeared while writing"):
+        with atomic_dir(tmp_path / "race") as tmp:
+            (tmp_path / "race").mkdir()  # someone else finished first
+    assert (target / "a").read_text() == "first"
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "b").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert _siblings(target) == ["model", "race"]
+
+
+def test_atomic_file_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"accuracy": 0.9, "类别": "体育"})
+    with pytest.raises(ValueError):
+        with atomic_file(target) as tmp:
+            tmp.write_text("{broken")
+            raise ValueError("serialisation failed")
+    assert read_json(target) == {"accuracy": 0.9, "类别": "体育"}
+    assert _siblings(target) == ["metrics.json"]
+    with pytest.raises(NbutilsError, match="already exists"):
+        with atomic_file(target, overwrite=False):
+            pass
+
+
+def test_results_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    write_json(tmp_path / "f.json", {})
+    with atomic_dir(tmp_path / "d"):
+        pass
+    assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask
