@@ -789,13 +789,3 @@ def plot_curves(history, metric: str = "eval_accuracy"):
     ax_dev.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig, path) -> Path:
-    """Write ``fig`` as PNG atomically (the notebook also shows it inline)."""
-    from nbutils.io import atomic_file
-
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    return path

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from nbutils import freezing  # noqa: E402
+from nbutils import freezing, plots  # noqa: E402
 from nbutils.errors import NbutilsError  # noqa: E402
 from nbutils.freezing import (  # noqa: E402
     Strategy,
@@ -315,7 +315,7 @@ def test_figures_are_written(tmp_path):
     for name, fig in (("params", freezing.plot_accuracy_vs_params(results)),
                       ("time", freezing.plot_accuracy_vs_time(results)),
                       ("curves", freezing.plot_curves(history))):
-        path = freezing.save_figure(fig, tmp_path / f"{name}.png")
+        path = plots.save_figure(fig, tmp_path / f"{name}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
