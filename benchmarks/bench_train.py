@@ -3,19 +3,23 @@
 Both arms run Hugging Face Trainer on the same model (same initial weights), the same training
 examples in the same number of steps with the same batch size and learning-rate schedule:
 
-- project: titles tokenized once in one batched call of the fast tokenizer and cut on token ids
-  (``nbutils.train.Truncator``), ``DataCollatorWithPadding`` (each batch padded to its longest
-  title), length buckets in random order (``nbutils.train.LengthBucketSampler``; optional),
-  SDPA attention, bf16 on a GPU;
+- project: ``nbutils.train``'s defaults -- titles tokenized once in one batched call of the fast
+  tokenizer and cut on token ids (``nbutils.train.Truncator``), ``DataCollatorWithPadding`` (each
+  batch padded to its longest title), SDPA attention, and the precision ``nbutils.device``
+  chooses: bf16 autocast on a GPU and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32;
+  optionally length buckets in random order (``--group-by-length 1``);
 - older repos: every example tokenized inside the data loader's ``__getitem__`` and padded to
   ``max_length``, eager attention, fp32 (pybert / Bert-Chinese-Text-Classification-Pytorch style).
 
-Runs alternate A/B/A/B; the median of the real samples/s (examples trained / wall time of
-``trainer.train``, tokenization included for the project arm) is compared and the ratio printed,
-with the dev accuracy of each arm after the same number of steps.
+Each rep trains both arms (A then B) from the same random initial weights on the same examples,
+with its own seed (seed, seed+1, ...): the median of the real samples/s (examples trained / wall
+time of ``trainer.train``, tokenization included for the project arm) gives the speed-up, and the
+dev accuracies over the seeds say whether the two arms learn equally well (mean, spread and the
+paired difference project - older repos).
 
-    python benchmarks/bench_train.py --steps 100 --reps 2 --dev-samples 500 --threads 1
-    python benchmarks/bench_train.py ... --group-by-length 0   # project arm without length buckets
+    python benchmarks/bench_train.py --reps 3                  # ~4 min on a quiet 2-core CPU
+    python benchmarks/bench_train.py --precision fp32          # project arm without bf16
+    python benchmarks/bench_train.py --group-by-length 1       # project arm with length buckets
 """
 
 from __future__ import annotations
@@ -58,11 +62,11 @@ class PerExampleTokenized(torch.utils.data.Dataset):
         return {**{k: torch.tensor(v) for k, v in enc.items()}, "labels": self.labels[i]}
 
 
-def run_arm(arm, args, model_dir, train, dev, label_names):
-    """Train one arm from the same initial weights; return (samples/s, dev accuracy)."""
-    choice = choose_device(args.device)
+def run_arm(arm, args, model_dir, train, dev, label_names, seed):
+    """Train one arm from ``model_dir``'s weights with ``seed``; return (samples/s, dev accuracy)."""
+    choice = choose_device(args.device, args.precision)
     project = arm == "project"
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(label_names), attn_implementation="sdpa" if project else "eager")
     tokenizer = load_tokenizer(model_dir)
@@ -71,7 +75,7 @@ def run_arm(arm, args, model_dir, train, dev, label_names):
         targs = TrainingArguments(
             output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
             learning_rate=args.lr, warmup_steps=0.1, lr_scheduler_type="linear", weight_decay=0.01,
-            seed=args.seed, data_seed=args.seed, save_strategy="no", eval_strategy="no",
+            seed=seed, data_seed=seed, save_strategy="no", eval_strategy="no",
             logging_strategy="no", report_to="none", disable_tqdm=True,
             train_sampling_strategy="random",  # project arm: length buckets via nbutils' Trainer
             **precision,
@@ -115,14 +119,15 @@ def main():
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--reps", type=int, default=2, help="A/B pairs")
+    parser.add_argument("--reps", type=int, default=3, help="A/B pairs, each with its own seed")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=32, help="both arms; titles are at most 32 tokens")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--dev-samples", type=int, default=1000)
+    parser.add_argument("--dev-samples", type=int, default=2000)
     parser.add_argument("--group-by-length", type=int, default=0,
                         help="project arm: length-grouped batches (off by default, as in nbutils.train)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="project arm: auto | bf16 | fp32 (nbutils.device)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default); 1 is steadier on a shared, busy machine")
@@ -130,28 +135,39 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    ds = load_dataset(args.data).subsample(
-        {"train": args.steps * args.batch_size, "dev": args.dev_samples, "test": 0}, seed=args.seed)
-    train, dev = (ds.texts("train"), ds.labels("train")), (ds.texts("dev"), ds.labels("dev"))
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or str(make_random_bert(
-            args.vocab, Path(tmp) / "model", hidden_size=args.hidden, num_layers=args.layers,
-            num_heads=max(1, args.hidden // 64), intermediate_size=4 * args.hidden))
-        print(f"{choose_device(args.device).describe()}\nmodel {model_dir if args.model else f'random BERT {args.hidden}x{args.layers}'}, "
-              f"{args.steps} steps x {args.batch_size}, max_length {args.max_length}, torch threads {torch.get_num_threads()}")
-        results = {"project": [], "older repos": []}
-        for rep in range(args.reps):
+    full = load_dataset(args.data)
+    dev_split = full.subsample({"train": 0, "dev": args.dev_samples, "test": 0}, seed=args.seed)
+    dev = (dev_split.texts("dev"), dev_split.labels("dev"))
+    print(f"{choose_device(args.device, args.precision).describe()}\nmodel "
+          f"{args.model if args.model else f'random BERT {args.hidden}x{args.layers}'}, {args.steps} steps x "
+          f"{args.batch_size}, max_length {args.max_length}, torch threads {torch.get_num_threads()}, "
+          f"{args.reps} seeds, {len(dev[0])} dev titles")
+    results = {"project": [], "older repos": []}
+    for rep in range(args.reps):
+        seed = args.seed + rep  # initial weights, training sample and data order
+        ds = full.subsample({"train": args.steps * args.batch_size, "dev": 0, "test": 0}, seed=seed)
+        train = (ds.texts("train"), ds.labels("train"))
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = args.model or str(make_random_bert(
+                args.vocab, Path(tmp) / "model", hidden_size=args.hidden, num_layers=args.layers,
+                num_heads=max(1, args.hidden // 64), intermediate_size=4 * args.hidden, seed=seed))
             for arm in results:
-                rate, acc = run_arm("project" if arm == "project" else "old", args, model_dir, train, dev, ds.label_names)
+                rate, acc = run_arm("project" if arm == "project" else "old", args, model_dir, train, dev,
+                                    full.label_names, seed)
                 results[arm].append((rate, acc))
-                print(f"  rep {rep + 1} {arm:<11}: {rate:7.1f} samples/s, dev accuracy {acc:.4f}", flush=True)
+                print(f"  seed {seed} {arm:<11}: {rate:7.1f} samples/s, dev accuracy {acc:.4f}", flush=True)
     med = {arm: statistics.median(r for r, _ in runs) for arm, runs in results.items()}
-    acc = {arm: runs[-1][1] for arm, runs in results.items()}
-    for arm in results:
-        print(f"{arm:<11}: median {med[arm]:7.1f} samples/s, dev accuracy after {args.steps} steps {acc[arm]:.4f}")
-    print(f"speed-up project / older repos: {med['project'] / med['older repos']:.2f}x "
-          f"(accuracy difference {acc['project'] - acc['older repos']:+.4f})")
-
+    for arm, runs in results.items():
+        accs = [a for _, a in runs]
+        spread = f" +- {statistics.stdev(accs):.4f} (sd over seeds)" if len(accs) > 1 else ""
+        print(f"{arm:<11}: median {med[arm]:7.1f} samples/s, dev accuracy after {args.steps} steps "
+              f"{statistics.mean(accs):.4f}{spread}")
+    diffs = [p[1] - o[1] for p, o in zip(results["project"], results["older repos"], strict=True)]
+    paired = f"{statistics.mean(diffs):+.4f}"
+    if len(diffs) > 1:
+        paired += f" +- {statistics.stdev(diffs) / len(diffs) ** 0.5:.4f} (standard error)"
+    print(f"speed-up project / older repos: {med['project'] / med['older repos']:.2f}x; "
+          f"dev accuracy difference, paired by seed: {paired}")
 
 if __name__ == "__main__":
     main()

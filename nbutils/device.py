@@ -2,9 +2,12 @@
 
 One decision shared by fine-tuning, layer freezing, pre-training and prediction: CUDA with
 bf16 where the card supports it (fp16 with loss scaling on older cards), Apple MPS in fp32,
-otherwise CPU in fp32. Attention always uses PyTorch's fused ``sdpa`` kernels. The choice can
-be overridden ("cuda", "cpu", "mps", or "auto"); asking for a device that is not there is a
-user-fixable error rather than a silent fallback.
+otherwise the CPU: bf16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 on Intel
+Cooper Lake / AMD Zen 4 and later, AMX on Intel Sapphire Rapids and later), fp32 elsewhere.
+Mixed precision keeps fp32 master weights either way; only matrix products run in bf16.
+Attention always uses PyTorch's fused ``sdpa`` kernels. Device and precision can be overridden
+(device "cuda", "cpu", "mps" or "auto"; precision "bf16", "fp16", "fp32" or "auto"); asking for
+something the machine cannot do is a user-fixable error rather than a silent fallback.
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ from typing import Any
 from nbutils.errors import NbutilsError
 
 PREFERENCES = ("auto", "cuda", "gpu", "cpu", "mps")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles).
+
+    There bf16 matrix products run at about twice the fp32 rate (a training step of the 256x4
+    benchmark BERT: 1.5x faster, benchmarks/bench_train.py); elsewhere torch emulates bf16 and
+    it is slower than fp32. The probes are torch's own (private, present since torch 2.1).
+    """
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 @dataclass(frozen=True)
@@ -63,8 +80,9 @@ class DeviceChoice:
         return {**asdict(self), "precision": self.precision}
 
 
-def choose_device(preference: str = "auto") -> DeviceChoice:
-    """Choose device and precision: ``auto`` prefers CUDA (bf16 > fp16), then MPS, then CPU."""
+def choose_device(preference: str = "auto", precision: str = "auto") -> DeviceChoice:
+    """Choose device and precision: ``auto`` prefers CUDA (bf16 > fp16), then MPS, then CPU
+    (bf16 where native, else fp32). ``precision`` other than ``auto`` is taken as asked."""
     import torch
 
     pref = (preference or "auto").strip().lower()
@@ -75,6 +93,9 @@ def choose_device(preference: str = "auto") -> DeviceChoice:
         )
     if pref == "gpu":
         pref = "cuda"
+    prec = (precision or "auto").strip().lower()
+    if prec not in PRECISIONS:
+        raise NbutilsError(f"unknown precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
 
     cuda_ok = torch.cuda.is_available()
     mps_ok = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
@@ -90,27 +111,44 @@ def choose_device(preference: str = "auto") -> DeviceChoice:
             "device 'mps' was requested but Apple MPS is not available",
             fix="use device='auto' or 'cpu'",
         )
+    asked = f"asked for {pref}; " if pref != "auto" else ""
 
     if cuda_ok and pref in ("auto", "cuda"):
         n_gpus = torch.cuda.device_count()
         name = torch.cuda.get_device_name(0)
-        if torch.cuda.is_bf16_supported():
-            bf16, fp16 = True, False
-            why = "CUDA GPU supports bf16: half the memory of fp32, fp32's range, no loss scaling"
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if prec == "auto":
+            prec = "bf16" if bf16_ok else "fp16"
+            why = ("CUDA GPU supports bf16: half the memory of fp32, fp32's range, no loss scaling" if bf16_ok
+                   else "CUDA GPU without bf16 (pre-Ampere): fp16 with dynamic loss scaling")
+        elif prec == "bf16" and not bf16_ok:
+            raise NbutilsError(f"precision 'bf16' was requested but {name} has no bf16 support",
+                               fix="use precision='fp16' (or 'auto') on pre-Ampere cards")
         else:
-            bf16, fp16 = False, True
-            why = "CUDA GPU without bf16 (pre-Ampere): fp16 with dynamic loss scaling"
-        if pref == "cuda":
-            why = "asked for cuda; " + why
-        return DeviceChoice("cuda", bf16, fp16, "sdpa", n_gpus, name, why)
+            why = {"bf16": "asked for bf16", "fp16": "asked for fp16: dynamic loss scaling",
+                   "fp32": "asked for fp32: about half the speed of bf16/fp16 on tensor cores"}[prec]
+        return DeviceChoice("cuda", prec == "bf16", prec == "fp16", "sdpa", n_gpus, name, asked + why)
 
     if mps_ok and pref in ("auto", "mps"):
+        if prec in ("bf16", "fp16"):
+            raise NbutilsError(f"precision {prec!r} is not supported on Apple MPS here",
+                               fix="use precision='fp32' (or 'auto') on MPS")
         why = "Apple GPU (MPS) found; fp32 because mixed precision training on MPS is unreliable"
-        return DeviceChoice("mps", False, False, "sdpa", 0, "Apple MPS", why)
+        return DeviceChoice("mps", False, False, "sdpa", 0, "Apple MPS", asked + why)
 
-    threads = torch.get_num_threads()
-    if pref == "cpu":
-        why = "asked for cpu; fp32 (CPU half precision is slower than fp32 on most CPUs)"
+    if prec == "fp16":
+        raise NbutilsError("precision 'fp16' is for CUDA GPUs; on a CPU it is slow and needs loss scaling",
+                           fix="use precision='bf16' or 'fp32' (or 'auto') on a CPU")
+    native = cpu_has_native_bf16()
+    if prec == "auto":
+        prec = "bf16" if native else "fp32"
+        why = ("bf16 autocast: this CPU multiplies bf16 natively (AVX512-BF16/AMX), about twice fp32's rate"
+               if native else "fp32: this CPU has no native bf16 instructions (emulated bf16 is slower)")
+    elif prec == "bf16":
+        why = "asked for bf16 autocast" + ("" if native else "; this CPU has no native bf16: emulated, slower than fp32")
     else:
-        why = "no CUDA or MPS device found; CPU in fp32 (CPU half precision is rarely faster)"
-    return DeviceChoice("cpu", False, False, "sdpa", 0, f"CPU ({threads} threads)", why)
+        why = "asked for fp32"
+    if pref == "auto":
+        why = "no CUDA or MPS device found; " + why
+    name = f"CPU ({torch.get_num_threads()} threads)"
+    return DeviceChoice("cpu", prec == "bf16", False, "sdpa", 0, name, asked + why)

@@ -1,7 +1,9 @@
 """Atomic file and folder writes: write to a temporary sibling, then rename into place.
 
 A crash, Ctrl-C or error mid-write never leaves a half-written file or folder behind, and an
-existing result is never replaced unless the caller asks for it.
+existing result is never replaced unless the caller asks for it. The new contents are flushed to
+disk (fsync) before the rename, and the rename itself after it, so a power cut cannot leave the
+final name pointing at an empty file.
 """
 
 from __future__ import annotations
@@ -41,6 +43,28 @@ def _tmp_sibling(path: Path, *, directory: bool) -> Path:
     return Path(name)
 
 
+def _fsync(path: Path) -> None:
+    """Flush one file's or folder's data to disk; a no-op where the OS refuses (folders on Windows)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path; on success it is renamed to ``path``, on error removed."""
@@ -50,7 +74,9 @@ def atomic_file(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     tmp = _tmp_sibling(path, directory=False)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -71,6 +97,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     tmp = _tmp_sibling(path, directory=True)
     try:
         yield tmp
+        _fsync_tree(tmp)
         if path.exists():
             if not overwrite:
                 raise NbutilsError(f"{path} appeared while writing; refusing to overwrite it")
@@ -81,6 +108,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -36,6 +36,10 @@ class Predictor:
         self.model_dir = Path(model_dir)
         check_model_dir(self.model_dir)
         self.choice = choose_device(device)
+        if self.choice.device == "cpu" and self.choice.bf16:
+            # Training autocasts with fp32 master weights; prediction would cast the weights
+            # themselves, which can flip close calls. On a CPU the labels stay the fp32 model's.
+            self.choice = choose_device(device, "fp32")
         model = AutoModelForSequenceClassification.from_pretrained(
             str(self.model_dir), attn_implementation=self.choice.attn_implementation
         )

@@ -57,6 +57,7 @@ class PretrainConfig:
     heldout_size: int = 500  # texts kept out of training to measure masked-token accuracy
     seed: int = 42
     device: str = "auto"  # "auto", "cuda", "cpu" or "mps" (see nbutils.device)
+    precision: str = "auto"  # "auto", "bf16", "fp16" or "fp32" (see nbutils.device)
     logging_steps: int = 10
     headless: bool = True  # quiet progress lines instead of bars; figure only as PNG
     masked_only_head: bool = True  # run the vocabulary decoder on masked positions only
@@ -378,7 +379,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
 
     set_seed(config.seed)
-    choice = choose_device(config.device)
+    choice = choose_device(config.device, config.precision)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.mask_token is None:
         raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")
@@ -527,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-size", type=int, default=defaults.heldout_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--precision", default=defaults.precision)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
@@ -536,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     config = PretrainConfig(max_steps=args.max_steps, time_budget_s=args.time_budget_s,
                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                             max_length=args.max_length, whole_word_masking=args.whole_word_masking,
-                            heldout_size=args.heldout_size, seed=args.seed, device=args.device)
+                            heldout_size=args.heldout_size, seed=args.seed, device=args.device,
+                            precision=args.precision)
     result = continue_pretraining(dataset.texts("train"), args.model_dir, args.out_dir, config,
                                   overwrite=args.overwrite)
     m = result.metrics

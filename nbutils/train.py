@@ -2,9 +2,11 @@
 
 What the library does, we let it do: Trainer runs the loop (AdamW, warmup + linear decay,
 evaluation, checkpointing, early stopping, best-model reload, DDP under ``torchrun``),
-``DataCollatorWithPadding`` pads each batch only to its longest text, and AdamW runs as one
-fused kernel. Length-grouped batches (``group_by_length``) are opt-in: they cut padding further
-but, on titles whose length tracks their class, make batches class-skewed. What we add:
+``DataCollatorWithPadding`` pads each batch only to its longest text, AdamW runs as one
+fused kernel, and matrix products run in bf16 where the hardware does that natively (CUDA, and
+CPUs with AVX512-BF16/AMX; ``nbutils.device``). Length-grouped batches (``group_by_length``)
+are opt-in: they cut padding further but, on titles whose length tracks their class, make
+batches class-skewed. What we add:
 
 - tokenization once per split with the fast tokenizer, *without* truncation, then cutting the
   token ids ourselves (``head``, ``tail`` or ``head+tail``, Sun et al. 2019), so texts of any
@@ -68,9 +70,10 @@ class FinetuneConfig:
     gradient_accumulation_steps: int = 1
     seed: int = 42
     device: str = "auto"  # auto | cuda | cpu | mps
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on CUDA and on CPUs with native bf16)
     # Length buckets cut padding but make batches class-skewed where length goes with class; on
-    # THUCNews titles they trained 1.35-1.55x faster yet ~0.1-0.2 less accurate after the same
-    # 100 steps (benchmarks/bench_train.py, 3 seeds), so they are opt-in.
+    # THUCNews titles they trained ~1.3x faster yet ~0.11 less accurate after the same 150 steps
+    # (256x4 BERT, 3 seeds: 0.48 vs 0.59 dev accuracy; benchmarks/bench_train.py), so they are opt-in.
     group_by_length: bool = False
     max_steps: int = -1  # > 0 overrides epochs
     max_train_samples: int = 0  # 0 = all
@@ -313,12 +316,20 @@ class LengthBucketTrainer(Trainer):
 
 
 class _Throughput(TrainerCallback):
-    """Real samples/s of this process's training (a resumed run counts only what it trained)."""
+    """Real samples/s of this process's training (a resumed run counts only what it trained):
+    over the whole ``train()`` wall time (evaluations and checkpoints included: what the user
+    waits for) and over the optimizer steps alone (what ``nbutils.freezing`` reports)."""
 
-    start_step, start_time, end_time, steps, samples = 0, 0.0, 0.0, 0, 0
+    start_step, start_time, end_time, steps, samples, step_seconds, _step_start = 0, 0.0, 0.0, 0, 0, 0.0, 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start_step, self.start_time = state.global_step, time.perf_counter()
+        self.start_step, self.start_time, self.step_seconds = state.global_step, time.perf_counter(), 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_seconds += time.perf_counter() - self._step_start
 
     def on_train_end(self, args, state, control, **kwargs):
         self.end_time = time.perf_counter()
@@ -464,7 +475,7 @@ def finetune(
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight loading/saving bars would clutter the log
-    choice = choose_device(config.device)
+    choice = choose_device(config.device, config.precision)
     set_seed(config.seed)  # the classifier head's initialisation depends on it
     label_names = [str(n) for n in dataset.label_names]
 
@@ -602,7 +613,8 @@ def finetune(
         "test": test_m,
         "train": {
             "runtime_s": runtime,
-            "samples_per_second": clock.samples / runtime,
+            "samples_per_second": clock.samples / runtime,  # wall time, evaluation included
+            "step_samples_per_second": clock.samples / clock.step_seconds if clock.step_seconds else None,
             "steps": clock.steps,
             "global_step": trainer.state.global_step,
             "epochs": trainer.state.epoch,

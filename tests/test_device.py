@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nbutils.device import DeviceChoice, choose_device
+from nbutils.device import DeviceChoice, choose_device, cpu_has_native_bf16
 from nbutils.errors import NbutilsError
 
 
@@ -18,17 +18,52 @@ def test_auto_matches_hardware():
         assert choice.bf16 == torch.cuda.is_bf16_supported()
     else:
         assert choice.device in {"cpu", "mps"}
-        assert not choice.bf16 and not choice.fp16
+        assert not choice.fp16
+        # bf16 autocast only where the CPU multiplies bf16 natively (emulated bf16 is slower)
+        assert choice.bf16 == (choice.device == "cpu" and cpu_has_native_bf16())
     assert choice.reason and choice.device in choice.describe()
 
 
-def test_cpu_training_args_are_fp32():
+def test_cpu_precision_follows_the_instruction_set():
     choice = choose_device("CPU")
-    assert choice.device == "cpu" and choice.precision == "fp32"
-    assert choice.training_args() == {"use_cpu": True, "bf16": False, "fp16": False,
-                                      "optim": "adamw_torch_fused"}
-    assert choice.torch_dtype == torch.float32
-    assert "fp32" in choice.describe() and "asked for cpu" in choice.reason
+    assert choice.device == "cpu" and "asked for cpu" in choice.reason
+    if cpu_has_native_bf16():
+        assert choice.precision == "bf16" and "natively" in choice.reason
+    else:
+        assert choice.precision == "fp32" and "no native bf16" in choice.reason
+
+
+def test_cpu_precision_override():
+    fp32 = choose_device("cpu", "FP32")
+    assert fp32.precision == "fp32" and fp32.torch_dtype == torch.float32
+    assert fp32.training_args() == {"use_cpu": True, "bf16": False, "fp16": False, "optim": "adamw_torch_fused"}
+    bf16 = choose_device("cpu", "bf16")
+    assert bf16.precision == "bf16" and "asked for bf16" in bf16.reason
+    assert bf16.training_args() == {"use_cpu": True, "bf16": True, "fp16": False, "optim": "adamw_torch_fused"}
+    with pytest.raises(NbutilsError, match="'fp16' is for CUDA GPUs"):
+        choose_device("cpu", "fp16")
+    with pytest.raises(NbutilsError, match="unknown precision 'half'"):
+        choose_device("cpu", "half")
+
+
+def test_cpu_bf16_trains_with_bf16_products_and_fp32_weights(tmp_path):
+    # what Trainer does with choose_device(...).training_args(): autocast, fp32 master weights
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2)
+    model = BertForSequenceClassification(config)
+    seen = []
+    model.bert.encoder.layer[0].attention.self.query.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    data = [{"input_ids": torch.tensor([1, 5 + i % 7, 2]), "labels": i % 2} for i in range(16)]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8,
+                             report_to="none", disable_tqdm=True, save_strategy="no",
+                             **choose_device("cpu", "bf16").training_args())
+    before = model.classifier.weight.detach().clone()
+    Trainer(model=model, args=args, train_dataset=data).train()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert model.classifier.weight.dtype == torch.float32
+    assert not torch.equal(before, model.classifier.weight)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,20 @@ def test_results_get_the_usual_permissions(tmp_path):
         pass
     assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads fsync'd paths from /proc (Linux)")
+def test_contents_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    # fsync'd before os.replace: after a power cut the final name never points at empty data
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    tmp_path = tmp_path.resolve()
+    target = tmp_path / "result.json"
+    with atomic_file(target) as tmp:
+        tmp.write_text("{}")
+        assert not synced
+    assert synced[0] == str(tmp) and str(tmp_path) in synced  # the file, then the folder holding the name
+    synced.clear()
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "weights.bin").write_bytes(b"1234")
+    assert synced[:2] == [str(tmp / "weights.bin"), str(tmp)] and synced[-1] == str(tmp_path)

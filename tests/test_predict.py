@@ -138,3 +138,10 @@ def test_package_level_predict_survives_importing_the_submodule(classifier_dir):
     import nbutils.predict  # rebinds the package attribute to the module
 
     assert nbutils.predict(["体育"], classifier_dir)["label"].tolist() == predict(["体育"], classifier_dir)["label"].tolist()
+
+
+def test_cpu_prediction_stays_fp32(classifier_dir):
+    # training may autocast to bf16 on a CPU with native bf16; prediction keeps the fp32 weights
+    predictor = Predictor(classifier_dir, device="cpu")
+    assert predictor.choice.precision == "fp32"
+    assert next(predictor.model.parameters()).dtype == torch.float32

@@ -111,6 +111,8 @@ def test_run_writes_the_contract_files(finished, small_data):
         assert {"accuracy", "macro_f1", "weighted_f1", "confusion_matrix"} <= m.keys()
     assert metrics["train"]["global_step"] == 6 and metrics["train"]["steps"] == 6
     assert metrics["train"]["samples_per_second"] > 0
+    # the steps alone take less time than train() with its evaluations and checkpoints
+    assert metrics["train"]["step_samples_per_second"] > metrics["train"]["samples_per_second"]
     assert metrics["device"]["device"] == "cpu"
 
     history = pd.read_csv(out / "history.csv")
