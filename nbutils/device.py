@@ -24,9 +24,9 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 def cpu_has_native_bf16() -> bool:
     """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles).
 
-    There bf16 matrix products run at about twice the fp32 rate (a training step of the 256x4
-    benchmark BERT: 1.5x faster, benchmarks/bench_train.py); elsewhere torch emulates bf16 and
-    it is slower than fp32. The probes are torch's own (private, present since torch 2.1).
+    There bf16 autocast speeds training up (``python benchmarks/bench_train.py`` against
+    ``--precision fp32`` measures it); elsewhere bf16 is emulated, so fp32 is kept. The probes
+    are torch's own (private, present since torch 2.1; absent ones count as "no").
     """
     import torch
 
@@ -142,10 +142,10 @@ def choose_device(preference: str = "auto", precision: str = "auto") -> DeviceCh
     native = cpu_has_native_bf16()
     if prec == "auto":
         prec = "bf16" if native else "fp32"
-        why = ("bf16 autocast: this CPU multiplies bf16 natively (AVX512-BF16/AMX), about twice fp32's rate"
-               if native else "fp32: this CPU has no native bf16 instructions (emulated bf16 is slower)")
+        why = ("bf16 autocast: this CPU multiplies bf16 natively (AVX512-BF16/AMX); weights stay fp32"
+               if native else "fp32: this CPU has no native bf16 instructions (bf16 would be emulated)")
     elif prec == "bf16":
-        why = "asked for bf16 autocast" + ("" if native else "; this CPU has no native bf16: emulated, slower than fp32")
+        why = "asked for bf16 autocast" + ("" if native else "; this CPU has no native bf16, so it is emulated")
     else:
         why = "asked for fp32"
     if pref == "auto":
