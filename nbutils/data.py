@@ -378,14 +378,21 @@ def _largest_remainder(n: int, shares) -> list[int]:
     return counts
 
 
-def stratified_split(labels, ratios=(0.8, 0.1, 0.1), seed: int = 42) -> np.ndarray:
+def stratified_split(labels, ratios=(0.8, 0.1, 0.1), seed: int = 42, groups=None) -> np.ndarray:
     """A split name per row: each class is shuffled with ``seed`` and cut by ``ratios``.
 
-    Written out rather than sklearn's train_test_split (twice) because that refuses classes
-    with a single member and rounds the dev/test sizes over the whole set, not per class.
+    With ``groups`` (e.g. the texts themselves) rows of one group always share a split, so a
+    text that occurs twice cannot be trained on and then tested on; groups are stratified by
+    their first row's label and the ratios count groups. Written out rather than sklearn's
+    train_test_split (twice) because that refuses classes with a single member and rounds the
+    dev/test sizes over the whole set, not per class.
     """
     ratios = _check_ratios(ratios)
     labels = np.asarray(labels)
+    if groups is not None:
+        _, first, group_of_row = np.unique(np.asarray(groups, dtype=object).astype(str),
+                                           return_index=True, return_inverse=True)
+        return stratified_split(labels[first], ratios, seed)[group_of_row]
     out = np.empty(len(labels), dtype=object)
     rng = np.random.default_rng(seed)
     for label in np.unique(labels):
@@ -442,8 +449,10 @@ class _NamedRows:
                     "correct the label, or add training rows for it (a class with no training "
                     "rows cannot be learned)")
         labels = [ids[self.labels[i]] for i in keep]
-        splits = [self.splits[i] for i in keep] if ratios is None else stratified_split(labels, ratios, seed)
-        return _frame([self.texts[i] for i in keep], labels, splits), names
+        texts = [self.texts[i] for i in keep]
+        splits = [self.splits[i] for i in keep] if ratios is None else stratified_split(
+            labels, ratios, seed, groups=texts)  # copies of a text share a split: no train/test leak
+        return _frame(texts, labels, splits), names
 
 
 # --- the formats -----------------------------------------------------------------------

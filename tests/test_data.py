@@ -431,3 +431,29 @@ def test_stratified_split_keeps_each_class_proportion():
     assert [by_class[1].count(s) for s in ("train", "dev", "test")] == [16, 2, 2]
     assert sum(s == "train" for s in by_class[2]) >= 2
     assert list(splits) == list(stratified_split(labels, (0.8, 0.1, 0.1), seed=0))
+
+
+def test_copies_of_a_text_share_their_split():
+    texts = [f"title {i % 40}" for i in range(120)]  # every text three times
+    labels = [i % 40 % 4 for i in range(120)]
+    splits = stratified_split(labels, (0.5, 0.25, 0.25), seed=3, groups=texts)
+    by_text = {}
+    for text, split in zip(texts, splits, strict=True):
+        by_text.setdefault(text, set()).add(split)
+    assert all(len(s) == 1 for s in by_text.values())
+    # the ratios count distinct texts: 40 texts, 10 per class -> 5/2-3/2-3 per class
+    firsts = [next(iter(by_text[f"title {i}"])) for i in range(40)]
+    assert firsts.count("train") == 20 and firsts.count("dev") + firsts.count("test") == 20
+    # without groups the copies scatter (what the grouping prevents)
+    loose = stratified_split(labels, (0.5, 0.25, 0.25), seed=3)
+    assert any(len({loose[j] for j in range(120) if texts[j] == t}) > 1 for t in by_text)
+
+
+def test_a_table_split_here_has_no_leakage(tmp_path):
+    rows = ["text,label"] + [f"新闻标题{i % 30},{'体育' if i % 30 < 15 else '财经'}" for i in range(90)]
+    path = tmp_path / "news.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ds = load_dataset(path, split_ratios=(0.6, 0.2, 0.2))
+    quality = ds.quality()
+    assert quality["leakage"]["count"] == 0
+    assert sum(d["count"] for d in quality["duplicates"].values()) == 60  # the copies stay, within one split
