@@ -14,7 +14,8 @@ batches class-skewed. What we add:
 - metrics on the full gathered predictions, files in the run-directory contract
   (model/, history.csv, metrics.json, test_predictions.csv, curves PNG);
 - resume: an interrupted run restarts from its last checkpoint in the same ``out_dir``, and only
-  with the same model, data and settings (``checkpoints/run_fingerprint.json``);
+  with the same model, data, settings, trainable parameters and optimizer groups
+  (``checkpoints/run_fingerprint.json``);
 - errors a user can fix (missing files, vocabulary mismatch, out of memory) say how.
 
 Multi-GPU: ``torchrun --nproc_per_node N -m nbutils.train ...`` runs this same code under DDP.
@@ -358,7 +359,25 @@ def _last_checkpoint(ckpt_dir: Path) -> str | None:
     return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
 
 
-def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dict) -> dict:
+def training_setup(model, optimizer=None) -> dict:
+    """What ``prepare_model`` and ``param_groups`` decided, as a fingerprint can compare it: which
+    parameters train and, for a custom optimizer, each group's parameters, lr and weight decay."""
+
+    def digest(names) -> str:
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+    named = list(model.named_parameters())
+    setup = {"trainable": digest(n for n, p in named if p.requires_grad)}
+    if optimizer is not None:
+        name_of = {id(p): n for n, p in named}
+        setup["param_groups"] = [
+            {"params": digest(name_of.get(id(p), "?") for p in g["params"]), "lr": g["lr"],
+             "weight_decay": g.get("weight_decay", 0.0)}
+            for g in optimizer.param_groups]
+    return setup
+
+
+def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dict, setup: dict | None = None) -> dict:
     """What a checkpoint was trained on: resuming with anything else would mix two runs."""
     path = Path(model_dir)
     settings = {k: v for k, v in asdict(config).items() if k not in _COSMETIC_FIELDS}
@@ -367,6 +386,7 @@ def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dic
         "dataset_source": str(getattr(dataset, "source", "")),
         "split_sizes": dict(split_sizes),
         "config": settings,
+        "training_setup": setup or {},
     }
     # Round-trip through JSON so the comparison with the saved file sees the same types
     # (tuples become lists, extra_training_args values become strings if not JSON).
@@ -571,7 +591,8 @@ def finetune(
     trainer.group_by_length = config.group_by_length
     use_progress_style(trainer, config.headless)
 
-    fingerprint = run_fingerprint(model_dir, dataset, config, {k: len(v) for k, v in encoded.items()})
+    fingerprint = run_fingerprint(model_dir, dataset, config, {k: len(v) for k, v in encoded.items()},
+                                  training_setup(model, optimizers[0]))
     # Rank 0 first (the others wait at a barrier): it clears or checks checkpoints/ and writes the
     # fingerprint before any rank decides whether to resume.
     with args.main_process_first(local=False, desc="checkpoint check"):

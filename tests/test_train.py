@@ -196,6 +196,15 @@ def test_resume_refuses_checkpoints_of_a_different_run(tiny_model, small_data, t
     other_model = make_random_bert(tiny_model / "vocab.txt", tmp_path / "other", **TINY)
     with pytest.raises(NbutilsError, match="model_dir"):
         finetune(small_data, other_model, out, quick())
+    # the same settings with other layers frozen, or another optimizer grouping, is another run
+    def freeze_embeddings(model):
+        model.bert.embeddings.requires_grad_(False)
+
+    with pytest.raises(NbutilsError, match="training_setup.trainable"):
+        finetune(small_data, tiny_model, out, quick(), prepare_model=freeze_embeddings)
+    with pytest.raises(NbutilsError, match="training_setup"):
+        finetune(small_data, tiny_model, out, quick(),
+                 param_groups=lambda model: [{"params": list(model.parameters()), "lr": 1e-3}])
 
     # A cosmetic setting may change; the run resumes and keeps its checkpoints as asked.
     resumed = finetune(small_data, tiny_model, out, quick(keep_checkpoints=True))
