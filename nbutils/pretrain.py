@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--precision", default=defaults.precision)
+    parser.add_argument("--dropout", type=float, default=None, help="dropout while pre-training (default: the model's)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
@@ -539,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                             max_length=args.max_length, whole_word_masking=args.whole_word_masking,
                             heldout_size=args.heldout_size, seed=args.seed, device=args.device,
-                            precision=args.precision)
+                            precision=args.precision, dropout=args.dropout)
     result = continue_pretraining(dataset.texts("train"), args.model_dir, args.out_dir, config,
                                   overwrite=args.overwrite)
     m = result.metrics
