@@ -390,8 +390,10 @@ def stratified_split(labels, ratios=(0.8, 0.1, 0.1), seed: int = 42, groups=None
     ratios = _check_ratios(ratios)
     labels = np.asarray(labels)
     if groups is not None:
-        _, first, group_of_row = np.unique(np.asarray(groups, dtype=object).astype(str),
-                                           return_index=True, return_inverse=True)
+        # Groups numbered in first-seen order: with no repeated text the split equals the
+        # ungrouped one, and no fixed-width copy of long texts is made (np.unique would).
+        group_of_row, _ = pd.factorize(pd.Series(list(groups), dtype=object))
+        _, first = np.unique(group_of_row, return_index=True)
         return stratified_split(labels[first], ratios, seed)[group_of_row]
     out = np.empty(len(labels), dtype=object)
     rng = np.random.default_rng(seed)

@@ -24,9 +24,10 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 def cpu_has_native_bf16() -> bool:
     """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles).
 
-    There bf16 autocast speeds training up (``python benchmarks/bench_train.py`` against
-    ``--precision fp32`` measures it); elsewhere bf16 is emulated, so fp32 is kept. The probes
-    are torch's own (private, present since torch 2.1; absent ones count as "no").
+    There bf16 autocast speeds fine-tuning up (``python benchmarks/bench_train.py`` against
+    ``--precision fp32`` measures it); x86 CPUs without them would emulate bf16, so fp32 is
+    kept. The probes are torch's own x86 ones (private, present since torch 2.1; absent ones
+    count as "no"), so ARM CPUs with bf16 (Graviton3, recent Apple chips) are not detected.
     """
     import torch
 
@@ -80,12 +81,13 @@ class DeviceChoice:
         return {**asdict(self), "precision": self.precision}
 
 
-def choose_device(preference: str = "auto", precision: str = "auto") -> DeviceChoice:
+def choose_device(preference: str = "auto", precision: str = "auto", *, cpu_bf16: bool = True) -> DeviceChoice:
     """Choose device and precision: ``auto`` prefers CUDA (bf16 > fp16), then MPS, then CPU
-    (bf16 where native, else fp32). ``precision`` other than ``auto`` is taken as asked."""
+    (bf16 where native, else fp32). ``precision`` other than ``auto`` is taken as asked.
+    ``cpu_bf16=False`` keeps ``auto`` at fp32 on a CPU, for work where bf16 did not pay there."""
     import torch
 
-    pref = (preference or "auto").strip().lower()
+    pref = str(preference or "auto").strip().lower()
     if pref not in PREFERENCES:
         raise NbutilsError(
             f"unknown device {preference!r}",
@@ -93,7 +95,7 @@ def choose_device(preference: str = "auto", precision: str = "auto") -> DeviceCh
         )
     if pref == "gpu":
         pref = "cuda"
-    prec = (precision or "auto").strip().lower()
+    prec = str(precision or "auto").strip().lower()
     if prec not in PRECISIONS:
         raise NbutilsError(f"unknown precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
 
@@ -141,9 +143,10 @@ def choose_device(preference: str = "auto", precision: str = "auto") -> DeviceCh
                            fix="use precision='bf16' or 'fp32' (or 'auto') on a CPU")
     native = cpu_has_native_bf16()
     if prec == "auto":
-        prec = "bf16" if native else "fp32"
-        why = ("bf16 autocast: this CPU multiplies bf16 natively (AVX512-BF16/AMX); weights stay fp32"
-               if native else "fp32: this CPU has no native bf16 instructions (bf16 would be emulated)")
+        prec = "bf16" if native and cpu_bf16 else "fp32"
+        why = ("fp32: this CPU has no native bf16 instructions (bf16 would be emulated)" if not native
+               else "bf16 autocast: this CPU multiplies bf16 natively (AVX512-BF16/AMX); weights stay fp32"
+               if cpu_bf16 else "fp32: the CPU has native bf16, but this task keeps fp32 on CPUs")
     elif prec == "bf16":
         why = "asked for bf16 autocast" + ("" if native else "; this CPU has no native bf16, so it is emulated")
     else:

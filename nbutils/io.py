@@ -45,7 +45,10 @@ def _tmp_sibling(path: Path, *, directory: bool) -> Path:
 
 def _fsync(path: Path) -> None:
     """Flush one file's or folder's data to disk; a no-op where the OS refuses (folders on Windows)."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    if path.is_dir():
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    else:  # Windows flushes only handles opened for writing
+        flags = os.O_RDWR if os.name == "nt" else os.O_RDONLY
     try:
         fd = os.open(path, flags)
     except OSError:

@@ -35,11 +35,9 @@ class Predictor:
 
         self.model_dir = Path(model_dir)
         check_model_dir(self.model_dir)
-        self.choice = choose_device(device)
-        if self.choice.device == "cpu" and self.choice.bf16:
-            # Training autocasts with fp32 master weights; prediction would cast the weights
-            # themselves, which can flip close calls. On a CPU the labels stay the fp32 model's.
-            self.choice = choose_device(device, "fp32")
+        # On a CPU the weights stay fp32 (casting them to bf16 can flip close calls), so
+        # labels equal the fp32 model's; GPUs predict in half precision.
+        self.choice = choose_device(device, cpu_bf16=False)
         model = AutoModelForSequenceClassification.from_pretrained(
             str(self.model_dir), attn_implementation=self.choice.attn_implementation
         )

@@ -73,8 +73,9 @@ class FinetuneConfig:
     device: str = "auto"  # auto | cuda | cpu | mps
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on CUDA and on CPUs with native bf16)
     # Length buckets cut padding but make batches class-skewed where length goes with class; on
-    # THUCNews titles they trained ~1.3x faster yet ~0.11 less accurate after the same 150 steps
-    # (256x4 BERT, 3 seeds: 0.48 vs 0.59 dev accuracy; benchmarks/bench_train.py), so they are opt-in.
+    # THUCNews titles (256x4 BERT, 150 steps, 3 seeds; benchmarks/bench_train.py) they took the
+    # speed-up over the older repos' way from 1.73x to 2.03x but dev accuracy from 0.576 to 0.474,
+    # so they are opt-in.
     group_by_length: bool = False
     max_steps: int = -1  # > 0 overrides epochs
     max_train_samples: int = 0  # 0 = all
@@ -326,11 +327,18 @@ class _Throughput(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step, self.start_time, self.step_seconds = state.global_step, time.perf_counter(), 0.0
 
+    def _now(self, args) -> float:
+        if args.device.type == "cuda":  # kernels run asynchronously: wait for them
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = time.perf_counter()
+        self._step_start = self._now(args)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.step_seconds += time.perf_counter() - self._step_start
+        self.step_seconds += self._now(args) - self._step_start
 
     def on_train_end(self, args, state, control, **kwargs):
         self.end_time = time.perf_counter()
@@ -377,7 +385,8 @@ def training_setup(model, optimizer=None) -> dict:
     return setup
 
 
-def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dict, setup: dict | None = None) -> dict:
+def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dict, setup: dict | None = None,
+                    choice=None) -> dict:
     """What a checkpoint was trained on: resuming with anything else would mix two runs."""
     path = Path(model_dir)
     settings = {k: v for k, v in asdict(config).items() if k not in _COSMETIC_FIELDS}
@@ -387,6 +396,8 @@ def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dic
         "split_sizes": dict(split_sizes),
         "config": settings,
         "training_setup": setup or {},
+        # what precision="auto" became on this machine: another host may choose differently
+        "device": {"device": choice.device, "precision": choice.precision} if choice else {},
     }
     # Round-trip through JSON so the comparison with the saved file sees the same types
     # (tuples become lists, extra_training_args values become strings if not JSON).
@@ -402,6 +413,9 @@ def _check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
         raise NbutilsError(f"{ckpt_dir} holds checkpoints but no {FINGERPRINT}: "
                            "cannot tell which model, data and settings they were trained with", fix=fix)
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    if "training_setup" not in saved:
+        raise NbutilsError(f"{saved_path} was written by an older nbutils that did not record the trainable "
+                           "parameters and precision, so resuming cannot be checked", fix=fix)
     diffs = []
     for key in sorted(set(saved) | set(fingerprint)):
         old, new = saved.get(key), fingerprint.get(key)
@@ -592,7 +606,7 @@ def finetune(
     use_progress_style(trainer, config.headless)
 
     fingerprint = run_fingerprint(model_dir, dataset, config, {k: len(v) for k, v in encoded.items()},
-                                  training_setup(model, optimizers[0]))
+                                  training_setup(model, optimizers[0]), choice)
     # Rank 0 first (the others wait at a barrier): it clears or checks checkpoints/ and writes the
     # fingerprint before any rank decides whether to resume.
     with args.main_process_first(local=False, desc="checkpoint check"):

@@ -444,6 +444,10 @@ def test_copies_of_a_text_share_their_split():
     # the ratios count distinct texts: 40 texts, 10 per class -> 5/2-3/2-3 per class
     firsts = [next(iter(by_text[f"title {i}"])) for i in range(40)]
     assert firsts.count("train") == 20 and firsts.count("dev") + firsts.count("test") == 20
+    # with no repeated text the grouping changes nothing
+    unique = [f"title {i}" for i in range(120)]
+    assert list(stratified_split(labels, (0.5, 0.25, 0.25), seed=3, groups=unique)) == \
+        list(stratified_split(labels, (0.5, 0.25, 0.25), seed=3))
     # without groups the copies scatter (what the grouping prevents)
     loose = stratified_split(labels, (0.5, 0.25, 0.25), seed=3)
     assert any(len({loose[j] for j in range(120) if texts[j] == t}) > 1 for t in by_text)

@@ -24,13 +24,21 @@ def test_auto_matches_hardware():
     assert choice.reason and choice.device in choice.describe()
 
 
-def test_cpu_precision_follows_the_instruction_set():
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precision_follows_the_instruction_set(native, monkeypatch):
+    import nbutils.device
+
+    monkeypatch.setattr(nbutils.device, "cpu_has_native_bf16", lambda: native)
     choice = choose_device("CPU")
     assert choice.device == "cpu" and "asked for cpu" in choice.reason
-    if cpu_has_native_bf16():
+    if native:
         assert choice.precision == "bf16" and "natively" in choice.reason
     else:
         assert choice.precision == "fp32" and "no native bf16" in choice.reason
+    # work that keeps fp32 on CPUs (pre-training, prediction) says so
+    kept = choose_device("cpu", cpu_bf16=False)
+    assert kept.precision == "fp32" and ("keeps fp32" in kept.reason) == native
+    assert choose_device("cpu", "bf16", cpu_bf16=False).precision == "bf16"  # an explicit ask wins
 
 
 def test_cpu_precision_override():
@@ -44,6 +52,8 @@ def test_cpu_precision_override():
         choose_device("cpu", "fp16")
     with pytest.raises(NbutilsError, match="unknown precision 'half'"):
         choose_device("cpu", "half")
+    with pytest.raises(NbutilsError, match="unknown precision 16"):
+        choose_device("cpu", 16)  # e.g. `precision: 16` in a YAML profile
 
 
 def test_cpu_bf16_trains_with_bf16_products_and_fp32_weights(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import transformers
 
+from nbutils.device import choose_device
 from nbutils.errors import NbutilsError
 from nbutils.io import write_json
 from nbutils.models import make_random_bert
@@ -140,8 +141,12 @@ def test_package_level_predict_survives_importing_the_submodule(classifier_dir):
     assert nbutils.predict(["体育"], classifier_dir)["label"].tolist() == predict(["体育"], classifier_dir)["label"].tolist()
 
 
-def test_cpu_prediction_stays_fp32(classifier_dir):
-    # training may autocast to bf16 on a CPU with native bf16; prediction keeps the fp32 weights
+def test_cpu_prediction_stays_fp32(classifier_dir, monkeypatch):
+    # training autocasts to bf16 on a CPU with native bf16; prediction keeps the fp32 weights
+    import nbutils.device
+
+    monkeypatch.setattr(nbutils.device, "cpu_has_native_bf16", lambda: True)
+    assert choose_device("cpu").precision == "bf16"
     predictor = Predictor(classifier_dir, device="cpu")
     assert predictor.choice.precision == "fp32"
     assert next(predictor.model.parameters()).dtype == torch.float32

@@ -179,7 +179,7 @@ def test_interrupted_run_resumes_to_the_same_result(finished, tiny_model, small_
     pd.testing.assert_series_equal(ha["loss"], hb["loss"], rtol=1e-5)  # history kept across resume
 
 
-def test_resume_refuses_checkpoints_of_a_different_run(tiny_model, small_data, tmp_path):
+def test_resume_refuses_checkpoints_of_a_different_run(tiny_model, small_data, tmp_path, monkeypatch):
     out = tmp_path / "finetune"
     with pytest.raises(KeyboardInterrupt):
         finetune(small_data, tiny_model, out, quick(), extra_callbacks=[StopAt(3)])
@@ -205,6 +205,21 @@ def test_resume_refuses_checkpoints_of_a_different_run(tiny_model, small_data, t
     with pytest.raises(NbutilsError, match="training_setup"):
         finetune(small_data, tiny_model, out, quick(),
                  param_groups=lambda model: [{"params": list(model.parameters()), "lr": 1e-3}])
+    # the same settings on a host whose CPU decides precision="auto" the other way
+    import nbutils.device
+
+    native = nbutils.device.cpu_has_native_bf16()
+    with monkeypatch.context() as patch:
+        patch.setattr(nbutils.device, "cpu_has_native_bf16", lambda: not native)
+        with pytest.raises(NbutilsError, match="device.precision"):
+            finetune(small_data, tiny_model, out, quick())
+    # a fingerprint from before training_setup was recorded cannot be checked
+    fingerprint = out / "checkpoints" / "run_fingerprint.json"
+    current = fingerprint.read_text()
+    fingerprint.write_text(json.dumps({k: v for k, v in json.loads(current).items() if k != "training_setup"}))
+    with pytest.raises(NbutilsError, match="older nbutils"):
+        finetune(small_data, tiny_model, out, quick())
+    fingerprint.write_text(current)
 
     # A cosmetic setting may change; the run resumes and keeps its checkpoints as asked.
     resumed = finetune(small_data, tiny_model, out, quick(keep_checkpoints=True))
