@@ -74,7 +74,7 @@ class FinetuneConfig:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on CUDA and on CPUs with native bf16)
     # Length buckets cut padding but make batches class-skewed where length goes with class; on
     # THUCNews titles (256x4 BERT, 150 steps, 3 seeds; benchmarks/bench_train.py) they took the
-    # speed-up over the older repos' way from 1.73x to 2.03x but dev accuracy from 0.576 to 0.474,
+    # speed-up over the older repos' way from ~1.75x to 2.03x but dev accuracy from 0.576 to 0.474,
     # so they are opt-in.
     group_by_length: bool = False
     max_steps: int = -1  # > 0 overrides epochs
