@@ -3,8 +3,9 @@
 One decision shared by fine-tuning, layer freezing, pre-training and prediction: CUDA with
 bf16 where the card supports it (fp16 with loss scaling on older cards), Apple MPS in fp32,
 otherwise the CPU: bf16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 on Intel
-Cooper Lake / AMD Zen 4 and later, AMX on Intel Sapphire Rapids and later), fp32 elsewhere.
-Mixed precision keeps fp32 master weights either way; only matrix products run in bf16.
+Cooper Lake / AMD Zen 4 and later, AMX on Intel Sapphire Rapids and later), fp32 elsewhere;
+callers where CPU bf16 did not pay pass ``cpu_bf16=False`` (pre-training, prediction). Mixed
+precision keeps fp32 master weights either way; only matrix products run in bf16.
 Attention always uses PyTorch's fused ``sdpa`` kernels. Device and precision can be overridden
 (device "cuda", "cpu", "mps" or "auto"; precision "bf16", "fp16", "fp32" or "auto"); asking for
 something the machine cannot do is a user-fixable error rather than a silent fallback.
