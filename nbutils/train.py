@@ -173,9 +173,11 @@ class Truncator:
 class EncodedTexts:
     """A torch map-style dataset of token ids (+ labels): what the collator pads per batch."""
 
-    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None):
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None, targets=None):
         self.input_ids = input_ids
         self.labels = None if labels is None else [int(x) for x in labels]
+        # a teacher's class probabilities per example (nbutils.distill): labels become [label, p...]
+        self.targets = targets
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -184,6 +186,8 @@ class EncodedTexts:
         item = {"input_ids": self.input_ids[i]}
         if self.labels is not None:
             item["labels"] = self.labels[i]
+            if self.targets is not None:
+                item["labels"] = [float(self.labels[i]), *map(float, self.targets[i])]
         return item
 
 
@@ -470,6 +474,7 @@ def finetune(
     curves_png: str | Path | None = None,
     title: str = "",
     overwrite: bool = False,
+    teacher=None,
 ) -> FinetuneResult:
     """Fine-tune ``model_dir`` on ``dataset`` (train/dev/test splits) and write ``out_dir``.
 
@@ -478,7 +483,8 @@ def finetune(
     AdamW groups. If ``out_dir/checkpoints`` holds a checkpoint of an interrupted run, training
     resumes from it, unless the model, data or settings changed (an error says what differs).
     A finished ``out_dir`` (metrics.json or model/ present) is never overwritten unless
-    ``overwrite=True``, which also discards old checkpoints.
+    ``overwrite=True``, which also discards old checkpoints. ``teacher`` (e.g.
+    ``nbutils.distill.SvmTeacher``) adds soft targets for the train split and supplies the loss.
     """
     import torch
     from transformers import (
@@ -532,6 +538,9 @@ def finetune(
         name: EncodedTexts(encode_cached(truncator, texts, key), labels)
         for name, (texts, labels) in splits.items()
     }
+    if teacher is not None:  # fitted on the train split only; dev/test keep plain labels
+        targets = teacher.targets(*splits["train"], len(label_names))
+        encoded["train"] = EncodedTexts(encoded["train"].input_ids, splits["train"][1], targets=targets)
 
     def compute_metrics(eval_pred):
         from nbutils.metrics import classification_metrics
@@ -597,6 +606,7 @@ def finetune(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         optimizers=optimizers,
+        compute_loss_func=teacher.loss if teacher is not None else None,
     )
     # Sequence classifiers accept **kwargs but average their loss themselves; if Trainer thinks
     # they sum per token, it skips the division by gradient_accumulation_steps and multiplies the
@@ -605,8 +615,11 @@ def finetune(
     trainer.group_by_length = config.group_by_length
     use_progress_style(trainer, config.headless)
 
+    setup = training_setup(model, optimizers[0])
+    if teacher is not None:
+        setup["teacher"] = teacher.settings()  # not its timings: a resume must match
     fingerprint = run_fingerprint(model_dir, dataset, config, {k: len(v) for k, v in encoded.items()},
-                                  training_setup(model, optimizers[0]), choice)
+                                  setup, choice)
     # Rank 0 first (the others wait at a barrier): it clears or checks checkpoints/ and writes the
     # fingerprint before any rank decides whether to resume.
     with args.main_process_first(local=False, desc="checkpoint check"):
@@ -667,6 +680,8 @@ def finetune(
         "model_source": str(model_dir),
         "config": asdict(config),
     }
+    if teacher is not None:
+        metrics["distillation"] = teacher.describe()
 
     if trainer.is_world_process_zero():
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,293 @@
+"""Ablation of the demo recipe: which pre-training / shape / fine-tuning choices pay in the demo's budget.
+
+Each variant is the demo profile (``params/demo.yaml``) with a few settings changed: the
+pre-training recipe (masked LM, ELECTRA replaced-token detection, none), its step budget and
+masking rate, the model shape, and the fine-tuning schedule (epochs, learning rate, label
+smoothing, distillation from the cross-fitted TF-IDF SVM). Every run goes through the same
+library code as ``make demo`` (``nbutils.models.make_random_bert``, ``nbutils.pretrain`` /
+``nbutils.electra``, ``nbutils.train.finetune``), so accuracies at a step budget transfer
+between devices; seconds do not (time CPU steps on a CPU). Budgets are steps and epochs.
+
+Rules kept: pre-training sees the train split's texts only (500 of them held out for its own
+scores); fine-tuning trains on the train split, picks its checkpoint on the same 1,000-title
+stratified dev sample as the demo and is scored on the whole 10k test split; the distillation
+teacher is fitted on the train split only (cross-fitted; ``nbutils.distill``).
+
+    python benchmarks/ablate_demo.py --list                      # the variants and their settings
+    python benchmarks/ablate_demo.py --tiny --device cpu --out benchmarks/out/ablation-tiny   # ~2 min check
+    python benchmarks/ablate_demo.py --device cuda --seeds 42 43 44 --jobs 12 --out OUT/ablation
+    python benchmarks/ablate_demo.py --device cpu --variants demo ft4 --seeds 42 --out benchmarks/out/abl
+
+Writes ``runs.csv`` (one row per variant and seed, rewritten after every finished run, so an
+interrupted sweep keeps what it finished) and ``summary.csv`` / ``summary.md`` (mean +- std
+over seeds) to ``--out``, which must not exist yet (or use ``--resume`` to skip finished rows).
+A run that fails is a row with ``status=error`` and the message, never silently missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The demo profile as it stood when the issue was filed (params/demo.yaml, 128x2 BERT).
+BASE = {
+    "hidden": 128, "layers": 2, "heads": 2, "intermediate": 512,
+    "recipe": "mlm",  # mlm | electra | none
+    "pt_steps": 3000, "pt_batch": 64, "pt_lr": 1e-3, "pt_max_length": 32, "mask": 0.15, "pt_dropout": 0.0,
+    "pt_warmup": 0.06, "gen_layers": 1, "disc_weight": 50.0,
+    "ft_epochs": 2.0, "ft_lr": 5e-4, "ft_batch": 32, "ft_max_length": 48, "ft_warmup": 0.1,
+    "ft_eval_steps": 300, "label_smoothing": 0.0, "distill_alpha": 0.0, "distill_folds": 5,
+}
+
+# name -> (what it tests, overrides of BASE). Order = priority: a sweep cut short keeps the first.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "demo": ("today's demo profile", {}),
+    "ft4": ("fine-tune 4 epochs instead of 2", {"ft_epochs": 4.0}),
+    "distill": ("distil the cross-fitted TF-IDF SVM (alpha 0.5)", {"distill_alpha": 0.5}),
+    "distill_ft4": ("distil + 4 epochs", {"distill_alpha": 0.5, "ft_epochs": 4.0}),
+    "mask30": ("mask 30% instead of 15% (Wettig et al. 2023)", {"mask": 0.30}),
+    "electra": ("ELECTRA replaced-token detection, 3,000 steps", {"recipe": "electra"}),
+    "electra_ft4": ("ELECTRA + 4 epochs", {"recipe": "electra", "ft_epochs": 4.0}),
+    "ls01_ft4": ("label smoothing 0.1 + 4 epochs", {"label_smoothing": 0.1, "ft_epochs": 4.0}),
+    "ft4_lr1e3": ("4 epochs at lr 1e-3", {"ft_epochs": 4.0, "ft_lr": 1e-3}),
+    "mask40_ft4": ("mask 40% + 4 epochs", {"mask": 0.40, "ft_epochs": 4.0}),
+    "wide256x1": ("256 wide, 1 layer (about the 128x2 step time)", {"hidden": 256, "layers": 1, "heads": 4,
+                                                                   "intermediate": 1024}),
+    "pt1500_ft6": ("half the pre-training, 6 epochs", {"pt_steps": 1500, "ft_epochs": 6.0}),
+    "pt6000": ("twice the pre-training steps", {"pt_steps": 6000}),
+    "no_pretrain_ft4": ("control: no pre-training, 4 epochs", {"recipe": "none", "ft_epochs": 4.0}),
+    "distill_a08_ft4": ("distil alpha 0.8 + 4 epochs", {"distill_alpha": 0.8, "ft_epochs": 4.0}),
+    "electra_distill_ft4": ("ELECTRA + distil + 4 epochs", {"recipe": "electra", "distill_alpha": 0.5,
+                                                            "ft_epochs": 4.0}),
+}
+
+COLUMNS = ["variant", "seed", "recipe", "shape", "pretrain_steps", "finetune_steps", "dev_acc", "test_acc",
+           "test_macro_f1", "pretrain_s", "finetune_s", "finetune_total_s", "pretrain_metric", "teacher_oof_acc", "device",
+           "precision", "status", "error"]
+
+
+def settings_of(name: str, tiny: bool) -> dict:
+    s = {**BASE, **VARIANTS[name][1]}
+    if tiny:  # seconds on a CPU: checks the code paths, not the numbers
+        s.update(pt_steps=min(s["pt_steps"], 10), ft_epochs=0.0, ft_max_steps=8, ft_eval_steps=4,
+                 max_train=600, max_test=300, heldout=50, distill_folds=2)
+    return s
+
+
+def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, tiny: bool, threads: int) -> dict:
+    """One variant and seed, start to finish, in this process; a CSV row (errors included)."""
+    s = settings_of(name, tiny)
+    row = {"variant": name, "seed": seed, "recipe": s["recipe"],
+           "shape": f"{s['hidden']}x{s['layers']}", "device": device, "status": "ok", "error": ""}
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        from nbutils.data import load_dataset
+        from nbutils.models import make_random_bert
+        from nbutils.train import FinetuneConfig, finetune
+
+        ds = load_dataset(data_dir)
+        with tempfile.TemporaryDirectory(prefix=f"ablate-{name}-{seed}-") as tmp:
+            tmp = Path(tmp)
+            model_dir = make_random_bert(Path(vocab_dir) / "vocab.txt", tmp / "init", hidden_size=s["hidden"],
+                                         num_layers=s["layers"], num_heads=s["heads"],
+                                         intermediate_size=s["intermediate"], max_position_embeddings=128, seed=seed)
+            train_texts = ds.texts("train")
+            if tiny:
+                train_texts = train_texts[:s["max_train"]]
+            row["pretrain_steps"], row["pretrain_s"], row["pretrain_metric"] = 0, 0.0, ""
+            if s["recipe"] != "none":
+                common = dict(max_steps=s["pt_steps"], batch_size=s["pt_batch"], learning_rate=s["pt_lr"],
+                              max_length=s["pt_max_length"], mlm_probability=s["mask"], dropout=s["pt_dropout"],
+                              warmup_ratio=s["pt_warmup"], heldout_size=s.get("heldout", 500), seed=seed,
+                              device=device, precision="fp32", headless=True, logging_steps=50)
+                if s["recipe"] == "electra":
+                    from nbutils.electra import ElectraConfig, electra_pretraining
+
+                    cfg = ElectraConfig(**common, generator_layers=s["gen_layers"],
+                                        discriminator_weight=s["disc_weight"])
+                    pre = electra_pretraining(train_texts, model_dir, tmp / "pretrain", cfg)
+                    row["pretrain_metric"] = f"rtd_acc={pre.metrics['replaced_token_accuracy']:.4f}"
+                else:
+                    from nbutils.pretrain import PretrainConfig, continue_pretraining
+
+                    pre = continue_pretraining(train_texts, model_dir, tmp / "pretrain", PretrainConfig(**common))
+                    row["pretrain_metric"] = f"mlm_acc={pre.metrics['masked_token_accuracy']:.4f}"
+                row["pretrain_steps"] = pre.metrics["steps"]
+                row["pretrain_s"] = round(pre.metrics["train_runtime_s"], 2)
+                model_dir = pre.model_dir
+            teacher = None
+            if s["distill_alpha"] > 0:
+                from nbutils.distill import DistillConfig, SvmTeacher
+
+                teacher = SvmTeacher(DistillConfig(alpha=s["distill_alpha"], folds=s["distill_folds"],
+                                                   label_smoothing=s["label_smoothing"], seed=seed))
+            extra = {"label_smoothing_factor": s["label_smoothing"]} if s["label_smoothing"] and teacher is None else {}
+            cfg = FinetuneConfig(
+                max_length=s["ft_max_length"], epochs=s["ft_epochs"], batch_size=s["ft_batch"], eval_batch_size=128,
+                learning_rate=s["ft_lr"], weight_decay=0.01, warmup_ratio=s["ft_warmup"], eval_steps=s["ft_eval_steps"],
+                early_stopping_patience=0, max_steps=s.get("ft_max_steps", -1),
+                max_train_samples=s.get("max_train", 0), max_eval_samples=1000, max_test_samples=s.get("max_test", 0),
+                seed=seed, device=device, precision="auto", headless=True, extra_training_args=extra,
+            )
+            t0 = time.perf_counter()
+            result = finetune(ds, model_dir, tmp / "finetune", cfg, save_model=False, teacher=teacher)
+            m = result.metrics
+            row.update(finetune_steps=m["train"]["global_step"], finetune_s=round(result.train_runtime_s, 2),
+                       finetune_total_s=round(time.perf_counter() - t0, 2),
+                       dev_acc=round(m["dev"]["accuracy"], 4), test_acc=round(m["test"]["accuracy"], 4),
+                       test_macro_f1=round(m["test"]["macro_f1"], 4), precision=m["device"]["precision"],
+                       teacher_oof_acc=round(m["distillation"]["oof_accuracy"], 4) if teacher else "")
+    except Exception as err:  # a failed run is a row that says so, never a silent gap
+        row["status"] = "error"
+        row["error"] = f"{type(err).__name__}: {err}".replace("\n", " ")[:500]
+        traceback.print_exc()
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean +- std (sample std over seeds) per variant, in VARIANTS order; errors counted, not averaged."""
+    out = []
+    for name in [n for n in VARIANTS if any(r["variant"] == n for r in rows)]:
+        ok = [r for r in rows if r["variant"] == name and r["status"] == "ok"]
+        errors = sum(1 for r in rows if r["variant"] == name and r["status"] != "ok")
+
+        def stat(key, digits=4, rs=ok):
+            vals = [float(r[key]) for r in rs if r.get(key) not in ("", None)]
+            if not vals:
+                return "", ""
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            return round(statistics.mean(vals), digits), round(sd, digits)
+
+        dev, dev_sd = stat("dev_acc")
+        test, test_sd = stat("test_acc")
+        test_vals = sorted(float(r["test_acc"]) for r in ok)
+        out.append({
+            "variant": name, "what": VARIANTS[name][0], "seeds": len(ok), "errors": errors,
+            "pretrain_steps": ok[0]["pretrain_steps"] if ok else "", "finetune_steps": ok[0]["finetune_steps"] if ok else "",
+            "pretrain_s": stat("pretrain_s", 1)[0], "finetune_s": stat("finetune_s", 1)[0],
+            "dev_acc": dev, "dev_sd": dev_sd, "test_acc": test, "test_sd": test_sd,
+            "test_median": round(statistics.median(test_vals), 4) if test_vals else "",
+        })
+    return out
+
+
+def markdown(summary: list[dict], device: str) -> str:
+    lines = [f"| variant | what | pre-training steps | fine-tuning steps | pre-training s ({device}) | "
+             f"fine-tuning s ({device}) | dev acc | test acc | test median | seeds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in summary:
+        pm = lambda m, s: f"{100 * m:.2f} +- {100 * s:.2f}" if m != "" else "n/a"  # noqa: E731
+        lines.append(f"| {r['variant']} | {r['what']} | {r['pretrain_steps']} | {r['finetune_steps']} | "
+                     f"{r['pretrain_s']} | {r['finetune_s']} | {pm(r['dev_acc'], r['dev_sd'])} | "
+                     f"{pm(r['test_acc'], r['test_sd'])} | "
+                     f"{100 * r['test_median']:.2f} | {r['seeds']}{' (' + str(r['errors']) + ' failed)' if r['errors'] else ''} |"
+                     if r["test_median"] != "" else
+                     f"| {r['variant']} | {r['what']} | | | | | n/a | n/a | n/a | 0 ({r['errors']} failed) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="*", default=None, help="names (default: all, in priority order)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[42, 43, 44])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--out", help="output folder (must not exist unless --resume)")
+    parser.add_argument("--resume", action="store_true", help="keep the finished rows of --out/runs.csv")
+    parser.add_argument("--tiny", action="store_true", help="a few steps on a few hundred titles: checks the code")
+    parser.add_argument("--data", default=str(REPO / "data/raw/thucnews-titles"))
+    parser.add_argument("--vocab", default=str(REPO / "data/raw/bert-base-chinese-vocab"))
+    parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for name, (what, over) in VARIANTS.items():
+            print(f"{name:22s} {what}  {over}")
+        return 0
+    if not args.out:
+        parser.error("--out is required")
+    names = args.variants or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; --list shows them")
+    for folder, what in ((args.data, "--data"), (args.vocab, "--vocab")):
+        if not Path(folder).is_dir():
+            parser.error(f"{what} {folder} is not a folder (run `make data` first)")
+    out = Path(args.out)
+    rows: list[dict] = []
+    if out.exists() and not args.resume:
+        parser.error(f"{out} exists; pick a new --out or pass --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    if args.resume and (out / "runs.csv").exists():
+        with (out / "runs.csv").open(encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    done = {(r["variant"], int(r["seed"])) for r in rows}
+    # seed-major: every variant gets its first seed before any gets its third
+    todo = [(n, s) for s in args.seeds for n in names if (n, s) not in done]
+    print(f"{len(todo)} runs ({len(names)} variants x {len(args.seeds)} seeds, {len(done)} already done) on "
+          f"{args.device}, {args.jobs} at a time; writing {out}", flush=True)
+
+    def record(row):
+        rows.append(row)
+        rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), int(r["seed"])))
+        _write_csv(out / "runs.csv", rows, COLUMNS)
+        summary = summarize(rows)
+        _write_csv(out / "summary.csv", summary, list(summary[0]))
+        (out / "summary.md").write_text(markdown(summary, args.device), encoding="utf-8")
+        print(f"[{time.strftime('%H:%M:%S')}] {row['variant']} seed {row['seed']}: {row['status']} "
+              f"test {row.get('test_acc', '')} dev {row.get('dev_acc', '')} "
+              f"(pt {row.get('pretrain_s', '')} s / {row.get('pretrain_steps', '')} steps, "
+              f"ft {row.get('finetune_s', '')} s / {row.get('finetune_steps', '')} steps) {row['error']}", flush=True)
+
+    job_args = (args.device, args.data, args.vocab, args.tiny, args.threads)
+    if args.jobs <= 1:
+        for name, seed in todo:
+            record(run_one(name, seed, *job_args))
+    else:
+        import multiprocessing as mp
+
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, n, s, *job_args): (n, s) for n, s in todo}
+            for fut in as_completed(futures):
+                try:
+                    record(fut.result())
+                except Exception as err:  # the worker process itself died
+                    n, s = futures[fut]
+                    record({"variant": n, "seed": s, "status": "error", "device": args.device,
+                            "error": f"{type(err).__name__}: {err}"[:500]})
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    failed = sum(r["status"] != "ok" for r in rows)
+    if failed:
+        print(f"{failed} run(s) failed: see the error column of {out / 'runs.csv'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
