@@ -53,40 +53,48 @@ BASE = {
 VARIANTS: dict[str, tuple[str, dict]] = {
     "demo": ("today's demo profile", {}),
     "ft4": ("fine-tune 4 epochs instead of 2", {"ft_epochs": 4.0}),
-    "distill": ("distil the cross-fitted TF-IDF SVM (alpha 0.5)", {"distill_alpha": 0.5}),
-    "distill_ft4": ("distil + 4 epochs", {"distill_alpha": 0.5, "ft_epochs": 4.0}),
-    "mask30": ("mask 30% instead of 15% (Wettig et al. 2023)", {"mask": 0.30}),
-    "electra": ("ELECTRA replaced-token detection, 3,000 steps", {"recipe": "electra"}),
-    "electra_ft4": ("ELECTRA + 4 epochs", {"recipe": "electra", "ft_epochs": 4.0}),
-    "ls01_ft4": ("label smoothing 0.1 + 4 epochs", {"label_smoothing": 0.1, "ft_epochs": 4.0}),
-    "ft4_lr1e3": ("4 epochs at lr 1e-3", {"ft_epochs": 4.0, "ft_lr": 1e-3}),
-    "mask40_ft4": ("mask 40% + 4 epochs", {"mask": 0.40, "ft_epochs": 4.0}),
-    "wide256x1": ("256 wide, 1 layer (about the 128x2 step time)", {"hidden": 256, "layers": 1, "heads": 4,
-                                                                   "intermediate": 1024}),
-    "pt1500_ft6": ("half the pre-training, 6 epochs", {"pt_steps": 1500, "ft_epochs": 6.0}),
-    "pt6000": ("twice the pre-training steps", {"pt_steps": 6000}),
-    "no_pretrain_ft4": ("control: no pre-training, 4 epochs", {"recipe": "none", "ft_epochs": 4.0}),
-    "distill_a08_ft4": ("distil alpha 0.8 + 4 epochs", {"distill_alpha": 0.8, "ft_epochs": 4.0}),
+    "distill_ft4": ("distil the cross-fitted TF-IDF SVM (alpha 0.5), 4 epochs", {"distill_alpha": 0.5, "ft_epochs": 4.0}),
+    "electra_ft4": ("ELECTRA replaced-token detection, 3,000 steps, 4 epochs", {"recipe": "electra", "ft_epochs": 4.0}),
+    "mask30_ft4": ("mask 30% instead of 15% (Wettig et al. 2023), 4 epochs", {"mask": 0.30, "ft_epochs": 4.0}),
     "electra_distill_ft4": ("ELECTRA + distil + 4 epochs", {"recipe": "electra", "distill_alpha": 0.5,
                                                             "ft_epochs": 4.0}),
+    "electra2000_ft4": ("ELECTRA 2,000 steps (about the time of 3,000 MLM steps), 4 epochs",
+                        {"recipe": "electra", "pt_steps": 2000, "ft_epochs": 4.0}),
+    "distill_a08_ft4": ("distil alpha 0.8, 4 epochs", {"distill_alpha": 0.8, "ft_epochs": 4.0}),
+    "ls01_ft4": ("label smoothing 0.1, 4 epochs", {"label_smoothing": 0.1, "ft_epochs": 4.0}),
+    "ft4_lr1e3": ("4 epochs at lr 1e-3", {"ft_epochs": 4.0, "ft_lr": 1e-3}),
+    "wide256x1_ft4": ("256 wide, 1 layer (about the 128x2 step time), 4 epochs",
+                      {"hidden": 256, "layers": 1, "heads": 4, "intermediate": 1024, "ft_epochs": 4.0}),
+    "pt1500_ft6": ("half the pre-training steps, 6 epochs", {"pt_steps": 1500, "ft_epochs": 6.0}),
+    "no_pretrain_ft4": ("control: no pre-training, 4 epochs", {"recipe": "none", "ft_epochs": 4.0}),
+    "mask40_ft4": ("mask 40%, 4 epochs", {"mask": 0.40, "ft_epochs": 4.0}),
+    "distill": ("distil (alpha 0.5), 2 epochs", {"distill_alpha": 0.5}),
+    "electra": ("ELECTRA, 2 epochs", {"recipe": "electra"}),
+    "distill_ft6": ("distil (alpha 0.5), 6 epochs", {"distill_alpha": 0.5, "ft_epochs": 6.0}),
+    "pt6000_ft4": ("twice the pre-training steps, 4 epochs", {"pt_steps": 6000, "ft_epochs": 4.0}),
 }
 
 COLUMNS = ["variant", "seed", "recipe", "shape", "pretrain_steps", "finetune_steps", "dev_acc", "test_acc",
-           "test_macro_f1", "pretrain_s", "finetune_s", "finetune_total_s", "pretrain_metric", "teacher_oof_acc", "device",
+           "test_macro_f1", "pretrain_s", "finetune_s", "finetune_total_s", "pretrain_ms_per_step",
+           "finetune_ms_per_step", "torch_threads", "pretrain_metric", "teacher_oof_acc", "device",
            "precision", "status", "error"]
 
 
-def settings_of(name: str, tiny: bool) -> dict:
+def settings_of(name: str, tiny: bool, timing: int = 0) -> dict:
     s = {**BASE, **VARIANTS[name][1]}
+    if timing:  # seconds per step on this machine (accuracies meaningless): K steps of each stage
+        s.update(pt_steps=min(s["pt_steps"], timing) if s["recipe"] != "none" else 0, ft_max_steps=timing,
+                 ft_eval_steps=timing, max_test=1000)
     if tiny:  # seconds on a CPU: checks the code paths, not the numbers
         s.update(pt_steps=min(s["pt_steps"], 10), ft_epochs=0.0, ft_max_steps=8, ft_eval_steps=4,
                  max_train=600, max_test=300, heldout=50, distill_folds=2)
     return s
 
 
-def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, tiny: bool, threads: int) -> dict:
+def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, tiny: bool, threads: int,
+            timing: int = 0) -> dict:
     """One variant and seed, start to finish, in this process; a CSV row (errors included)."""
-    s = settings_of(name, tiny)
+    s = settings_of(name, tiny, timing)
     row = {"variant": name, "seed": seed, "recipe": s["recipe"],
            "shape": f"{s['hidden']}x{s['layers']}", "device": device, "status": "ok", "error": ""}
     try:
@@ -130,6 +138,7 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
                     row["pretrain_metric"] = f"mlm_acc={pre.metrics['masked_token_accuracy']:.4f}"
                 row["pretrain_steps"] = pre.metrics["steps"]
                 row["pretrain_s"] = round(pre.metrics["train_runtime_s"], 2)
+                row["pretrain_ms_per_step"] = round(1000 * pre.metrics["train_runtime_s"] / max(pre.metrics["steps"], 1), 1)
                 model_dir = pre.model_dir
             teacher = None
             if s["distill_alpha"] > 0:
@@ -152,6 +161,8 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
                        finetune_total_s=round(time.perf_counter() - t0, 2),
                        dev_acc=round(m["dev"]["accuracy"], 4), test_acc=round(m["test"]["accuracy"], 4),
                        test_macro_f1=round(m["test"]["macro_f1"], 4), precision=m["device"]["precision"],
+                       finetune_ms_per_step=round(1000 * result.train_runtime_s / max(m["train"]["global_step"], 1), 1),
+                       torch_threads=threads,
                        teacher_oof_acc=round(m["distillation"]["oof_accuracy"], 4) if teacher else "")
     except Exception as err:  # a failed run is a row that says so, never a silent gap
         row["status"] = "error"
@@ -190,6 +201,8 @@ def summarize(rows: list[dict]) -> list[dict]:
             "variant": name, "what": VARIANTS[name][0], "seeds": len(ok), "errors": errors,
             "pretrain_steps": ok[0]["pretrain_steps"] if ok else "", "finetune_steps": ok[0]["finetune_steps"] if ok else "",
             "pretrain_s": stat("pretrain_s", 1)[0], "finetune_s": stat("finetune_s", 1)[0],
+            "pretrain_ms_per_step": stat("pretrain_ms_per_step", 1)[0],
+            "finetune_ms_per_step": stat("finetune_ms_per_step", 1)[0],
             "dev_acc": dev, "dev_sd": dev_sd, "test_acc": test, "test_sd": test_sd,
             "test_median": round(statistics.median(test_vals), 4) if test_vals else "",
         })
@@ -223,6 +236,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a few steps on a few hundred titles: checks the code")
     parser.add_argument("--data", default=str(REPO / "data/raw/thucnews-titles"))
     parser.add_argument("--vocab", default=str(REPO / "data/raw/bert-base-chinese-vocab"))
+    parser.add_argument("--timing", type=int, default=0, metavar="K",
+                        help="time K pre-training and K fine-tuning steps per variant (ms/step columns; "
+                             "accuracies then mean nothing)")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     args = parser.parse_args(argv)
 
@@ -265,7 +281,7 @@ def main(argv=None) -> int:
               f"(pt {row.get('pretrain_s', '')} s / {row.get('pretrain_steps', '')} steps, "
               f"ft {row.get('finetune_s', '')} s / {row.get('finetune_steps', '')} steps) {row['error']}", flush=True)
 
-    job_args = (args.device, args.data, args.vocab, args.tiny, args.threads)
+    job_args = (args.device, args.data, args.vocab, args.tiny, args.threads, args.timing)
     if args.jobs <= 1:
         for name, seed in todo:
             record(run_one(name, seed, *job_args))

@@ -283,4 +283,19 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     return PretrainResult(model_dir=out_dir / "model", out_dir=out_dir, metrics=metrics, history=history, figure=figure)
 
 
-__all__ = ["ElectraConfig", "build_electra", "electra_pretraining", "heldout_scores"]
+
+
+
+RECIPES = ("mlm", "electra")
+
+
+def pretraining_recipe(name: str):
+    """``(ConfigClass, function)`` for notebook 03's ``mlm_recipe``: masked LM or ELECTRA."""
+    if name == "electra":
+        return ElectraConfig, electra_pretraining
+    if name == "mlm":
+        from nbutils.pretrain import continue_pretraining
+
+        return PretrainConfig, continue_pretraining
+    raise NbutilsError(f"unknown pre-training recipe {name!r}", fix=f"set mlm_recipe to one of {', '.join(RECIPES)}")
+__all__ = ["RECIPES", "ElectraConfig", "build_electra", "electra_pretraining", "heldout_scores", "pretraining_recipe"]
