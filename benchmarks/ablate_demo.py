@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +107,13 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            # Loss-curve PNGs are a by-product here; a machine without matplotlib still gives numbers.
+            from nbutils.live import LiveCurves
+
+            LiveCurves.save = lambda self, path: print(f"matplotlib missing: no figure {path}")
         from nbutils.data import load_dataset
         from nbutils.models import make_random_bert
         from nbutils.train import FinetuneConfig, finetune
@@ -240,7 +249,13 @@ def main(argv=None) -> int:
                         help="time K pre-training and K fine-tuning steps per variant (ms/step columns; "
                              "accuracies then mean nothing)")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "SEED", "ROW_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:  # one run, launched by a parallel sweep: the row goes to a JSON file
+        name, seed, row_file = args.worker
+        row = run_one(name, int(seed), args.device, args.data, args.vocab, args.tiny, args.threads, args.timing)
+        Path(row_file).write_text(json.dumps(row, ensure_ascii=False), encoding="utf-8")
+        return 0
 
     if args.list:
         for name, (what, over) in VARIANTS.items():
@@ -266,6 +281,11 @@ def main(argv=None) -> int:
     done = {(r["variant"], int(r["seed"])) for r in rows}
     # seed-major: every variant gets its first seed before any gets its third
     todo = [(n, s) for s in args.seeds for n in names if (n, s) not in done]
+    import torch
+    import transformers
+
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" and torch.cuda.is_available() else "cpu"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, device {args.device} ({where})")
     print(f"{len(todo)} runs ({len(names)} variants x {len(args.seeds)} seeds, {len(done)} already done) on "
           f"{args.device}, {args.jobs} at a time; writing {out}", flush=True)
 
@@ -286,18 +306,30 @@ def main(argv=None) -> int:
         for name, seed in todo:
             record(run_one(name, seed, *job_args))
     else:
-        import multiprocessing as mp
+        # Each run in its own Python process (a main process: the masking collator's seeded RNG refuses
+        # to run inside multiprocessing workers); threads here only wait for them.
+        from concurrent.futures import ThreadPoolExecutor
 
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, n, s, *job_args): (n, s) for n, s in todo}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+
+        def launch(name, seed):
+            row_file = out / "rows" / f"{name}-{seed}.json"
+            row_file.parent.mkdir(exist_ok=True)
+            cmd = [sys.executable, __file__, "--worker", name, str(seed), str(row_file), "--device", args.device,
+                   "--data", args.data, "--vocab", args.vocab, "--threads", str(args.threads),
+                   "--timing", str(args.timing), *(["--tiny"] if args.tiny else [])]
+            with (out / "rows" / f"{name}-{seed}.log").open("w") as log:
+                code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+            if row_file.exists():
+                return json.loads(row_file.read_text(encoding="utf-8"))
+            return {"variant": name, "seed": seed, "device": args.device, "status": "error",
+                    "error": f"worker exited {code} without a result; see {row_file.with_suffix('.log')}"}
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(launch, n, s) for n, s in todo]
             for fut in as_completed(futures):
-                try:
-                    record(fut.result())
-                except Exception as err:  # the worker process itself died
-                    n, s = futures[fut]
-                    record({"variant": n, "seed": s, "status": "error", "device": args.device,
-                            "error": f"{type(err).__name__}: {err}"[:500]})
+                record(fut.result())
     print((out / "summary.md").read_text(encoding="utf-8"))
     failed = sum(r["status"] != "ok" for r in rows)
     if failed:
