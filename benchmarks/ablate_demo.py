@@ -74,6 +74,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "electra": ("ELECTRA, 2 epochs", {"recipe": "electra"}),
     "distill_ft6": ("distil (alpha 0.5), 6 epochs", {"distill_alpha": 0.5, "ft_epochs": 6.0}),
     "pt6000_ft4": ("twice the pre-training steps, 4 epochs", {"pt_steps": 6000, "ft_epochs": 4.0}),
+    "mask30_distill_ft4": ("mask 30% + distil + 4 epochs", {"mask": 0.30, "distill_alpha": 0.5, "ft_epochs": 4.0}),
+    "ptlr2e3_ft4": ("pre-training lr 2e-3 (Cramming: as high as stays stable), 4 epochs",
+                    {"pt_lr": 2e-3, "ft_epochs": 4.0}),
+    "distill_ft4_lr1e3": ("distil + 4 epochs at lr 1e-3", {"distill_alpha": 0.5, "ft_epochs": 4.0, "ft_lr": 1e-3}),
 }
 
 COLUMNS = ["variant", "seed", "recipe", "shape", "pretrain_steps", "finetune_steps", "dev_acc", "test_acc",
