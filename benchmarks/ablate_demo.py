@@ -243,6 +243,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="*", type=int, default=[42, 43, 44])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (separate processes)")
+    parser.add_argument("--priority", type=int, default=6,
+                        help="the first N variants run all their seeds before the others start")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", help="output folder (must not exist unless --resume)")
     parser.add_argument("--resume", action="store_true", help="keep the finished rows of --out/runs.csv")
@@ -283,8 +285,11 @@ def main(argv=None) -> int:
         with (out / "runs.csv").open(encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
     done = {(r["variant"], int(r["seed"])) for r in rows}
-    # seed-major: every variant gets its first seed before any gets its third
-    todo = [(n, s) for s in args.seeds for n in names if (n, s) not in done]
+    # The first --priority variants get all their seeds first; then the rest, seed-major (every one
+    # gets its first seed before any gets its second): a sweep cut short keeps the most useful rows.
+    head, rest = names[:args.priority], names[args.priority:]
+    order = [(n, s) for s in args.seeds for n in head] + [(n, s) for s in args.seeds for n in rest]
+    todo = [(n, s) for n, s in order if (n, s) not in done]
     import torch
     import transformers
 
