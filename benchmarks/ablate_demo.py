@@ -4,7 +4,7 @@ Each variant is the demo profile (``params/demo.yaml``) with a few settings chan
 pre-training recipe (masked LM, ELECTRA replaced-token detection, none), its step budget and
 masking rate, the model shape, and the fine-tuning schedule (epochs, learning rate, label
 smoothing, distillation from the cross-fitted TF-IDF SVM). Every run goes through the same
-library code as ``make demo`` (``nbutils.models.make_random_bert``, ``nbutils.pretrain`` /
+library code as ``make demo`` (``nbutils.random_bert.make_random_bert``, ``nbutils.pretrain`` /
 ``nbutils.electra``, ``nbutils.train.finetune``), so accuracies at a step budget transfer
 between devices; seconds do not (time CPU steps on a CPU). Budgets are steps and epochs.
 
@@ -119,7 +119,7 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
 
             LiveCurves.save = lambda self, path: print(f"matplotlib missing: no figure {path}")
         from nbutils.data import load_dataset
-        from nbutils.models import make_random_bert
+        from nbutils.random_bert import make_random_bert
         from nbutils.train import FinetuneConfig, finetune
 
         ds = load_dataset(data_dir)

@@ -25,8 +25,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from nbutils import freezing
 from nbutils.data import load_dataset
-from nbutils.models import make_random_bert
 from nbutils.paths import REPO_ROOT
+from nbutils.random_bert import make_random_bert
 
 SHARED = REPO_ROOT.parent / "shared"
 

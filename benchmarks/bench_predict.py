@@ -23,9 +23,9 @@ import torch
 import transformers
 
 from nbutils.data import load_dataset
-from nbutils.models import make_random_bert
 from nbutils.paths import REPO_ROOT
-from nbutils.predict import load_predictor, predict
+from nbutils.prediction import load_predictor, predict
+from nbutils.random_bert import make_random_bert
 
 
 def random_classifier(vocab: str, label_names, out: Path, hidden: int, layers: int) -> Path:

@@ -4,7 +4,7 @@ Both arms run Hugging Face Trainer on the same model (same initial weights), the
 examples in the same number of steps with the same batch size and learning-rate schedule:
 
 - project: ``nbutils.train``'s defaults -- titles tokenized once in one batched call of the fast
-  tokenizer and cut on token ids (``nbutils.train.Truncator``), ``DataCollatorWithPadding`` (each
+  tokenizer and cut on token ids (``nbutils.tokenization.Truncator``), ``DataCollatorWithPadding`` (each
   batch padded to its longest title), SDPA attention, and the precision ``nbutils.device``
   chooses: bf16 autocast on a GPU and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32;
   optionally length buckets in random order (``--group-by-length 1``);
@@ -43,9 +43,10 @@ from transformers.trainer_callback import PrinterCallback
 
 from nbutils.data import load_dataset
 from nbutils.device import choose_device
-from nbutils.models import make_random_bert
 from nbutils.paths import REPO_ROOT
-from nbutils.train import EncodedTexts, LengthBucketTrainer, Truncator, load_tokenizer
+from nbutils.random_bert import make_random_bert
+from nbutils.tokenization import EncodedTexts, Truncator, load_tokenizer
+from nbutils.train import LengthBucketTrainer
 
 
 class PerExampleTokenized(torch.utils.data.Dataset):

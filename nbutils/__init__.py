@@ -11,7 +11,7 @@ __all__ = ["NbutilsError", "__version__", "predict"]
 
 
 def predict(texts, model_dir, **kwargs):
-    """Classify ``texts`` with the fine-tuned model in ``model_dir`` (see nbutils.predict)."""
-    from nbutils.predict import predict as _predict
+    """Classify ``texts`` with the fine-tuned model in ``model_dir`` (see nbutils.prediction.predict)."""
+    from nbutils.prediction import predict as _predict
 
     return _predict(texts, model_dir, **kwargs)

@@ -17,9 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("nbutils.runner:main", "run the numbered notebooks headless with a profile"),
     "convert": ("nbutils.convert:main_convert", "convert a Google TF BERT checkpoint to Hugging Face"),
     "export": ("nbutils.convert:main_export", "export a Hugging Face BERT to Google's TF checkpoint layout"),
-    "train": ("nbutils.train:main", "fine-tune a BERT model folder on a dataset"),
+    "train": ("nbutils.launch:main", "fine-tune a BERT model folder on a dataset"),
     "pretrain": ("nbutils.pretrain:main", "continue masked-LM pre-training on in-domain text"),
-    "predict": ("nbutils.predict:main", "classify texts with a fine-tuned model"),
+    "predict": ("nbutils.prediction:main", "classify texts with a fine-tuned model"),
     "report": ("nbutils.report:main", "rebuild the HTML report of a run directory"),
 }
 

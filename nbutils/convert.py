@@ -1,4 +1,6 @@
-"""Convert Google's TensorFlow BERT checkpoints to Hugging Face folders, and back.
+"""Convert Google's TensorFlow BERT checkpoints to Hugging Face folders, and back; turn any
+model source (TF checkpoint, Hugging Face folder, hub id) into one Hugging Face folder
+(:func:`resolve_model_source`).
 
 transformers 5 no longer loads TensorFlow checkpoints, so this module reads them itself
 (:mod:`nbutils.tfcheckpoint`) and maps Google's variable names onto Hugging Face BERT:
@@ -27,6 +29,7 @@ import argparse
 import contextlib
 import json
 import re
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -39,7 +42,9 @@ import numpy as np
 
 from nbutils.errors import NbutilsError
 from nbutils.io import atomic_dir, write_json
+from nbutils.model_folder import check_model_dir, is_local_path
 from nbutils.tfcheckpoint import TFCheckpoint, checkpoint_prefix, write_checkpoint
+from nbutils.vocab import read_vocab, write_tokenizer_files
 
 # Keys of Google's bert_config.json (what export writes and convert requires).
 GOOGLE_CONFIG_KEYS = (
@@ -355,8 +360,6 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
     tokenizer_config.json + vocab.txt) and conversion_report.json. It appears only when
     everything succeeded; an existing folder is never replaced unless ``overwrite``.
     """
-    from nbutils.models import read_vocab, write_tokenizer_files
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise NbutilsError(f"{out_dir} already exists; refusing to overwrite it",
@@ -452,8 +455,6 @@ def verify_conversion(model_dir: str | Path, src: str | Path | None = None, *, c
     """
     import transformers
 
-    from nbutils.models import check_model_dir
-
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
     report = json.loads((model_dir / "conversion_report.json").read_text(encoding="utf-8"))
@@ -516,8 +517,6 @@ def _hf_state(model_dir: Path) -> dict[str, object]:
 
 
 def _hf_vocab(model_dir: Path) -> list[str]:
-    from nbutils.models import read_vocab
-
     if (model_dir / "vocab.txt").is_file():
         return read_vocab(model_dir / "vocab.txt")
     tok = model_dir / "tokenizer.json"
@@ -586,6 +585,86 @@ def export(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fals
 
 
 # --- command line ---------------------------------------------------------------------------------
+
+
+# --- any model source -> one Hugging Face folder ---------------------------------------------
+
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _looks_like_tf_checkpoint(path: Path) -> bool:
+    if path.suffix == ".zip":
+        return True
+    if path.is_dir():
+        return any(path.glob("*.index")) and not (path / "config.json").exists()
+    return path.name.endswith((".index", ".meta")) or ".data-" in path.name or path.with_name(path.name + ".index").exists()
+
+
+def resolve_model_source(source: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Make ``out_dir`` a Hugging Face BERT folder from any source and return it.
+
+    ``source``: a Google TF checkpoint (folder, prefix, .index, .data-*, .zip) -> converted;
+    a Hugging Face folder -> checked and copied; otherwise a Hugging Face hub id -> downloaded
+    (needs internet).
+    """
+    out_dir = Path(out_dir)
+    path = Path(source).expanduser()
+    if _looks_like_tf_checkpoint(path):
+        convert(path, out_dir, overwrite=overwrite)
+    elif path.is_dir():
+        check_model_dir(path)
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            shutil.copytree(path, tmp, dirs_exist_ok=True)
+            _write_copy_report(tmp, str(source), "Hugging Face folder")
+    elif is_local_path(source):
+        raise NbutilsError(
+            f"{source}: not a model folder, TF checkpoint or hub id",
+            fix="pass a Hugging Face folder, Google's checkpoint folder/zip/.index, or a hub id like bert-base-chinese",
+        )
+    else:
+        _download(str(source), out_dir, overwrite=overwrite)
+    check_model_dir(out_dir)
+    return out_dir
+
+
+def _download(repo_id: str, out_dir: Path, *, overwrite: bool) -> None:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
+                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"]
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        try:
+            snapshot_download(repo_id, local_dir=tmp, allow_patterns=patterns)
+        except Exception as err:  # offline, unknown repo, auth: all user-fixable
+            raise NbutilsError(
+                f"could not download {repo_id!r} from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
+                fix="without internet, download Google's checkpoint zip (e.g. chinese_L-12_H-768_A-12.zip) elsewhere "
+                "and pass its path, or pass a local Hugging Face model folder",
+            ) from None
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        _write_copy_report(tmp, repo_id, "Hugging Face hub")
+
+
+def _write_copy_report(model_dir: Path, source: str, kind: str) -> None:
+    """conversion_report.json for a model that needed no conversion (same keys as convert's)."""
+    from safetensors import safe_open
+
+    report = {"source": source, "source_kind": kind, "tensor_count": 0, "bytes": 0,
+              "mapped": [], "skipped": [], "initialized_fresh": [], "output": {}}
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    report["model_class"] = (config.get("architectures") or ["BertModel"])[0]
+    for weights in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(weights, framework="numpy") as fh:
+            for key in fh.keys():
+                shape = fh.get_slice(key).get_shape()
+                report["tensor_count"] += 1
+                report["bytes"] += int(np.prod(shape, dtype=np.int64)) * _DTYPE_BYTES.get(fh.get_slice(key).get_dtype(), 4)
+        crc = 0
+        with open(weights, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                crc = _crc32c.crc32c(chunk, crc)
+        report["output"][weights.name] = {"bytes": weights.stat().st_size, "crc32c": f"{crc:08x}"}
+    write_json(model_dir / "conversion_report.json", report)
 
 
 def main_convert(argv: list[str]) -> int:

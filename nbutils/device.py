@@ -3,9 +3,10 @@
 One decision shared by fine-tuning, layer freezing, pre-training and prediction: CUDA with
 bf16 where the card supports it (fp16 with loss scaling on older cards), Apple MPS in fp32,
 otherwise the CPU: bf16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 on Intel
-Cooper Lake / AMD Zen 4 and later, AMX on Intel Sapphire Rapids and later), fp32 elsewhere;
-callers where CPU bf16 did not pay pass ``cpu_bf16=False`` (pre-training, prediction). Mixed
-precision keeps fp32 master weights either way; only matrix products run in bf16.
+Cooper Lake / AMD Zen 4 and later, AMX on Intel Sapphire Rapids and later) for the tasks where
+it paid (:data:`CPU_BF16_BY_TASK`), fp32 elsewhere. Mixed precision keeps fp32 master weights
+either way; only matrix products run in bf16. Callers name their task
+(``choose_device(device, precision, task="pretrain")``) instead of keeping their own rule.
 Attention always uses PyTorch's fused ``sdpa`` kernels. Device and precision can be overridden
 (device "cuda", "cpu", "mps" or "auto"; precision "bf16", "fp16", "fp32" or "auto"); asking for
 something the machine cannot do is a user-fixable error rather than a silent fallback.
@@ -20,6 +21,15 @@ from nbutils.errors import NbutilsError
 
 PREFERENCES = ("auto", "cuda", "gpu", "cpu", "mps")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Whether precision="auto" picks bf16 autocast on a CPU with native bf16, per task:
+# - finetune: yes (python benchmarks/bench_train.py measures it against --precision fp32);
+# - pretrain: no: bf16 autocast was no faster for the demo BERT's masked-LM steps (846 vs 860
+#   texts/s over 1,500 steps) and ended 3,000-step demo runs at a higher held-out loss (5.63 and
+#   5.68 against 5.53 and 5.55 in fp32);
+# - predict: no: casting the weights to bf16 can flip close calls, so CPU labels equal the fp32
+#   model's.
+# An explicit precision="bf16" is always taken as asked.
+CPU_BF16_BY_TASK = {"finetune": True, "pretrain": False, "predict": False}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -82,11 +92,15 @@ class DeviceChoice:
         return {**asdict(self), "precision": self.precision}
 
 
-def choose_device(preference: str = "auto", precision: str = "auto", *, cpu_bf16: bool = True) -> DeviceChoice:
-    """Choose device and precision: ``auto`` prefers CUDA (bf16 > fp16), then MPS, then CPU
-    (bf16 where native, else fp32). ``precision`` other than ``auto`` is taken as asked.
-    ``cpu_bf16=False`` keeps ``auto`` at fp32 on a CPU, for work where bf16 did not pay there."""
+def choose_device(preference: str = "auto", precision: str = "auto", *, task: str = "finetune") -> DeviceChoice:
+    """Choose device and precision for ``task`` (finetune | pretrain | predict): ``auto`` prefers
+    CUDA (bf16 > fp16), then MPS, then CPU (bf16 where native and :data:`CPU_BF16_BY_TASK` says
+    it pays, else fp32). ``precision`` other than ``auto`` is taken as asked."""
     import torch
+
+    if task not in CPU_BF16_BY_TASK:
+        raise NbutilsError(f"unknown task {task!r}", fix=f"use one of {', '.join(CPU_BF16_BY_TASK)}")
+    cpu_bf16 = CPU_BF16_BY_TASK[task]
 
     pref = str(preference or "auto").strip().lower()
     if pref not in PREFERENCES:

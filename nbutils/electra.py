@@ -158,7 +158,6 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
         _Budget,
         _history_frame,
         _trainer_classes,
-        device_choice,
         split_heldout,
         tokenize_texts,
     )
@@ -187,11 +186,12 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
         set_seed,
     )
 
+    from nbutils.device import choose_device
     from nbutils.io import atomic_dir, atomic_file, write_json
     from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
 
     set_seed(config.seed)
-    choice = device_choice(config.device, config.precision)
+    choice = choose_device(config.device, config.precision, task="pretrain")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.mask_token is None:
         raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")

@@ -399,7 +399,7 @@ def load_tokenizer(vocab_dir: str | Path | None, model_dir: str | Path):
     """The WordPiece tokenizer to measure with: ``vocab_dir/vocab.txt`` if it exists, else the
     tokenizer saved with the converted model in ``model_dir``. Returns (tokenizer, source path)."""
     if vocab_dir and (Path(vocab_dir) / "vocab.txt").is_file():
-        from nbutils.models import build_tokenizer
+        from nbutils.vocab import build_tokenizer
 
         vocab_file = Path(vocab_dir) / "vocab.txt"
         return build_tokenizer(vocab_file), vocab_file

@@ -27,7 +27,9 @@ train mode); that is the usual ``requires_grad=False`` recipe and it is what is 
 
 :func:`run_comparison` fine-tunes every strategy for every seed with the same data, budget and
 hyper-parameters through :func:`nbutils.train.finetune` and writes ``results.csv`` and
-``history.csv`` (schemas in CONTRIBUTING.md).
+``history.csv`` (schemas in CONTRIBUTING.md). What the numbers say: :mod:`nbutils.findings`;
+their figures: :mod:`nbutils.plots`; how steps are timed and memory measured:
+:class:`nbutils.measurement.StepClock`.
 """
 
 from __future__ import annotations
@@ -289,138 +291,6 @@ def llrd_param_groups(model, base_lr: float, decay: float, weight_decay: float) 
     return groups
 
 
-# --- measuring one run ------------------------------------------------------------------------
-
-
-class _StepClock:
-    """Training time and peak memory of the optimizer steps alone, as a Trainer callback.
-
-    Time: the sum of ``on_step_begin`` -> ``on_step_end`` (forward, backward, optimizer update);
-    evaluation, checkpoint saving and batch loading are left out, so strategies are compared on
-    the work that freezing changes. Memory: the largest growth, over the steps, above what was in
-    use when training began (weights, data and libraries excluded): gradients, optimizer state
-    and activations; evaluation and checkpoint saving are outside the steps again. On CUDA from
-    ``max_memory_allocated``; on Linux CPUs from the kernel's peak resident set (``VmHWM``),
-    reset at every step through ``/proc/self/clear_refs``, with freed memory handed back to the
-    OS first (see :func:`_release_free_memory`). Elsewhere the CPU peak is NaN ("not measured")
-    rather than a number that is not this run's.
-    """
-
-    def __new__(cls):
-        from transformers import TrainerCallback
-
-        class Callback(TrainerCallback):
-            def __init__(self):
-                self.seconds = 0.0
-                self.step_seconds: list[float] = []
-                self.samples = 0
-                self.peak_mb = float("nan")
-                self.memory_kind = "not measured"
-                self._t0 = 0.0
-                self._base = float("nan")
-
-            def on_train_begin(self, args, state, control, **kwargs):
-                self.seconds, self.step_seconds, self._start_epoch = 0.0, [], state.epoch or 0.0
-                loader = kwargs.get("train_dataloader")
-                self._n_train = len(loader.dataset) if loader is not None else 0
-                self._cuda = args.device.type == "cuda"
-                try:  # Linux /proc (or CUDA) or nothing: no guessing from a lifetime peak
-                    self._base = _memory_now_mb(self._cuda, release=True)
-                    _reset_peak(self._cuda)
-                except OSError:
-                    self._base = float("nan")
-                measured = self._base == self._base
-                self.peak_mb = 0.0 if measured else float("nan")
-                self.memory_kind = (
-                    "not measured" if not measured
-                    else "cuda allocated, growth during training steps" if self._cuda
-                    else "cpu rss, growth during training steps"
-                )
-
-            def on_step_begin(self, args, state, control, **kwargs):
-                if self._base == self._base:
-                    _reset_peak(self._cuda)
-                self._sync()
-                self._t0 = time.perf_counter()
-
-            def on_step_end(self, args, state, control, **kwargs):
-                self._sync()
-                self.step_seconds.append(time.perf_counter() - self._t0)
-                self.seconds += self.step_seconds[-1]
-                if self._base == self._base:
-                    self.peak_mb = max(self.peak_mb, _memory_peak_mb(self._cuda) - self._base)
-
-            def _sync(self):
-                if self._cuda:  # CUDA runs asynchronously: time the GPU's work, not its queueing
-                    import torch
-
-                    torch.cuda.synchronize()
-
-            def on_save(self, args, state, control, **kwargs):
-                if not self._cuda:  # evaluation and saving just freed memory: don't let it linger
-                    _release_free_memory()
-
-            def on_train_end(self, args, state, control, **kwargs):
-                self.samples = round(((state.epoch or 0.0) - self._start_epoch) * self._n_train)
-
-        return Callback()
-
-
-def _proc_status_kb(key: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return float(line.split()[1])
-    raise OSError(f"{key} not in /proc/self/status")
-
-
-def _release_free_memory() -> None:
-    """Hand memory freed by earlier runs back to the OS, so this run's growth is its own.
-
-    Without this, glibc keeps freed blocks resident and a later run reuses them without growing
-    the RSS: the first run would be billed for every later one's memory.
-    """
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()  # the previous run's model and optimizer may sit in reference cycles
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        libc = ctypes.CDLL(libc_name)
-        if hasattr(libc, "malloc_trim"):  # glibc only
-            libc.malloc_trim(0)
-
-
-def _memory_now_mb(cuda: bool, *, release: bool = False) -> float:
-    """Memory in use now (MiB), after handing freed memory back with ``release``."""
-    if cuda:
-        import torch
-
-        return torch.cuda.memory_allocated() / 2**20
-    if release:
-        _release_free_memory()
-    return _proc_status_kb("VmRSS") / 1024
-
-
-def _reset_peak(cuda: bool) -> None:
-    if cuda:
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
-        return
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-        refs.write("5")  # "5": reset the peak RSS (VmHWM) to the current RSS
-
-
-def _memory_peak_mb(cuda: bool) -> float:
-    if cuda:
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**20
-    return _proc_status_kb("VmHWM") / 1024
-
-
 # --- the comparison ---------------------------------------------------------------------------
 
 
@@ -558,6 +428,7 @@ def run_comparison(
     import pandas as pd
 
     from nbutils.io import atomic_dir, atomic_file
+    from nbutils.measurement import StepClock
     from nbutils.train import finetune
 
     seeds = as_list(seeds, int)
@@ -577,7 +448,7 @@ def run_comparison(
             ((run, seed) for run in runs for seed in seeds), start=1
         ):
             log(f"[{i}/{total}] {strategy.name}, seed {seed}: {strategy.describe()}")
-            clock = _StepClock()
+            clock = StepClock()
             groups = None
             if strategy.llrd_decay is not None:
                 groups = partial(
@@ -609,183 +480,3 @@ def run_comparison(
         with atomic_file(tmp / "history.csv") as path:
             pd.concat(histories, ignore_index=True).to_csv(path, index=False, encoding="utf-8")
     return results
-
-
-# --- reading the results ----------------------------------------------------------------------
-
-SUMMARY_METRICS = (
-    "test_accuracy", "test_macro_f1", "dev_accuracy", "dev_macro_f1", "train_time_s",
-    "samples_per_second", "peak_memory_mb",
-)
-
-
-def summarise(results):
-    """Mean and standard deviation over seeds, one row per strategy (in the order they ran).
-
-    Columns: ``seeds``, ``trainable_params``, ``trainable_fraction`` and ``<metric>_mean`` /
-    ``<metric>_std`` for test/dev accuracy and macro-F1, train time, samples/s and peak memory.
-    The std is NaN with a single seed: one run says nothing about the spread.
-    """
-    import pandas as pd
-
-    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
-    if missing:
-        raise NbutilsError(f"results lack columns {missing}", fix="pass the frame run_comparison returned (results.csv)")
-    grouped = results.groupby("strategy", sort=False)
-    out = pd.DataFrame({
-        "seeds": grouped["seed"].nunique(),
-        "trainable_params": grouped["trainable_params"].first(),
-        "trainable_fraction": grouped["trainable_params"].first() / grouped["total_params"].first(),
-    })
-    for metric in SUMMARY_METRICS:
-        out[f"{metric}_mean"] = grouped[metric].mean()
-        out[f"{metric}_std"] = grouped[metric].std(ddof=1)
-    return out
-
-
-def _pm(mean: float, std: float) -> str:
-    return f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std == std else "")
-
-
-def describe_findings(results, reference: str = FULL, metric: str = "test_accuracy") -> str:
-    """A few sentences (markdown bullets) that say what the numbers show, computed from them."""
-    summary = summarise(results)
-    mean, std = summary[f"{metric}_mean"], summary[f"{metric}_std"]
-    what = metric.replace("_", " ")
-    n_seeds = int(summary["seeds"].min())
-    lines = []
-    best = mean.idxmax()
-    tied = [n for n in mean.index if mean[n] == mean[best]]
-    runs = f"{len(summary)} strategies, {n_seeds if n_seeds == summary['seeds'].max() else f'{n_seeds}+'} seed(s) each"
-    if len(tied) > 1:
-        lines.append(f"{len(tied)} strategies tie for the highest mean {what}, {_pm(mean[best], std[best])} ({runs}).")
-    else:
-        lines.append(f"Highest mean {what}: **{best}** with {_pm(mean[best], std[best])} ({runs}).")
-    if reference in summary.index:
-        ref_mean, ref_time = mean[reference], summary.loc[reference, "train_time_s_mean"]
-
-        def versus(name: str, other: str = reference) -> str:
-            gap = 100 * (mean[name] - mean[other])
-            if gap == 0:
-                return f"ties {other}"
-            spread = 100 * 2 * math.hypot(std[name], std[other])  # 2 sd of the difference
-            if spread != spread:
-                verdict = "one seed each, so the seed-to-seed spread is unknown"
-            elif abs(gap) <= spread:
-                verdict = f"within 2 sd of the seed-to-seed spread, {spread:.1f} points"
-            else:
-                verdict = f"beyond 2 sd of the seed-to-seed spread, {spread:.1f} points"
-            return f"{'beats' if gap > 0 else 'trails'} {other} by {abs(gap):.1f} points ({verdict})"
-
-        if CLASSIFIER_ONLY in summary.index:
-            frac = summary.loc[CLASSIFIER_ONLY, "trainable_fraction"]
-            lines.append(
-                f"Training only the classifier ({100 * frac:.2g}% of the parameters, the feature-based way) "
-                f"{versus(CLASSIFIER_ONLY)}: {_pm(mean[CLASSIFIER_ONLY], std[CLASSIFIER_ONLY])} vs "
-                f"{_pm(ref_mean, std[reference])}."
-            )
-        frozen = [n for n in summary.index if n not in (reference, RANDOM_INIT_CONTROL, LLRD)]
-        if frozen:
-            fastest = summary.loc[frozen, "train_time_s_mean"].idxmin()
-            t = summary.loc[fastest, "train_time_s_mean"]
-            lines.append(
-                f"Fastest freezing strategy to train: **{fastest}**, {t:.1f} s of training steps vs {ref_time:.1f} s for "
-                f"{reference} ({t / ref_time:.0%} of its time); it {versus(fastest)}."
-            )
-            close = [n for n in frozen if mean[n] >= ref_mean - 0.01]
-            if close:
-                cheapest = min(close, key=lambda n: summary.loc[n, "train_time_s_mean"])
-                lines.append(
-                    f"Cheapest to train within 1 point of {reference}: **{cheapest}** "
-                    f"({summary.loc[cheapest, 'train_time_s_mean']:.1f} s, "
-                    f"{100 * summary.loc[cheapest, 'trainable_fraction']:.2g}% of the parameters trainable)."
-                )
-            else:
-                lines.append(f"No freezing strategy came within 1 point of {reference}.")
-        mem = summary["peak_memory_mb_mean"]
-        if mem.notna().any() and frozen and mem[frozen].notna().any():
-            low = mem[frozen].idxmin()
-            kind = results["peak_memory_kind"].iloc[0] if "peak_memory_kind" in results else "peak memory"
-            lines.append(
-                f"Peak memory ({kind}): {mem[reference]:.0f} MB for {reference}, "
-                f"{mem[low]:.0f} MB for {low}, the lowest."
-            )
-        if LLRD in summary.index:
-            lines.append(
-                f"Layer-wise LR decay (nothing frozen) {versus(LLRD)}: {_pm(mean[LLRD], std[LLRD])}."
-            )
-        if RANDOM_INIT_CONTROL in summary.index:
-            lines.append(
-                f"Control: {reference} fine-tuning of the same architecture from random weights, under the "
-                f"same budget, reaches {_pm(mean[RANDOM_INIT_CONTROL], std[RANDOM_INIT_CONTROL])}; the starting "
-                f"encoder {versus(reference, RANDOM_INIT_CONTROL).replace(RANDOM_INIT_CONTROL, 'random weights')}."
-            )
-    return "\n".join(f"- {line}" for line in lines)
-
-
-# --- figures ----------------------------------------------------------------------------------
-
-
-def _scatter(results, x: str, xlabel: str, metric: str, log_x: bool, ax=None):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
-    # one point per strategy and seed; marker and colour name the strategy (full, llrd and the
-    # control share their x, so text labels would overprint each other)
-    sns.scatterplot(data=results, x=x, y=metric, hue="strategy", style="strategy", s=80, ax=ax, alpha=0.8)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel=metric.replace("_", " "))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    return ax.figure
-
-
-def plot_accuracy_vs_params(results, metric: str = "test_accuracy", ax=None):
-    """Test accuracy against trainable parameters (log scale), one point per strategy and seed."""
-    fig = _scatter(results, "trainable_params", "trainable parameters (log scale)", metric, True, ax)
-    fig.axes[0].set_title(f"{metric.replace('_', ' ')} vs what trains")
-    fig.tight_layout()
-    return fig
-
-
-def plot_accuracy_vs_time(results, metric: str = "test_accuracy", ax=None):
-    """Test accuracy against training time: the trade-off a user actually chooses on."""
-    fig = _scatter(results, "train_time_s", "training time, s (optimizer steps only)", metric, False, ax)
-    fig.axes[0].set_title(f"{metric.replace('_', ' ')} vs training time")
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(history, metric: str = "eval_accuracy"):
-    """Training loss and dev ``metric`` against the step, strategies overlaid (mean ± sd over seeds)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.2))
-    several = history.groupby("strategy")["seed"].nunique().max() > 1
-    # Length-grouped batches make the raw loss jump from batch to batch (the same jumps in every
-    # strategy); a rolling mean over a tenth of the logged points shows the trend.
-    losses = history.dropna(subset=["loss"]).copy()
-    window = max(1, losses.groupby(["strategy", "seed"]).size().min() // 10)
-    losses["loss"] = losses.groupby(["strategy", "seed"], sort=False)["loss"].transform(
-        lambda x: x.rolling(window, min_periods=1).mean())
-    loss_label = "training loss" + (f" (rolling mean of {window} logs)" if window > 1 else "")
-    for ax, column, label, frame in (
-        (ax_loss, "loss", loss_label, losses),
-        (ax_dev, metric, f"dev {metric.removeprefix('eval_').replace('_', ' ')}", history),
-    ):
-        points = frame.dropna(subset=[column])
-        sns.lineplot(
-            data=points, x="step", y=column, hue="strategy", errorbar="sd" if several else None,
-            marker="o" if column != "loss" else None, ax=ax,
-        )
-        ax.set(ylabel=label, title=label)
-        ax.grid(alpha=0.3)
-    if ax_loss.get_legend():
-        ax_loss.get_legend().remove()  # one legend for both panels
-    ax_dev.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    fig.tight_layout()
-    return fig

@@ -287,3 +287,69 @@ def loss_curve(history, *, title: str = "masked-LM loss"):
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+# --- layer freezing (freezing/results.csv, freezing/history.csv) -------------------------------
+
+
+def _strategy_scatter(results, x: str, xlabel: str, metric: str, log_x: bool, ax=None):
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    # one point per strategy and seed; marker and colour name the strategy (full, llrd and the
+    # control share their x, so text labels would overprint each other)
+    sns.scatterplot(data=results, x=x, y=metric, hue="strategy", style="strategy", s=80, ax=ax, alpha=0.8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return ax.figure
+
+
+def accuracy_vs_params(results, metric: str = "test_accuracy", ax=None):
+    """Test accuracy against trainable parameters (log scale), one point per strategy and seed."""
+    fig = _strategy_scatter(results, "trainable_params", "trainable parameters (log scale)", metric, True, ax)
+    fig.axes[0].set_title(f"{metric.replace('_', ' ')} vs what trains")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_time(results, metric: str = "test_accuracy", ax=None):
+    """Test accuracy against training time: the trade-off a user actually chooses on."""
+    fig = _strategy_scatter(results, "train_time_s", "training time, s (optimizer steps only)", metric, False, ax)
+    fig.axes[0].set_title(f"{metric.replace('_', ' ')} vs training time")
+    fig.tight_layout()
+    return fig
+
+
+def strategy_curves(history, metric: str = "eval_accuracy"):
+    """Training loss and dev ``metric`` against the step, strategies overlaid (mean ± sd over seeds)."""
+    import seaborn as sns
+
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.2))
+    several = history.groupby("strategy")["seed"].nunique().max() > 1
+    # Length-grouped batches make the raw loss jump from batch to batch (the same jumps in every
+    # strategy); a rolling mean over a tenth of the logged points shows the trend.
+    losses = history.dropna(subset=["loss"]).copy()
+    window = max(1, losses.groupby(["strategy", "seed"]).size().min() // 10)
+    losses["loss"] = losses.groupby(["strategy", "seed"], sort=False)["loss"].transform(
+        lambda x: x.rolling(window, min_periods=1).mean())
+    loss_label = "training loss" + (f" (rolling mean of {window} logs)" if window > 1 else "")
+    for ax, column, label, frame in (
+        (ax_loss, "loss", loss_label, losses),
+        (ax_dev, metric, f"dev {metric.removeprefix('eval_').replace('_', ' ')}", history),
+    ):
+        points = frame.dropna(subset=[column])
+        sns.lineplot(
+            data=points, x="step", y=column, hue="strategy", errorbar="sd" if several else None,
+            marker="o" if column != "loss" else None, ax=ax,
+        )
+        ax.set(ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+    if ax_loss.get_legend():
+        ax_loss.get_legend().remove()  # one legend for both panels
+    ax_dev.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.tight_layout()
+    return fig

@@ -345,16 +345,6 @@ def _trainer_classes():
 
 
 # --------------------------------------------------------------------------- the step
-def device_choice(device: str = "auto", precision: str = "auto"):
-    """Device and precision for pre-training: as fine-tuning, except that ``auto`` stays fp32 on
-    a CPU. There bf16 autocast was no faster for the demo BERT's masked-LM steps (846 vs 860
-    texts/s over 1,500 steps) and ended 3,000-step demo runs at a higher held-out loss (5.63 and
-    5.68 against 5.53 and 5.55 in fp32); ``precision="bf16"`` still asks for it."""
-    from nbutils.device import choose_device
-
-    return choose_device(device, precision, cpu_bf16=False)
-
-
 def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: str | Path,
                          config: PretrainConfig | None = None, *, figure_path: str | Path | None = None,
                          overwrite: bool = False) -> PretrainResult:
@@ -384,11 +374,12 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     import torch
     from transformers import AutoTokenizer, TrainingArguments, set_seed
 
+    from nbutils.device import choose_device
     from nbutils.io import atomic_dir, atomic_file, write_json
     from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
 
     set_seed(config.seed)
-    choice = device_choice(config.device, config.precision)
+    choice = choose_device(config.device, config.precision, task="pretrain")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.mask_token is None:
         raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")

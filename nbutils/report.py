@@ -469,7 +469,7 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
         lines.append(f"The fine-tuned model {verdict} the TF-IDF baseline {scope} "
                      f"({100 * gap:+.2f} accuracy points).")
     if data.freezing_results is not None and len(data.freezing_results):
-        from nbutils.freezing import summarise
+        from nbutils.findings import summarise
 
         try:
             means = summarise(data.freezing_results)["test_accuracy_mean"]

@@ -8,48 +8,37 @@ CPUs with AVX512-BF16/AMX; ``nbutils.device``). Length-grouped batches (``group_
 are opt-in: they cut padding further but, on titles whose length tracks their class, make
 batches class-skewed. What we add:
 
-- tokenization once per split with the fast tokenizer, *without* truncation, then cutting the
-  token ids ourselves (``head``, ``tail`` or ``head+tail``, Sun et al. 2019), so texts of any
-  length work and long documents keep their most useful parts;
+- texts of any length cut on token ids (``nbutils.tokenization``: ``head``, ``tail`` or
+  ``head+tail``, Sun et al. 2019), tokenized once per split;
 - metrics on the full gathered predictions, files in the run-directory contract
   (model/, history.csv, metrics.json, test_predictions.csv, curves PNG);
 - resume: an interrupted run restarts from its last checkpoint in the same ``out_dir``, and only
   with the same model, data, settings, trainable parameters and optimizer groups
-  (``checkpoints/run_fingerprint.json``);
+  (``nbutils.resume``);
 - errors a user can fix (missing files, vocabulary mismatch, out of memory) say how.
 
-Multi-GPU: ``torchrun --nproc_per_node N -m nbutils.train ...`` runs this same code under DDP.
+The command line and the torchrun launcher (``nbutils train``, multi-GPU) are in ``nbutils.launch``.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import hashlib
 import json
 import math
 import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch.utils import data as torch_data
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from nbutils.errors import NbutilsError
+from nbutils.tokenization import TRUNCATIONS, EncodedTexts
 
-TRUNCATIONS = ("head", "tail", "head+tail")
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
 CHECKPOINTS = "checkpoints"
-FINGERPRINT = "run_fingerprint.json"  # in checkpoints/: what the checkpoints were trained on
-# Config fields that change how a run looks or where files go, not what it learns: a resume may
-# change them freely.
-_COSMETIC_FIELDS = ("headless", "keep_checkpoints", "dataloader_num_workers")
 
 
 @dataclass
@@ -116,133 +105,15 @@ class FinetuneResult:
     total_params: int
 
 
-# ----------------------------------------------------------------------------- tokenization
-
-
-class Truncator:
-    """Tokenize without truncation, then keep head / tail / head+tail of the token ids.
-
-    Cutting ids (not characters) keeps exactly ``max_length`` tokens whatever the text, and a
-    3,000-character article never reaches the model's 512-position limit.
-    """
-
-    def __init__(self, tokenizer, max_length: int, truncation: str = "head", head_tokens: int = 0):
-        if truncation not in TRUNCATIONS:
-            raise NbutilsError(f"unknown truncation {truncation!r}", fix=f"use one of {', '.join(TRUNCATIONS)}")
-        self.tokenizer = tokenizer
-        self.truncation = truncation
-        limit = getattr(tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and limit < 100_000 and max_length > limit:
-            raise NbutilsError(
-                f"max_length={max_length} is longer than the model accepts ({limit} tokens)",
-                fix=f"use max_length <= {limit}; long texts are cut by the truncation strategy",
-            )
-        self.max_length = max_length
-        # Where the special tokens sit: [CLS] text [SEP] for BERT, found by probing, not assumed.
-        empty = tokenizer("", add_special_tokens=True)["input_ids"]
-        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-        self.n_prefix = next((i for i, (a, b) in enumerate(zip(empty, probe, strict=False)) if a != b), len(empty))
-        self.n_suffix = len(empty) - self.n_prefix
-        self.budget = max_length - len(empty)
-        if self.budget < 1:
-            raise NbutilsError(f"max_length={max_length} leaves no room for text", fix="use at least 8")
-        default_head = round(self.budget * 128 / 510)
-        self.head = min(self.budget, head_tokens or default_head)
-
-    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
-        encoded = self.tokenizer(
-            [str(t) for t in texts], add_special_tokens=True, truncation=False, verbose=False
-        )["input_ids"]
-        return [self.cut(ids) for ids in encoded]
-
-    def cut(self, ids: list[int]) -> list[int]:
-        end = len(ids) - self.n_suffix
-        body = ids[self.n_prefix:end]
-        if len(body) <= self.budget:
-            return ids
-        if self.truncation == "head":
-            body = body[: self.budget]
-        elif self.truncation == "tail":
-            body = body[-self.budget:]
-        else:
-            tail = self.budget - self.head
-            body = body[: self.head] + (body[-tail:] if tail else [])
-        return ids[: self.n_prefix] + body + ids[end:]
-
-
-class EncodedTexts:
-    """A torch map-style dataset of token ids (+ labels): what the collator pads per batch."""
-
-    def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None, targets=None):
-        self.input_ids = input_ids
-        self.labels = None if labels is None else [int(x) for x in labels]
-        # a teacher's class probabilities per example (nbutils.distill): labels become [label, p...]
-        self.targets = targets
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, i: int) -> dict:
-        item = {"input_ids": self.input_ids[i]}
-        if self.labels is not None:
-            item["labels"] = self.labels[i]
-            if self.targets is not None:
-                item["labels"] = [float(self.labels[i]), *map(float, self.targets[i])]
-        return item
-
-
-_ENCODE_CACHE: dict[str, list[list[int]]] = {}
-
-
-def encode_cached(truncator: Truncator, texts: Sequence[str], cache_key: str) -> list[list[int]]:
-    """Tokenize once per (tokenizer, settings, texts): freezing runs reuse the same ids."""
-    digest = hashlib.sha1(cache_key.encode())
-    digest.update(f"{truncator.max_length}|{truncator.truncation}|{truncator.head}".encode())
-    for text in texts:
-        digest.update(str(text).encode("utf-8", "surrogatepass") + b"\0")
-    key = digest.hexdigest()
-    if key not in _ENCODE_CACHE:
-        if len(_ENCODE_CACHE) > 16:
-            _ENCODE_CACHE.clear()
-        _ENCODE_CACHE[key] = truncator(texts)
-    return _ENCODE_CACHE[key]
-
-
-# ----------------------------------------------------------------------------- model loading
-
-
-def load_tokenizer(model_dir: str | Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as err:
-        raise NbutilsError(
-            f"cannot load a tokenizer from {model_dir}: {err}",
-            fix="the folder needs tokenizer.json or vocab.txt (+ tokenizer_config.json)",
-        ) from err
-
-
-def check_vocab_matches(model, tokenizer, model_dir) -> None:
-    """A tokenizer with more ids than the embedding table silently trains on garbage (or crashes)."""
-    n_embed = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > n_embed:
-        raise NbutilsError(
-            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model's embedding table "
-            f"has {n_embed} rows: vocabulary and checkpoint do not belong together",
-            fix="use the vocab.txt shipped with this checkpoint (for bert-base-chinese: 21,128 tokens)",
-        )
-
-
 def load_model(model_dir: str | Path, label_names: Sequence[str], choice=None):
     """The classifier with a fresh head sized to ``label_names`` and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
-    from nbutils.models import check_model_dir
+    from nbutils.model_folder import check_model_dir, is_local_path
+    from nbutils.tokenization import check_vocab_matches, load_tokenizer
 
-    path = Path(model_dir)
-    if path.exists() or str(model_dir).startswith((".", "/", "~")) or str(model_dir).count("/") > 1:
-        check_model_dir(path)  # missing files, vocabulary that does not fit the weights
+    if is_local_path(model_dir):
+        check_model_dir(model_dir)  # missing files, vocabulary that does not fit the weights
     id2label = dict(enumerate(label_names))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -321,35 +192,6 @@ class LengthBucketTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
 
-class _Throughput(TrainerCallback):
-    """Real samples/s of this process's training (a resumed run counts only what it trained):
-    over the whole ``train()`` wall time (evaluations and checkpoints included: what the user
-    waits for) and over the optimizer steps alone (what ``nbutils.freezing`` reports)."""
-
-    start_step, start_time, end_time, steps, samples, step_seconds, _step_start = 0, 0.0, 0.0, 0, 0, 0.0, 0.0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start_step, self.start_time, self.step_seconds = state.global_step, time.perf_counter(), 0.0
-
-    def _now(self, args) -> float:
-        if args.device.type == "cuda":  # kernels run asynchronously: wait for them
-            import torch
-
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = self._now(args)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step_seconds += self._now(args) - self._step_start
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.end_time = time.perf_counter()
-        self.steps = state.global_step - self.start_step
-        self.samples = self.steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-
-
 def _split(dataset, name: str):
     texts, labels = list(dataset.texts(name)), [int(x) for x in dataset.labels(name)]
     if not texts:
@@ -363,74 +205,6 @@ def _split(dataset, name: str):
             fix="check the class list (class.txt / label column) against the data",
         )
     return texts, labels
-
-
-def _last_checkpoint(ckpt_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-
-
-def training_setup(model, optimizer=None) -> dict:
-    """What ``prepare_model`` and ``param_groups`` decided, as a fingerprint can compare it: which
-    parameters train and, for a custom optimizer, each group's parameters, lr and weight decay."""
-
-    def digest(names) -> str:
-        return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
-
-    named = list(model.named_parameters())
-    setup = {"trainable": digest(n for n, p in named if p.requires_grad)}
-    if optimizer is not None:
-        name_of = {id(p): n for n, p in named}
-        setup["param_groups"] = [
-            {"params": digest(name_of.get(id(p), "?") for p in g["params"]), "lr": g["lr"],
-             "weight_decay": g.get("weight_decay", 0.0)}
-            for g in optimizer.param_groups]
-    return setup
-
-
-def run_fingerprint(model_dir, dataset, config: FinetuneConfig, split_sizes: dict, setup: dict | None = None,
-                    choice=None) -> dict:
-    """What a checkpoint was trained on: resuming with anything else would mix two runs."""
-    path = Path(model_dir)
-    settings = {k: v for k, v in asdict(config).items() if k not in _COSMETIC_FIELDS}
-    fingerprint = {
-        "model_dir": str(path.resolve()) if path.exists() else str(model_dir),
-        "dataset_source": str(getattr(dataset, "source", "")),
-        "split_sizes": dict(split_sizes),
-        "config": settings,
-        "training_setup": setup or {},
-        # what precision="auto" became on this machine: another host may choose differently
-        "device": {"device": choice.device, "precision": choice.precision} if choice else {},
-    }
-    # Round-trip through JSON so the comparison with the saved file sees the same types
-    # (tuples become lists, extra_training_args values become strings if not JSON).
-    return json.loads(json.dumps(fingerprint, default=str))
-
-
-def _check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
-    """Refuse to resume checkpoints of a different model, dataset or configuration."""
-    saved_path = ckpt_dir / FINGERPRINT
-    fix = (f"use a new out_dir for the changed run, or delete {ckpt_dir} to start over "
-           "(or pass overwrite=True)")
-    if not saved_path.is_file():
-        raise NbutilsError(f"{ckpt_dir} holds checkpoints but no {FINGERPRINT}: "
-                           "cannot tell which model, data and settings they were trained with", fix=fix)
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
-    if "training_setup" not in saved:
-        raise NbutilsError(f"{saved_path} was written by an older nbutils that did not record the trainable "
-                           "parameters and precision, so resuming cannot be checked", fix=fix)
-    diffs = []
-    for key in sorted(set(saved) | set(fingerprint)):
-        old, new = saved.get(key), fingerprint.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            diffs += [f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}"
-                      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        elif old != new:
-            diffs.append(f"{key}: {old!r} -> {new!r}")
-    if diffs:
-        raise NbutilsError(f"cannot resume from {ckpt_dir}: the checkpoints belong to a different run "
-                           f"({'; '.join(diffs)})", fix=fix)
 
 
 def _schedule(n_train: int, config: FinetuneConfig, world_size: int = 1) -> dict:
@@ -448,17 +222,6 @@ def _schedule(n_train: int, config: FinetuneConfig, world_size: int = 1) -> dict
         "logging_steps": config.logging_steps or max(1, total_steps // 50),
         "eval_steps": config.eval_steps or max(1, steps_per_epoch),
     }
-
-
-def _peak_memory_mb(device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    import resource
-
-    # ru_maxrss is KiB on Linux: the process's peak resident memory (model, data and all)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def finetune(
@@ -497,6 +260,16 @@ def finetune(
     from nbutils.device import choose_device
     from nbutils.io import atomic_dir, write_json
     from nbutils.live import LiveCurves, history_frame, progress_kwargs, use_progress_style
+    from nbutils.measurement import ThroughputClock, process_peak_memory_mb
+    from nbutils.prediction import prediction_frame
+    from nbutils.resume import (
+        FINGERPRINT,
+        check_resume,
+        last_checkpoint,
+        run_fingerprint,
+        training_setup,
+    )
+    from nbutils.tokenization import Truncator, encode_cached
 
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
@@ -585,7 +358,7 @@ def finetune(
         **config.extra_training_args,
     )
     curves = LiveCurves(curves_png or out_dir / "curves.png", headless=config.headless, title=title)
-    clock = _Throughput()
+    clock = ThroughputClock()
     callbacks = [curves, clock, *extra_callbacks]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
@@ -626,9 +399,9 @@ def finetune(
         if overwrite and trainer.is_world_process_zero():
             # A finished run's checkpoints would otherwise be "resumed" into 0 more steps.
             shutil.rmtree(ckpt_dir, ignore_errors=True)
-        resume = _last_checkpoint(ckpt_dir)
+        resume = last_checkpoint(ckpt_dir)
         if resume:
-            _check_resume(ckpt_dir, fingerprint)
+            check_resume(ckpt_dir, fingerprint)
         elif trainer.is_world_process_zero():
             write_json(ckpt_dir / FINGERPRINT, fingerprint)
     if resume and trainer.is_world_process_zero():
@@ -647,7 +420,7 @@ def finetune(
     # Trainer.predict gathers every rank's predictions: metrics are over the whole split.
     dev_out = trainer.predict(encoded["dev"], metric_key_prefix="dev")
     test_out = trainer.predict(encoded["test"], metric_key_prefix="test")
-    peak_mb = _peak_memory_mb(choice.device)
+    peak_mb = process_peak_memory_mb(choice.device)
     runtime = max(clock.end_time - clock.start_time, 1e-9)
     history = history_frame(trainer.state.log_history)
 
@@ -706,25 +479,6 @@ def finetune(
     )
 
 
-def prediction_frame(texts, logits, label_names, labels=None):
-    """Rows of text, (label), pred, confidence, prob_<name>... from logits."""
-    import numpy as np
-    import pandas as pd
-
-    logits = np.asarray(logits, dtype=np.float64)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    pred = probs.argmax(-1)
-    frame = pd.DataFrame({"text": list(texts)})
-    if labels is not None:
-        frame["label"] = [label_names[i] for i in labels]
-    frame["pred"] = [label_names[i] for i in pred]
-    frame["confidence"] = probs.max(-1)
-    for i, name in enumerate(label_names):
-        frame[f"prob_{name}"] = probs[:, i]
-    return frame
-
-
 def _write_csv(path: Path, frame) -> None:
     from nbutils.io import atomic_file
 
@@ -744,89 +498,3 @@ def load_result(out_dir: str | Path) -> dict:
         "history": pd.read_csv(out_dir / "history.csv"),
         "test_predictions": pd.read_csv(out_dir / "test_predictions.csv"),
     }
-
-
-# ----------------------------------------------------------------------------- CLI / torchrun
-
-
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(FinetuneConfig):
-        if f.name in ("extra_training_args", "headless"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
-                                metavar="BOOL")
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=f.default)
-
-
-def _load_dataset(data_dir: str, data_format: str):
-    from nbutils import data
-
-    return data.load_dataset(data_dir, format=data_format)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nbutils train",
-        description="Fine-tune a BERT model folder on a dataset (works under torchrun for DDP).",
-    )
-    parser.add_argument("--model", required=True, help="model folder (or hub id)")
-    parser.add_argument("--data", required=True, help="dataset folder or file")
-    parser.add_argument("--data-format", default="auto")
-    parser.add_argument("--out", required=True, help="output folder (resumes if it holds checkpoints)")
-    parser.add_argument("--curves-png", default=None)
-    parser.add_argument("--overwrite", action="store_true")
-    _add_config_args(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)} - {"extra_training_args", "headless"}
-    config = FinetuneConfig(**{k: getattr(args, k) for k in names}, headless=True)
-    dataset = _load_dataset(args.data, args.data_format)
-    result = finetune(dataset, args.model, args.out, config, curves_png=args.curves_png,
-                      overwrite=args.overwrite)
-    if int(os.environ.get("RANK", "0")) == 0:
-        test = result.metrics["test"]
-        print(f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; wrote {result.out_dir}")
-    return 0
-
-
-def config_argv(config: FinetuneConfig) -> list[str]:
-    """``config`` as ``nbutils train`` flags (what a notebook passes to a torchrun launch)."""
-    argv = []
-    for f in dataclasses.fields(FinetuneConfig):
-        if f.name in ("extra_training_args", "headless"):
-            continue
-        argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
-    return argv
-
-
-def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
-    """The command that runs ``nbutils.train`` with ``argv`` on ``nproc`` processes (DDP)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "nbutils.train", *map(str, argv)]
-
-
-def launch_distributed(nproc: int, argv: Sequence[str], *, env: dict | None = None) -> int:
-    """Run training on ``nproc`` GPUs (or CPU processes) with torchrun, streaming its output."""
-    cmd = torchrun_command(nproc, argv)
-    print("$", " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-    code = proc.wait()
-    if code != 0:
-        raise NbutilsError(f"distributed training failed (exit status {code})", fix="read the log above")
-    return code
-
-
-if __name__ == "__main__":
-    from nbutils.cli import main as cli_main
-
-    sys.exit(cli_main(["train", *sys.argv[1:]]))

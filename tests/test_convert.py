@@ -243,7 +243,7 @@ def test_export_of_converted_fixture_gives_back_googles_tensors(converted, tmp_p
 
 @pytest.fixture(scope="module")
 def random_bert(tmp_path_factory, vocab_dir):
-    from nbutils.models import make_random_bert
+    from nbutils.random_bert import make_random_bert
 
     out = tmp_path_factory.mktemp("rand") / "hf"
     return make_random_bert(vocab_dir / "vocab.txt", out, hidden_size=32, num_layers=2, num_heads=2,

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from nbutils.data import load_dataset
+from nbutils.launch import torchrun_command
 from nbutils.metrics import classification_metrics
-from nbutils.models import make_random_bert
 from nbutils.paths import REPO_ROOT
-from nbutils.train import torchrun_command
+from nbutils.random_bert import make_random_bert
 
 pytestmark = pytest.mark.slow
 

@@ -36,9 +36,9 @@ def test_cpu_precision_follows_the_instruction_set(native, monkeypatch):
     else:
         assert choice.precision == "fp32" and "no native bf16" in choice.reason
     # work that keeps fp32 on CPUs (pre-training, prediction) says so
-    kept = choose_device("cpu", cpu_bf16=False)
+    kept = choose_device("cpu", task="pretrain")
     assert kept.precision == "fp32" and ("keeps fp32" in kept.reason) == native
-    assert choose_device("cpu", "bf16", cpu_bf16=False).precision == "bf16"  # an explicit ask wins
+    assert choose_device("cpu", "bf16", task="pretrain").precision == "bf16"  # an explicit ask wins
 
 
 def test_cpu_precision_override():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from nbutils.data import load_dataset
 from nbutils.distill import DistillConfig, SvmTeacher, crossfit_teacher_probs, fit_temperature
 from nbutils.errors import NbutilsError
-from nbutils.models import make_random_bert
+from nbutils.random_bert import make_random_bert
 from nbutils.train import FinetuneConfig, finetune
 
 

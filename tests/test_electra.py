@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from nbutils.electra import ElectraConfig, build_electra, electra_pretraining
 from nbutils.errors import NbutilsError
-from nbutils.models import make_random_bert
+from nbutils.random_bert import make_random_bert
 
 
 def _titles(titles_dir, n):

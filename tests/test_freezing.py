@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from nbutils import freezing, plots  # noqa: E402
+from nbutils import findings, freezing, plots  # noqa: E402
 from nbutils.errors import NbutilsError  # noqa: E402
 from nbutils.freezing import (  # noqa: E402
     Strategy,
@@ -276,31 +276,31 @@ def fake_results(gap_classifier: float, seeds=(1, 2, 3)):
 
 
 def test_summarise_mean_and_std_per_strategy():
-    summary = freezing.summarise(fake_results(0.2))
+    summary = findings.summarise(fake_results(0.2))
     assert list(summary.index) == ["full", "classifier_only", "frozen_bottom_2", "full_random_init"]
     assert summary.loc["full", "test_accuracy_mean"] == pytest.approx(0.902)
     assert summary.loc["full", "test_accuracy_std"] == pytest.approx(0.001)
     assert summary.loc["classifier_only", "trainable_fraction"] == pytest.approx(0.01)
     assert (summary.seeds == 3).all()
-    one_seed = freezing.summarise(fake_results(0.2, seeds=(1,)))
+    one_seed = findings.summarise(fake_results(0.2, seeds=(1,)))
     assert one_seed.test_accuracy_std.isna().all()
     with pytest.raises(NbutilsError, match="lack columns"):
-        freezing.summarise(fake_results(0.2).drop(columns="train_time_s"))
+        findings.summarise(fake_results(0.2).drop(columns="train_time_s"))
 
 
 def test_findings_follow_the_numbers():
-    big_gap = freezing.describe_findings(fake_results(0.2))
+    big_gap = findings.describe_findings(fake_results(0.2))
     assert "classifier (1% of the parameters, the feature-based way) trails full by 20.0 points" in big_gap
     assert "beyond 2 sd" in big_gap
     assert "Fastest freezing strategy to train: **classifier_only**, 4.0 s of training steps vs 12.0 s for full (33% of its time)" in big_gap
     assert "Highest mean test accuracy: **full** with 90.2% ± 0.1" in big_gap
     assert "within 1 point of full: **frozen_bottom_2**" in big_gap
     assert "the starting encoder beats random weights by 30.0 points" in big_gap
-    no_gap = freezing.describe_findings(fake_results(0.0))
+    no_gap = findings.describe_findings(fake_results(0.0))
     assert "classifier (1% of the parameters, the feature-based way) ties full" in no_gap
     assert "within 1 point of full: **classifier_only**" in no_gap
     assert "2 strategies tie for the highest mean test accuracy" in no_gap
-    single = freezing.describe_findings(fake_results(0.2, seeds=(1,)))
+    single = findings.describe_findings(fake_results(0.2, seeds=(1,)))
     assert "spread is unknown" in single
 
 
@@ -312,9 +312,9 @@ def test_figures_are_written(tmp_path):
     history = pd.DataFrame({"strategy": ["full"] * 3 + ["classifier_only"] * 3, "seed": 1,
                             "step": [1, 2, 3] * 2, "loss": [2, 1.5, 1.0, 2, 1.9, 1.8],
                             "eval_accuracy": [None, 0.5, 0.8, None, 0.3, 0.4], "eval_macro_f1": None})
-    for name, fig in (("params", freezing.plot_accuracy_vs_params(results)),
-                      ("time", freezing.plot_accuracy_vs_time(results)),
-                      ("curves", freezing.plot_curves(history))):
+    for name, fig in (("params", plots.accuracy_vs_params(results)),
+                      ("time", plots.accuracy_vs_time(results)),
+                      ("curves", plots.strategy_curves(history))):
         path = plots.save_figure(fig, tmp_path / f"{name}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -323,7 +323,7 @@ def test_figures_are_written(tmp_path):
 def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
     """Real fine-tuning runs (tiny random BERT, a few dozen titles): the files and their schema."""
     from nbutils.data import load_dataset
-    from nbutils.models import make_random_bert
+    from nbutils.random_bert import make_random_bert
     from nbutils.train import FinetuneConfig
 
     model_dir = make_random_bert(vocab_dir / "vocab.txt", tmp_path / "tiny", hidden_size=32, num_layers=2,

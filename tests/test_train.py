@@ -18,8 +18,10 @@ from nbutils.data import load_dataset
 from nbutils.errors import NbutilsError
 from nbutils.live import LiveCurves, QuietProgress, history_frame
 from nbutils.metrics import classification_metrics
-from nbutils.models import build_tokenizer, make_random_bert
-from nbutils.train import FinetuneConfig, Truncator, finetune, load_result
+from nbutils.random_bert import make_random_bert
+from nbutils.tokenization import Truncator
+from nbutils.train import FinetuneConfig, finetune, load_result
+from nbutils.vocab import build_tokenizer
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
 
@@ -373,7 +375,7 @@ def test_length_buckets_cover_everything_in_random_batch_order():
 def test_config_round_trips_through_the_cli_flags():
     import dataclasses
 
-    from nbutils.train import build_parser, config_argv
+    from nbutils.launch import build_parser, config_argv
 
     config = FinetuneConfig(max_length=40, truncation="head+tail", group_by_length=False,
                             learning_rate=3e-5, epochs=2.5, eval_steps=7)

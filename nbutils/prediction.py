@@ -1,4 +1,5 @@
-"""Classify new texts with a fine-tuned model folder: ``nbutils.predict(texts, model_dir)``.
+"""Classify new texts with a fine-tuned model folder: ``nbutils.predict(texts, model_dir)``
+(re-exported from :func:`nbutils.prediction.predict`).
 
 Fast because it does the obvious things a per-text pipeline does not: tokenize all texts in one
 batched call of the fast tokenizer, sort them by length so each batch pads only to its own
@@ -15,7 +16,6 @@ import argparse
 import functools
 import json
 import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,18 +26,17 @@ class Predictor:
     """A loaded model + tokenizer + truncation settings, reusable across calls (e.g. a widget)."""
 
     def __init__(self, model_dir: str | Path, device: str = "auto"):
-        import torch
         from transformers import AutoModelForSequenceClassification
 
         from nbutils.device import choose_device
-        from nbutils.models import check_model_dir
-        from nbutils.train import check_vocab_matches, load_tokenizer
+        from nbutils.model_folder import check_model_dir
+        from nbutils.tokenization import check_vocab_matches, load_tokenizer
 
         self.model_dir = Path(model_dir)
         check_model_dir(self.model_dir)
-        # On a CPU the weights stay fp32 (casting them to bf16 can flip close calls), so
-        # labels equal the fp32 model's; GPUs predict in half precision.
-        self.choice = choose_device(device, cpu_bf16=False)
+        # On a CPU the weights stay fp32 (the "predict" policy in nbutils.device); GPUs predict
+        # in half precision.
+        self.choice = choose_device(device, task="predict")
         model = AutoModelForSequenceClassification.from_pretrained(
             str(self.model_dir), attn_implementation=self.choice.attn_implementation
         )
@@ -45,14 +44,13 @@ class Predictor:
             raise NbutilsError(f"{self.model_dir} has no classification labels", fix="fine-tune it first")
         self.tokenizer = load_tokenizer(self.model_dir)
         check_vocab_matches(model, self.tokenizer, self.model_dir)
-        dtype = torch.bfloat16 if self.choice.bf16 else torch.float16 if self.choice.fp16 else torch.float32
-        self.model = model.to(self.choice.device, dtype=dtype).eval()
+        self.model = model.to(self.choice.device, dtype=self.choice.torch_dtype).eval()
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         cfg_path = self.model_dir / "finetune_config.json"
         self.train_config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
 
     def truncator(self, max_length: int | None, truncation: str | None):
-        from nbutils.train import Truncator
+        from nbutils.tokenization import Truncator
 
         limit = self.model.config.max_position_embeddings
         length = max_length or self.train_config.get("max_length") or min(limit, 512)
@@ -89,8 +87,6 @@ class Predictor:
                  truncation: str | None = None):
         import pandas as pd
 
-        from nbutils.train import prediction_frame
-
         texts = _as_texts(texts)
         if batch_size < 1:
             raise NbutilsError(f"batch_size={batch_size}", fix="use a positive batch size")
@@ -105,6 +101,25 @@ class Predictor:
         frame["n_tokens"] = [len(ids) for ids in full]
         frame["truncated"] = [len(a) > len(b) for a, b in zip(full, input_ids, strict=True)]
         return frame
+
+
+def prediction_frame(texts, logits, label_names, labels=None):
+    """Rows of text, (label), pred, confidence, prob_<name>... from logits."""
+    import numpy as np
+    import pandas as pd
+
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    pred = probs.argmax(-1)
+    frame = pd.DataFrame({"text": list(texts)})
+    if labels is not None:
+        frame["label"] = [label_names[i] for i in labels]
+    frame["pred"] = [label_names[i] for i in pred]
+    frame["confidence"] = probs.max(-1)
+    for i, name in enumerate(label_names):
+        frame[f"prob_{name}"] = probs[:, i]
+    return frame
 
 
 def _as_texts(texts) -> list[str]:
@@ -178,17 +193,3 @@ def main(argv: list[str] | None = None) -> int:
         shown["confidence"] = shown["confidence"].map("{:.3f}".format)
         print(shown.to_string(index=False))
     return 0
-
-
-class _CallableModule(types.ModuleType):
-    """``nbutils.predict(texts, model_dir)`` keeps working after ``import nbutils.predict``.
-
-    Importing this submodule rebinds the package attribute ``nbutils.predict`` from the
-    re-exported function to this module; making the module callable keeps both spellings valid.
-    """
-
-    def __call__(self, texts, model_dir, **kwargs):
-        return predict(texts, model_dir, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

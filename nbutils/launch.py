@@ -1,0 +1,102 @@
+"""``nbutils train`` on the command line and under ``torchrun`` (DDP on several GPUs or CPU
+processes): flags generated from :class:`nbutils.train.FinetuneConfig`, and the launcher a
+notebook uses to run the same training on ``nproc`` processes.
+
+Multi-GPU: ``torchrun --nproc_per_node N -m nbutils.launch ...`` runs :func:`nbutils.train.finetune`
+under DDP; :func:`launch_distributed` builds and streams that command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from nbutils.errors import NbutilsError
+from nbutils.train import FinetuneConfig, finetune
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("extra_training_args", "headless"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
+                                metavar="BOOL")
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=f.default)
+
+
+def _load_dataset(data_dir: str, data_format: str):
+    from nbutils import data
+
+    return data.load_dataset(data_dir, format=data_format)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbutils train",
+        description="Fine-tune a BERT model folder on a dataset (works under torchrun for DDP).",
+    )
+    parser.add_argument("--model", required=True, help="model folder (or hub id)")
+    parser.add_argument("--data", required=True, help="dataset folder or file")
+    parser.add_argument("--data-format", default="auto")
+    parser.add_argument("--out", required=True, help="output folder (resumes if it holds checkpoints)")
+    parser.add_argument("--curves-png", default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    _add_config_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)} - {"extra_training_args", "headless"}
+    config = FinetuneConfig(**{k: getattr(args, k) for k in names}, headless=True)
+    dataset = _load_dataset(args.data, args.data_format)
+    result = finetune(dataset, args.model, args.out, config, curves_png=args.curves_png,
+                      overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        test = result.metrics["test"]
+        print(f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; wrote {result.out_dir}")
+    return 0
+
+
+def config_argv(config: FinetuneConfig) -> list[str]:
+    """``config`` as ``nbutils train`` flags (what a notebook passes to a torchrun launch)."""
+    argv = []
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.name in ("extra_training_args", "headless"):
+            continue
+        argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
+    return argv
+
+
+def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
+    """The command that runs ``nbutils train`` with ``argv`` on ``nproc`` processes (DDP)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "nbutils.launch", *map(str, argv)]
+
+
+def launch_distributed(nproc: int, argv: Sequence[str], *, env: dict | None = None) -> int:
+    """Run training on ``nproc`` GPUs (or CPU processes) with torchrun, streaming its output."""
+    cmd = torchrun_command(nproc, argv)
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+    code = proc.wait()
+    if code != 0:
+        raise NbutilsError(f"distributed training failed (exit status {code})", fix="read the log above")
+    return code
+
+
+if __name__ == "__main__":
+    from nbutils.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))
