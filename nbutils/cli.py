@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nbutils.launch:main", "fine-tune a BERT model folder on a dataset"),
     "pretrain": ("nbutils.pretrain:main", "continue masked-LM pre-training on in-domain text"),
     "predict": ("nbutils.prediction:main", "classify texts with a fine-tuned model"),
+    "export-onnx": ("nbutils.onnx_export:main", "export a fine-tuned model to ONNX (fp32 + int8) for ONNX Runtime"),
     "report": ("nbutils.report:main", "rebuild the HTML report of a run directory"),
 }
 

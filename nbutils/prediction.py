@@ -7,7 +7,8 @@ longest text, run batches under ``torch.inference_mode`` (bf16 on a GPU that has
 the rows back in input order. Texts are cut exactly as in training (``finetune_config.json``
 saved with the model), so an empty string or a 10,000-character article is just another row.
 
-CLI: ``nbutils predict --model DIR [--file F] [--output CSV] [TEXT ...]``.
+CLI: ``nbutils predict --model DIR [--file F] [--output CSV] [--backend torch|onnx|onnx-int8] [TEXT ...]``
+(the ONNX backends read a folder written by ``nbutils export-onnx``, see ``nbutils.onnx_export``).
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ class Predictor:
         check_vocab_matches(model, self.tokenizer, self.model_dir)
         self.model = model.to(self.choice.device, dtype=self.choice.torch_dtype).eval()
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.max_positions = model.config.max_position_embeddings
         cfg_path = self.model_dir / "finetune_config.json"
         self.train_config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
 
     def truncator(self, max_length: int | None, truncation: str | None):
         from nbutils.tokenization import Truncator
 
-        limit = self.model.config.max_position_embeddings
-        length = max_length or self.train_config.get("max_length") or min(limit, 512)
+        length = max_length or self.train_config.get("max_length") or min(self.max_positions, 512)
         return Truncator(
             self.tokenizer,
             length,
@@ -128,10 +129,22 @@ def _as_texts(texts) -> list[str]:
     return ["" if t is None else str(t) for t in texts]
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
 @functools.lru_cache(maxsize=2)
-def load_predictor(model_dir: str, device: str = "auto") -> Predictor:
-    """A cached Predictor: a prediction widget does not reload the model on every keystroke."""
-    return Predictor(model_dir, device)
+def load_predictor(model_dir: str, device: str = "auto", backend: str = "torch") -> Predictor:
+    """A cached Predictor: a prediction widget does not reload the model on every keystroke.
+
+    ``backend="onnx"``/``"onnx-int8"`` reads a folder written by ``nbutils export-onnx`` and runs
+    ONNX Runtime on the CPU (``device`` is then ignored)."""
+    if backend == "torch":
+        return Predictor(model_dir, device)
+    if backend not in BACKENDS:
+        raise NbutilsError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
+    from nbutils.onnx_export import OnnxPredictor
+
+    return OnnxPredictor(model_dir, backend)
 
 
 def predict(
@@ -142,11 +155,13 @@ def predict(
     max_length: int | None = None,
     device: str = "auto",
     truncation: str | None = None,
+    backend: str = "torch",
 ):
     """Classify ``texts``: a DataFrame in input order with ``text, label, confidence,
     prob_<name>..., n_tokens, truncated``. ``max_length``/``truncation`` default to the
-    settings the model was fine-tuned with."""
-    predictor = load_predictor(str(Path(model_dir).resolve()), device)
+    settings the model was fine-tuned with. ``backend="onnx"`` or ``"onnx-int8"`` runs an
+    ``nbutils export-onnx`` folder with ONNX Runtime (same tokenization and output)."""
+    predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
     return predictor(texts, batch_size=batch_size, max_length=max_length, truncation=truncation)
 
 
@@ -176,11 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="torch: a fine-tuned model folder; onnx / onnx-int8: a folder written by "
+                             "`nbutils export-onnx` (ONNX Runtime on the CPU)")
     args = parser.parse_args(argv)
     texts = list(args.texts) + (_read_lines(args.file) if args.file else [])
     if not texts:
         raise NbutilsError("no texts to classify", fix="pass TEXT arguments or --file")
-    frame = predict(texts, args.model, batch_size=args.batch_size, max_length=args.max_length, device=args.device)
+    frame = predict(texts, args.model, batch_size=args.batch_size, max_length=args.max_length,
+                    device=args.device, backend=args.backend)
     if args.output:
         from nbutils.io import atomic_file
 
