@@ -36,9 +36,15 @@ CJK_FONTS = (
 
 
 def cjk_font() -> str | None:
-    """The first installed font (of ``CJK_FONTS``) that can draw Chinese, or None."""
+    """The first installed font (of ``CJK_FONTS``) that can draw Chinese, or None.
+
+    The Noto Sans CJK font that nbutils installs (``nbutils.fonts``) is registered first, so
+    this is None only where that package is missing and no CJK system font exists."""
     from matplotlib import font_manager
 
+    from nbutils.fonts import register_bundled_cjk_font
+
+    register_bundled_cjk_font()
     installed = {font.name for font in font_manager.fontManager.ttflist}
     return next((name for name in CJK_FONTS if name in installed), None)
 
