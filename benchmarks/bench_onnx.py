@@ -29,10 +29,10 @@ import torch
 import transformers
 
 from nbutils.data import load_dataset
-from nbutils.models import make_random_bert
 from nbutils.onnx_export import OnnxPredictor, export_onnx
 from nbutils.paths import REPO_ROOT
-from nbutils.predict import Predictor
+from nbutils.prediction import Predictor
+from nbutils.random_bert import make_random_bert
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
