@@ -82,7 +82,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 COLUMNS = ["variant", "seed", "recipe", "shape", "pretrain_steps", "finetune_steps", "dev_acc", "test_acc",
            "test_macro_f1", "pretrain_s", "finetune_s", "finetune_total_s", "pretrain_ms_per_step",
-           "finetune_ms_per_step", "torch_threads", "pretrain_metric", "teacher_oof_acc", "device",
+           "finetune_ms_per_step", "pretrain_cpu_s", "finetune_cpu_s", "torch_threads", "pretrain_metric", "teacher_oof_acc", "device",
            "precision", "status", "error"]
 
 
@@ -132,6 +132,9 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
             if tiny:
                 train_texts = train_texts[:s["max_train"]]
             row["pretrain_steps"], row["pretrain_s"], row["pretrain_metric"] = 0, 0.0, ""
+            # CPU seconds of this process per stage (tokenizing, scoring, teacher fit included): with
+            # one thread on a loaded machine they track what a quiet machine's wall clock would show.
+            cpu0 = time.process_time()
             if s["recipe"] != "none":
                 common = dict(max_steps=s["pt_steps"], batch_size=s["pt_batch"], learning_rate=s["pt_lr"],
                               max_length=s["pt_max_length"], mlm_probability=s["mask"], dropout=s["pt_dropout"],
@@ -153,6 +156,8 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
                 row["pretrain_s"] = round(pre.metrics["train_runtime_s"], 2)
                 row["pretrain_ms_per_step"] = round(1000 * pre.metrics["train_runtime_s"] / max(pre.metrics["steps"], 1), 1)
                 model_dir = pre.model_dir
+            row["pretrain_cpu_s"] = round(time.process_time() - cpu0, 2)
+            cpu0 = time.process_time()
             teacher = None
             if s["distill_alpha"] > 0:
                 from nbutils.distill import DistillConfig, SvmTeacher
@@ -170,6 +175,7 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
             t0 = time.perf_counter()
             result = finetune(ds, model_dir, tmp / "finetune", cfg, save_model=False, teacher=teacher)
             m = result.metrics
+            row["finetune_cpu_s"] = round(time.process_time() - cpu0, 2)
             row.update(finetune_steps=m["train"]["global_step"], finetune_s=round(result.train_runtime_s, 2),
                        finetune_total_s=round(time.perf_counter() - t0, 2),
                        dev_acc=round(m["dev"]["accuracy"], 4), test_acc=round(m["test"]["accuracy"], 4),
@@ -216,6 +222,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "pretrain_s": stat("pretrain_s", 1)[0], "finetune_s": stat("finetune_s", 1)[0],
             "pretrain_ms_per_step": stat("pretrain_ms_per_step", 1)[0],
             "finetune_ms_per_step": stat("finetune_ms_per_step", 1)[0],
+            "pretrain_cpu_s": stat("pretrain_cpu_s", 1)[0], "finetune_cpu_s": stat("finetune_cpu_s", 1)[0],
             "dev_acc": dev, "dev_sd": dev_sd, "test_acc": test, "test_sd": test_sd,
             "test_median": round(statistics.median(test_vals), 4) if test_vals else "",
         })

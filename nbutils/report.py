@@ -197,7 +197,8 @@ def model_overview(data: RunData) -> Any:
         if conv.get("initialized_fresh"):
             rows.append(("initialised fresh (asked for)", ", ".join(conv["initialized_fresh"])))
     if data.pretrain_metrics:
-        rows.append(("masked-LM pre-training", f"{data.pretrain_metrics.get('steps', '?')} steps"))
+        recipe = "ELECTRA pre-training" if data.pretrain_metrics.get("recipe") == "electra" else "masked-LM pre-training"
+        rows.append((recipe, f"{data.pretrain_metrics.get('steps', '?')} steps"))
     ft = data.finetune_metrics or {}
     if ft:
         train = ft.get("train") or {}
@@ -207,6 +208,8 @@ def model_overview(data: RunData) -> Any:
                  ("classes", len(ft.get("label_names") or []) or None),
                  ("fine-tuning device", f"{device.get('name', device.get('device', '?'))}, "
                                         f"{device.get('precision', '')}".rstrip(", ") if device else None)]
+        if ft.get("distillation"):
+            rows.append(("distilled from", distillation_note(ft["distillation"])))
     return pd.DataFrame([(k, str(v)) for k, v in rows if v is not None],
                         columns=["item", "value"]).set_index("item")
 
@@ -440,6 +443,14 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def distillation_note(d: dict) -> str:
+    """One line that discloses a distilled model: teacher, weight, and that it saw train data only."""
+    oof = d.get("oof_accuracy")
+    return (f"the TF-IDF SVM's out-of-fold scores on the train split ({d.get('folds')} folds"
+            + (f", out-of-fold accuracy {100 * oof:.2f}%" if oof is not None else "")
+            + f"), weight alpha={d.get('alpha')}; dev and test texts were never shown to the teacher")
+
+
 def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str = "Run report",
                      dataset: str | None = None) -> str:
     """A short Markdown summary of the key numbers, for a README, an issue or an e-mail."""
@@ -468,6 +479,8 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
         scope = "on the same test examples" if same else "(test examples not checked to be the same)"
         lines.append(f"The fine-tuned model {verdict} the TF-IDF baseline {scope} "
                      f"({100 * gap:+.2f} accuracy points).")
+        if metrics.get("distillation"):
+            lines.append(f"Disclosure: the model was distilled from {distillation_note(metrics['distillation'])}.")
     if data.freezing_results is not None and len(data.freezing_results):
         from nbutils.findings import summarise
 

@@ -262,6 +262,19 @@ def test_summary_markdown_states_key_numbers_and_gaps(tmp_path, data_dir):
     assert "84.50%, strategy `full`" in text  # the best freezing strategy, mean over seeds
 
 
+def test_a_distilled_model_is_disclosed(tmp_path, data_dir):
+    paths = make_run(tmp_path / "run", data_dir)
+    data = report.load_run(paths.root)
+    baseline = {"model": "tfidf", "test": {**data.finetune_metrics["test"], "accuracy": 0.5}}
+    assert "distilled" not in report.summary_markdown(data, baseline, title="T")
+    data.finetune_metrics["distillation"] = {"teacher": "svm", "alpha": 0.5, "folds": 5, "oof_accuracy": 0.88}
+    text = report.summary_markdown(data, baseline, title="T")
+    assert "beats the TF-IDF baseline" in text
+    assert "Disclosure: the model was distilled from the TF-IDF SVM" in text and "alpha=0.5" in text
+    assert "88.00%" in text and "never shown to the teacher" in text
+    assert "distilled from" in report.model_overview(data).index
+
+
 def test_baseline_inputs_follow_the_finetuning_subsample(data_dir):
     from nbutils.data import load_dataset
 
