@@ -214,6 +214,9 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     BudgetCallback, BudgetTrainer = _trainer_classes()
     budget = _Budget(config.max_steps, config.time_budget_s, config.warmup_ratio)
     stopper = BudgetCallback(budget)
+    from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.tensorboard_logs import tensorboard_callback
+
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         curves = LiveCurves(tmp / "loss.png", headless=config.headless,
                             title=f"ELECTRA pre-training ({model.config.num_hidden_layers} layers, "
@@ -229,7 +232,8 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
             **choice.training_args(), **progress_kwargs(config.headless),
         )
         trainer = BudgetTrainer(model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
-                                data_collator=collator(config.seed), callbacks=[stopper, curves], budget=budget)
+                                data_collator=collator(config.seed), budget=budget,
+                                callbacks=[stopper, curves, tensorboard_callback(tmp / TENSORBOARD_DIR)])
         use_progress_style(trainer, config.headless)
         output = trainer.train()
         runtime = float(output.metrics.get("train_runtime", budget.elapsed()))

@@ -377,6 +377,8 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     from nbutils.device import choose_device
     from nbutils.io import atomic_dir, atomic_file, write_json
     from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
+    from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
 
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
@@ -434,7 +436,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
         trainer = BudgetTrainer(
             model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
             data_collator=make_collator(tokenizer, seed=config.seed, **collator_kwargs),
-            callbacks=[stopper, curves], budget=budget,
+            callbacks=[stopper, curves, tensorboard_callback(tmp / TENSORBOARD_DIR)], budget=budget,
         )
         use_progress_style(trainer, config.headless)
         output = trainer.train()
@@ -445,6 +447,10 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             print(f"time budget of {config.time_budget_s:.0f} s reached at step {steps}/{config.max_steps}")
 
         after = heldout_score()
+        # held-out scores before (step 0) and after training, next to Trainer's train/loss
+        for step, score in ((0, before), (steps, after)):
+            write_scalars(tmp / TENSORBOARD_DIR, {"heldout/mlm_loss": score["mlm_loss"],
+                                                  "heldout/masked_token_accuracy": score["masked_token_accuracy"]}, step)
 
         model_out = tmp / "model"
         model.save_pretrained(str(model_out), safe_serialization=True)

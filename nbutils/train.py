@@ -269,6 +269,8 @@ def finetune(
         run_fingerprint,
         training_setup,
     )
+    from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
     from nbutils.tokenization import Truncator, encode_cached
 
     config = config or FinetuneConfig()
@@ -359,7 +361,9 @@ def finetune(
     )
     curves = LiveCurves(curves_png or out_dir / "curves.png", headless=config.headless, title=title)
     clock = ThroughputClock()
-    callbacks = [curves, clock, *extra_callbacks]
+    # TensorBoard events in <out_dir>/tensorboard: `tensorboard --logdir runs/` compares runs
+    tensorboard = tensorboard_callback(out_dir / TENSORBOARD_DIR, text={"run": title} if title else None)
+    callbacks = [curves, clock, tensorboard, *extra_callbacks]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     optimizers = (None, None)
@@ -397,8 +401,10 @@ def finetune(
     # fingerprint before any rank decides whether to resume.
     with args.main_process_first(local=False, desc="checkpoint check"):
         if overwrite and trainer.is_world_process_zero():
-            # A finished run's checkpoints would otherwise be "resumed" into 0 more steps.
+            # A finished run's checkpoints would otherwise be "resumed" into 0 more steps, and
+            # its TensorBoard events would mix with this run's.
             shutil.rmtree(ckpt_dir, ignore_errors=True)
+            shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
         resume = last_checkpoint(ckpt_dir)
         if resume:
             check_resume(ckpt_dir, fingerprint)
@@ -469,6 +475,9 @@ def finetune(
         _write_csv(out_dir / "history.csv", history)
         _write_csv(out_dir / "test_predictions.csv", prediction_frame(
             splits["test"][0], test_out.predictions, label_names, labels=splits["test"][1]))
+        write_scalars(out_dir / TENSORBOARD_DIR, {
+            f"{split}/{name}": m[name] for split, m in (("dev", dev_m), ("test", test_m))
+            for name in ("accuracy", "macro_f1")}, step=trainer.state.global_step)
         write_json(out_dir / "metrics.json", metrics)  # last: its presence marks a finished run
         if not config.keep_checkpoints:
             shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -324,6 +324,7 @@ def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
     """Real fine-tuning runs (tiny random BERT, a few dozen titles): the files and their schema."""
     from nbutils.data import load_dataset
     from nbutils.random_bert import make_random_bert
+    from nbutils.tensorboard_logs import read_scalars, read_texts
     from nbutils.train import FinetuneConfig
 
     model_dir = make_random_bert(vocab_dir / "vocab.txt", tmp_path / "tiny", hidden_size=32, num_layers=2,
@@ -355,6 +356,13 @@ def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
     assert set(history.strategy) == set(on_disk.strategy) and history.eval_accuracy.notna().any()
     for name in on_disk.strategy:  # each run's own files, from nbutils.train
         assert (out / "runs" / f"{name}-seed7" / "metrics.json").is_file()
+        # TensorBoard: one events folder per strategy and seed, labelled with both
+        events = out / "runs" / f"{name}-seed7" / "tensorboard"
+        assert read_texts(events)["run"] == f"{name}, seed 7"
+        scalars = read_scalars(events)
+        assert {"train/loss", "eval/accuracy", "test/accuracy"} <= scalars.keys()
+        row = on_disk[on_disk.strategy == name].iloc[0]
+        assert scalars["test/accuracy"][-1][1] == pytest.approx(row.test_accuracy)
     assert not (out / "warmup").exists()
     assert results.strategy.tolist() == on_disk.strategy.tolist()
 

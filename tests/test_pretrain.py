@@ -25,6 +25,7 @@ from nbutils.pretrain import (
     split_heldout,
     tokenize_texts,
 )
+from nbutils.tensorboard_logs import read_scalars
 
 
 def _titles(titles_dir, split: str, n: int) -> list[str]:
@@ -90,12 +91,22 @@ def test_loss_decreases_and_heldout_accuracy_rises(pretrained):
 
 def test_writes_the_contract_files(pretrained):
     out = pretrained.out_dir
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss.png", "metrics.json", "model"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss.png", "metrics.json", "model", "tensorboard"]
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert saved["masked_token_accuracy"] == pretrained.metrics["masked_token_accuracy"]
     assert pd.read_csv(out / "history.csv")["step"].tolist() == pretrained.history["step"].tolist()
     config = json.loads((out / "model" / "config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["BertForMaskedLM"]
+
+
+def test_writes_tensorboard_events(pretrained):
+    scalars = read_scalars(pretrained.out_dir / "tensorboard")
+    assert {"train/loss", "train/learning_rate"} <= scalars.keys()
+    steps = pretrained.metrics["steps"]
+    accuracy = scalars["heldout/masked_token_accuracy"]
+    assert [step for step, _ in accuracy] == [0, steps]
+    assert accuracy[-1][1] == pytest.approx(pretrained.metrics["masked_token_accuracy"])
+    assert scalars["heldout/mlm_loss"][0][1] == pytest.approx(pretrained.metrics["heldout_mlm_loss_before"])
 
 
 def test_output_loads_for_classification_without_missing_encoder_weights(pretrained):

@@ -19,6 +19,7 @@ from nbutils.errors import NbutilsError
 from nbutils.live import LiveCurves, QuietProgress, history_frame
 from nbutils.metrics import classification_metrics
 from nbutils.random_bert import make_random_bert
+from nbutils.tensorboard_logs import read_scalars, read_texts
 from nbutils.tokenization import Truncator
 from nbutils.train import FinetuneConfig, finetune, load_result
 from nbutils.vocab import build_tokenizer
@@ -92,7 +93,8 @@ def test_bad_truncation_settings(tokenizer):
 @pytest.fixture(scope="module")
 def finished(tiny_model, small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft") / "finetune"
-    return finetune(small_data, tiny_model, out, quick(), curves_png=out.parent / "curves.png")
+    return finetune(small_data, tiny_model, out, quick(), curves_png=out.parent / "curves.png",
+                    title="tiny run")
 
 
 def test_run_writes_the_contract_files(finished, small_data):
@@ -124,6 +126,23 @@ def test_run_writes_the_contract_files(finished, small_data):
     assert history["eval_macro_f1"].notna().sum() == 3  # evaluated at steps 2, 4, 6
     lr = history["learning_rate"].tolist()
     assert max(lr) <= 5e-4 and lr[-1] < max(lr)  # warmup then linear decay
+
+
+def test_run_writes_tensorboard_events(finished):
+    """Trainer's TensorBoard integration writes into <out_dir>/tensorboard: every logged point
+    of history.csv, plus the final dev/test scores, readable with TensorBoard's own reader."""
+    events = finished.out_dir / "tensorboard"
+    assert list(events.glob("events.out.tfevents.*"))
+    scalars = read_scalars(events)
+    assert {"train/loss", "train/learning_rate", "eval/loss", "eval/accuracy", "eval/macro_f1",
+            "dev/accuracy", "test/accuracy", "test/macro_f1"} <= scalars.keys()
+    history = pd.read_csv(finished.out_dir / "history.csv")
+    assert [step for step, _ in scalars["train/loss"]] == history["step"].tolist()
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx(history["loss"].tolist(), rel=1e-6)
+    assert [step for step, _ in scalars["eval/accuracy"]] == [2, 4, 6]
+    metrics = json.loads((finished.out_dir / "metrics.json").read_text())
+    assert scalars["test/accuracy"] == [(6, pytest.approx(metrics["test"]["accuracy"]))]
+    assert read_texts(events)["run"] == "tiny run"
 
 
 def test_saved_metrics_match_saved_predictions(finished, small_data):
