@@ -9,7 +9,7 @@ NBUTILS_DATA_MIRROR ?= $(abspath ../shared/data):$(abspath ../shared/models)
 export NBUTILS_DATA_MIRROR
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data demo smoke full run report test test-fast lint format bench clean-runs
+.PHONY: help setup data demo smoke full run report figures test test-fast lint format bench clean-runs
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,12 @@ run: ## run a profile with overrides: make run PROFILE=demo ARGS="-p finetune_ep
 report: ## rebuild the HTML report of a run: make report RUN=runs/<run-dir>
 	@test -n "$(RUN)" || { echo "usage: make report RUN=runs/<run-dir>"; exit 2; }
 	nbutils report $(RUN)
+
+# The newest demo run unless RUN is given.
+FIGURES_RUN ?= $(or $(RUN),$(lastword $(sort $(wildcard runs/*-demo))))
+figures: ## redraw the README figures in figures/ from a run: make figures RUN=runs/<run-dir>
+	@test -n "$(FIGURES_RUN)" || { echo "no demo run in runs/: make demo first, or make figures RUN=runs/<run-dir>"; exit 2; }
+	nbutils figures $(FIGURES_RUN)
 
 test: ## run the test suite (unit + end-to-end smoke run)
 	$(PYTHON) -m pytest

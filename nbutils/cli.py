@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("nbutils.pretrain:main", "continue masked-LM pre-training on in-domain text"),
     "predict": ("nbutils.prediction:main", "classify texts with a fine-tuned model"),
     "export-onnx": ("nbutils.onnx_export:main", "export a fine-tuned model to ONNX (fp32 + int8) for ONNX Runtime"),
+    "figures": ("nbutils.readme_figures:main", "redraw the README figures (figures/*.png) from a run"),
     "report": ("nbutils.report:main", "rebuild the HTML report of a run directory"),
 }
 
