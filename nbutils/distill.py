@@ -15,7 +15,9 @@ baseline (``nbutils.baseline.build_baseline``) and it is kept honest:
 - dev and test texts are never scored by the teacher, and the reported test accuracy is the
   student's alone (the teacher is not consulted at prediction time).
 
-The loss is ``(1 - alpha) * CE(student, label) + alpha * KL(teacher || student)``. The train
+The loss is ``(1 - alpha) * CE(student, label) + alpha * T^2 * KL(teacher_T || student_T)``, where
+``_T`` divides both sides' logits by the temperature ``T`` (Hinton et al.: ``T > 1`` shows the
+student more of how the teacher ranks the wrong classes; ``T^2`` keeps the gradient scale). The train
 split's labels reach the loss as rows ``[label, p_1 .. p_C]``; dev/test batches carry plain
 labels and get the cross-entropy only, so evaluation losses stay comparable.
 """
@@ -33,6 +35,7 @@ class DistillConfig:
     """How much the student listens to the teacher, and how the teacher's scores are made."""
 
     alpha: float = 0.5  # weight of the teacher term; 0 = plain fine-tuning
+    temperature: float = 1.0  # softening of teacher and student in the teacher term (1: the calibrated scores as they are)
     folds: int = 5  # cross-fitting folds: each train text is scored by a teacher fitted without it
     label_smoothing: float = 0.0  # on the hard-label term
     seed: int = 42
@@ -41,6 +44,9 @@ class DistillConfig:
         if not 0 <= self.alpha <= 1:
             raise NbutilsError(f"distillation alpha must be in [0, 1], got {self.alpha}",
                                fix="set finetune_distill_alpha between 0 (off) and 1 (teacher only)")
+        if not self.temperature > 0:
+            raise NbutilsError(f"distillation temperature must be positive, got {self.temperature}",
+                               fix="set finetune_distill_temperature to 1 (off) or e.g. 2")
         if int(self.folds) < 2:
             raise NbutilsError(f"cross-fitting needs at least 2 folds, got {self.folds}",
                                fix="set finetune_distill_folds to 2 or more (5 is usual)")
@@ -140,7 +146,10 @@ class SvmTeacher:
         hard = labels[:, 0].long()
         soft = labels[:, 1:].float()
         ce = F.cross_entropy(logits, hard, label_smoothing=self.config.label_smoothing)
-        kl = F.kl_div(F.log_softmax(logits, dim=-1), soft, reduction="batchmean")
+        t = float(self.config.temperature)
+        if t != 1.0:  # the teacher's calibrated log-probabilities are its logits up to a constant
+            soft = F.softmax(soft.clamp_min(1e-12).log() / t, dim=-1)
+        kl = F.kl_div(F.log_softmax(logits / t, dim=-1), soft, reduction="batchmean") * t * t
         return (1 - self.config.alpha) * ce + self.config.alpha * kl
 
 

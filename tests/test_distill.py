@@ -58,9 +58,16 @@ def test_loss_mixes_label_and_teacher():
     assert half == pytest.approx(0.5 * float(ce), rel=1e-5)
     # dev/test batches carry plain labels: cross-entropy only
     assert SvmTeacher(DistillConfig(alpha=0.9)).loss({"logits": logits}, hard) == pytest.approx(float(ce))
+    # with a temperature: still zero when student and teacher agree, T^2-scaled KL otherwise
+    assert SvmTeacher(DistillConfig(alpha=1.0, temperature=2.0)).loss({"logits": logits}, rows) == \
+        pytest.approx(0.0, abs=1e-5)
+    other = torch.cat([hard[:, None].float(), torch.full((2, 3), 1 / 3)], 1)
+    t2 = SvmTeacher(DistillConfig(alpha=1.0, temperature=2.0)).loss({"logits": logits}, other)
+    expected = 4 * F.kl_div(F.log_softmax(logits / 2, -1), torch.full((2, 3), 1 / 3), reduction="batchmean")
+    assert t2 == pytest.approx(float(expected), rel=1e-5)
 
 
-@pytest.mark.parametrize("bad", [dict(alpha=1.5), dict(folds=1), dict(label_smoothing=1.0)])
+@pytest.mark.parametrize("bad", [dict(alpha=1.5), dict(folds=1), dict(label_smoothing=1.0), dict(temperature=0)])
 def test_bad_settings_are_errors(bad):
     with pytest.raises(NbutilsError):
         DistillConfig(**bad)
