@@ -43,6 +43,7 @@ import numpy as np
 from nbutils.errors import NbutilsError
 from nbutils.io import atomic_dir, write_json
 from nbutils.model_folder import check_model_dir, is_local_path
+from nbutils.run_contract import CONVERSION_REPORT
 from nbutils.tfcheckpoint import TFCheckpoint, checkpoint_prefix, write_checkpoint
 from nbutils.vocab import read_vocab, write_tokenizer_files
 
@@ -431,7 +432,7 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
                 ],
                 "output": {"model.safetensors": {"bytes": (tmp / "model.safetensors").stat().st_size, "crc32c": f"{file_crc:08x}"}},
             }
-            write_json(tmp / "conversion_report.json", report)
+            write_json(tmp / CONVERSION_REPORT, report)
     return report
 
 
@@ -457,7 +458,7 @@ def verify_conversion(model_dir: str | Path, src: str | Path | None = None, *, c
 
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
-    report = json.loads((model_dir / "conversion_report.json").read_text(encoding="utf-8"))
+    report = json.loads((model_dir / CONVERSION_REPORT).read_text(encoding="utf-8"))
     model_cls = getattr(transformers, report["model_class"])
     model, info = model_cls.from_pretrained(model_dir, output_loading_info=True)
     state = model.state_dict()
@@ -664,7 +665,7 @@ def _write_copy_report(model_dir: Path, source: str, kind: str) -> None:
             while chunk := fh.read(1 << 24):
                 crc = _crc32c.crc32c(chunk, crc)
         report["output"][weights.name] = {"bytes": weights.stat().st_size, "crc32c": f"{crc:08x}"}
-    write_json(model_dir / "conversion_report.json", report)
+    write_json(model_dir / CONVERSION_REPORT, report)
 
 
 def main_convert(argv: list[str]) -> int:

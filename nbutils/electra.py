@@ -36,6 +36,7 @@ from pathlib import Path
 
 from nbutils.errors import NbutilsError
 from nbutils.pretrain import PretrainConfig, PretrainResult
+from nbutils.run_contract import HISTORY, LOSS_FIGURE, METRICS, MODEL
 
 
 @dataclass
@@ -218,7 +219,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     from nbutils.tensorboard_logs import tensorboard_callback
 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        curves = LiveCurves(tmp / "loss.png", headless=config.headless,
+        curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
                             title=f"ELECTRA pre-training ({model.config.num_hidden_layers} layers, "
                                   f"hidden {model.config.hidden_size})", metrics=())
         args = TrainingArguments(
@@ -245,13 +246,13 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
         # discriminator's encoder and embeddings.
         saved = BertForPreTraining.from_pretrained(str(model_dir))
         saved.bert.load_state_dict(model.discriminator.state_dict())
-        model_out = tmp / "model"
+        model_out = tmp / MODEL
         saved.save_pretrained(str(model_out), safe_serialization=True)
         tokenizer.save_pretrained(str(model_out))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
         history = _history_frame(trainer.state.log_history)
-        history.to_csv(tmp / "history.csv", index=False)
+        history.to_csv(tmp / HISTORY, index=False)
         metrics = {
             "recipe": "electra",
             "masked_token_accuracy": after.get("masked_token_accuracy"),  # the generator's
@@ -278,13 +279,13 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
             "device": choice.as_dict(),
             "torch_threads": torch.get_num_threads(),
         }
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / METRICS, metrics)
     figure = None
     if figure_path is not None:
         figure = Path(figure_path)
         with atomic_file(figure) as f:
-            f.write_bytes((out_dir / "loss.png").read_bytes())
-    return PretrainResult(model_dir=out_dir / "model", out_dir=out_dir, metrics=metrics, history=history, figure=figure)
+            f.write_bytes((out_dir / LOSS_FIGURE).read_bytes())
+    return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics, history=history, figure=figure)
 
 
 

@@ -46,6 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from nbutils.errors import NbutilsError
+from nbutils.run_contract import (
+    FREEZING_HISTORY_COLUMNS,
+    FREEZING_RESULT_COLUMNS,
+    FREEZING_RESULTS,
+    FREEZING_RUNS,
+    HISTORY,
+)
 
 FULL = "full"
 FROZEN_EMBEDDINGS = "frozen_embeddings"
@@ -58,11 +65,8 @@ DEFAULT_LLRD_DECAY = 0.9
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _FROZEN_BOTTOM_RE = re.compile(r"^frozen_bottom_(\d+)$")
 
-RESULT_COLUMNS = (
-    "strategy", "seed", "trainable_params", "total_params", "train_time_s", "samples_per_second",
-    "peak_memory_mb", "dev_accuracy", "dev_macro_f1", "test_accuracy", "test_macro_f1",
-)
-HISTORY_COLUMNS = ("strategy", "seed", "step", "loss", "eval_accuracy", "eval_macro_f1")
+RESULT_COLUMNS = FREEZING_RESULT_COLUMNS  # results.csv (then extras, see _result_row)
+HISTORY_COLUMNS = FREEZING_HISTORY_COLUMNS  # history.csv
 
 
 @dataclass(frozen=True)
@@ -459,7 +463,7 @@ def run_comparison(
             # the model's load report was shown once (warm-up or first run); it repeats verbatim
             with _quiet_transformers(quiet=warmup or i > 1):
                 result = finetune(
-                    dataset, source, tmp / "runs" / f"{strategy.name}-seed{seed}",
+                    dataset, source, tmp / FREEZING_RUNS / f"{strategy.name}-seed{seed}",
                     dataclasses.replace(config, seed=seed),
                     prepare_model=partial(apply_strategy, strategy=strategy),
                     param_groups=groups, extra_callbacks=[clock], save_model=False,
@@ -475,8 +479,8 @@ def run_comparison(
         if random_init_control:
             shutil.rmtree(random_dir)  # a throwaway: its seed makes it again
         results = pd.DataFrame(rows)
-        with atomic_file(tmp / "results.csv") as path:
+        with atomic_file(tmp / FREEZING_RESULTS) as path:
             results.to_csv(path, index=False, encoding="utf-8")
-        with atomic_file(tmp / "history.csv") as path:
+        with atomic_file(tmp / HISTORY) as path:
             pd.concat(histories, ignore_index=True).to_csv(path, index=False, encoding="utf-8")
     return results

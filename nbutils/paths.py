@@ -2,7 +2,8 @@
 
 Files are the contract between notebooks. Each stage writes into its own folder of the run
 directory, and every figure also lands in ``<run>/figures/<stage>_<name>.png`` so the report
-can embed them without knowing each stage's internals.
+can embed them without knowing each stage's internals. The file names come from
+:mod:`nbutils.run_contract`; :meth:`RunPaths.file` resolves any of them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from nbutils.run_contract import FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,24 +65,32 @@ class RunPaths:
     def notebooks(self) -> Path:
         return self.root / "notebooks"
 
+    def file(self, key: str) -> Path:
+        """The path of a file of the run-directory contract, e.g. ``file("explore_stats")``."""
+        try:
+            return self.root / FILE[key].relpath
+        except KeyError:
+            raise KeyError(f"{key!r} is not a file of the run-directory contract "
+                           f"(nbutils/run_contract.py names: {', '.join(FILE)})") from None
+
     @property
     def manifest(self) -> Path:
-        return self.root / "manifest.json"
+        return self.file("manifest")
 
     # the model hand-offs between stages
     @property
     def converted_model(self) -> Path:
         """Hugging Face model folder written by the conversion notebook."""
-        return self.convert / "model"
+        return self.file("converted_model")
 
     @property
     def pretrained_model(self) -> Path:
         """Domain-adapted (MLM) model folder written by the pre-training notebook."""
-        return self.pretrain / "model"
+        return self.file("pretrained_model")
 
     @property
     def finetuned_model(self) -> Path:
-        return self.finetune / "model"
+        return self.file("finetuned_model")
 
     def base_model(self) -> Path:
         """The encoder to fine-tune: the domain-adapted one if that stage ran, else the converted one."""

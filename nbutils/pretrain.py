@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from nbutils.errors import NbutilsError
+from nbutils.run_contract import HISTORY, LOSS_FIGURE, METRICS, MODEL
 
 HISTORY_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "elapsed_s", "tokens_seen")
 
@@ -411,7 +412,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     budget = _Budget(config.max_steps, config.time_budget_s, config.warmup_ratio)
     stopper = BudgetCallback(budget)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        curves = LiveCurves(tmp / "loss.png", headless=config.headless,
+        curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
                             title=f"masked-LM pre-training ({model.config.num_hidden_layers} layers, "
                                   f"hidden {model.config.hidden_size})", metrics=())
         args = TrainingArguments(
@@ -452,7 +453,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             write_scalars(tmp / TENSORBOARD_DIR, {"heldout/mlm_loss": score["mlm_loss"],
                                                   "heldout/masked_token_accuracy": score["masked_token_accuracy"]}, step)
 
-        model_out = tmp / "model"
+        model_out = tmp / MODEL
         model.save_pretrained(str(model_out), safe_serialization=True)
         # Saved weights are the stock BertForMaskedLM's; name that class so any tool reading
         # config.json (AutoModelForMaskedLM, pipelines) needs nothing from nbutils.
@@ -464,7 +465,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
         history = _history_frame(trainer.state.log_history)
-        history.to_csv(tmp / "history.csv", index=False)
+        history.to_csv(tmp / HISTORY, index=False)
         metrics = {
             "masked_token_accuracy": after["masked_token_accuracy"],
             "masked_token_accuracy_before": before["masked_token_accuracy"],
@@ -490,13 +491,13 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             "device": choice.as_dict(),
             "torch_threads": torch.get_num_threads(),
         }
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / METRICS, metrics)
     figure = None
     if figure_path is not None:
         figure = Path(figure_path)
         with atomic_file(figure) as f:
-            f.write_bytes((out_dir / "loss.png").read_bytes())
-    return PretrainResult(model_dir=out_dir / "model", out_dir=out_dir, metrics=metrics,
+            f.write_bytes((out_dir / LOSS_FIGURE).read_bytes())
+    return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics,
                           history=history, figure=figure)
 
 

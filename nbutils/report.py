@@ -31,31 +31,20 @@ from typing import Any
 from nbutils.errors import NbutilsError
 from nbutils.io import read_json, write_text
 from nbutils.paths import REPO_ROOT, RunPaths
+from nbutils.run_contract import FILE, PREDICTION_COLUMNS
 
 REPORT_NOTEBOOK = REPO_ROOT / "notebooks" / "06_report.ipynb"
 REPORT_NAME = "06_report"
-PREDICTION_COLUMNS = ("text", "label", "pred", "confidence")
-
-# What each input is, where it lives in the run directory, and which notebook writes it.
+# What each input is, where it lives in the run directory, and which notebook writes it: the
+# files of the run-directory contract that RunData holds (JSON objects and CSV tables).
+_INPUTS = ("manifest", "conversion", "explore_stats", "pretrain_metrics", "pretrain_history",
+           "finetune_metrics", "finetune_history", "predictions", "freezing_results", "freezing_history")
 SOURCES: dict[str, tuple[str, str]] = {
-    "manifest": ("manifest.json", "the runner (`nbutils run`)"),
-    "conversion": ("convert/conversion_report.json", "notebooks/01_convert_checkpoint.ipynb"),
-    "explore_stats": ("explore/stats.json", "notebooks/02_explore_data.ipynb"),
-    "pretrain_metrics": ("pretrain/metrics.json", "notebooks/03_pretrain_mlm.ipynb"),
-    "pretrain_history": ("pretrain/history.csv", "notebooks/03_pretrain_mlm.ipynb"),
-    "finetune_metrics": ("finetune/metrics.json", "notebooks/04_finetune.ipynb"),
-    "finetune_history": ("finetune/history.csv", "notebooks/04_finetune.ipynb"),
-    "predictions": ("finetune/test_predictions.csv", "notebooks/04_finetune.ipynb"),
-    "freezing_results": ("freezing/results.csv", "notebooks/05_layer_freezing.ipynb"),
-    "freezing_history": ("freezing/history.csv", "notebooks/05_layer_freezing.ipynb"),
+    key: (FILE[key].relpath, "the runner (`nbutils run`)" if not FILE[key].stage
+          else f"notebooks/{FILE[key].writer}.ipynb")
+    for key in _INPUTS
 }
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "pretrain_history": ("step", "loss"),
-    "finetune_history": ("step",),
-    "predictions": PREDICTION_COLUMNS,
-    "freezing_results": ("strategy", "seed", "trainable_params", "test_accuracy"),
-    "freezing_history": ("strategy", "seed", "step"),
-}
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {key: FILE[key].columns for key in _INPUTS if FILE[key].columns}
 
 
 # --- collecting the run -----------------------------------------------------------------------
@@ -609,7 +598,7 @@ def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, 
                 f"the report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
                 fix=f"open {failed} to see the failing cell and its traceback",
             ) from err
-        html = render_html(tmp_nb, paths.report / "report.html", title=_title(values, declared))
+        html = render_html(tmp_nb, paths.file("report_html"), title=_title(values, declared))
         os.replace(tmp_nb, executed)
     failed.unlink(missing_ok=True)
     return html
@@ -638,5 +627,5 @@ def main(argv: list[str]) -> int:
     overrides = dict(parse_override(p) for p in args.param)
     t0 = time.monotonic()
     html = build_report(args.run_dir, overrides, timeout=args.timeout)
-    print(f"wrote {html} and {html.with_name('summary.md')} in {time.monotonic() - t0:.0f} s")
+    print(f"wrote {html} and {RunPaths(args.run_dir).file('summary')} in {time.monotonic() - t0:.0f} s")
     return 0

@@ -428,7 +428,10 @@ def _load_or_new_manifest(paths: RunPaths, profile: str, values: dict[str, Any])
         manifest.setdefault("reentries", []).append(
             {"at": _now(), "profile": profile, "parameters": _plain(values)})
         return manifest
+    from nbutils.run_contract import SCHEMA_VERSION
+
     return {
+        "run_schema_version": SCHEMA_VERSION,  # the nbutils/run_contract.py this run follows
         "profile": profile,
         "parameters": _plain(values),
         "git_commit": _git_commit(),

@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-LOG_DIR = "tensorboard"  # inside each stage's output folder: <run>/<stage>/tensorboard
+from nbutils.run_contract import TENSORBOARD
+
+LOG_DIR = TENSORBOARD  # inside each stage's output folder: <run>/<stage>/tensorboard
 
 
 def tensorboard_callback(log_dir: str | Path, *, text: Mapping[str, str] | None = None):

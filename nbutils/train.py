@@ -35,6 +35,7 @@ from torch.utils import data as torch_data
 from transformers import Trainer
 
 from nbutils.errors import NbutilsError
+from nbutils.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
 from nbutils.tokenization import TRUNCATIONS, EncodedTexts
 
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
@@ -275,12 +276,12 @@ def finetune(
 
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
-    if (out_dir / "metrics.json").exists() and not overwrite:
+    if (out_dir / METRICS).exists() and not overwrite:
         raise NbutilsError(
             f"{out_dir} already holds a finished fine-tuning run (metrics.json)",
             fix="choose a new out_dir (a new run dir) or pass overwrite=True",
         )
-    if save_model and (out_dir / "model").exists() and not overwrite:
+    if save_model and (out_dir / MODEL).exists() and not overwrite:
         # Checked now, not when the model is saved: that would fail only after all the training.
         raise NbutilsError(
             f"{out_dir / 'model'} already exists",
@@ -359,7 +360,7 @@ def finetune(
         **progress_kwargs(config.headless),
         **config.extra_training_args,
     )
-    curves = LiveCurves(curves_png or out_dir / "curves.png", headless=config.headless, title=title)
+    curves = LiveCurves(curves_png or out_dir / CURVES_FIGURE, headless=config.headless, title=title)
     clock = ThroughputClock()
     # TensorBoard events in <out_dir>/tensorboard: `tensorboard --logdir runs/` compares runs
     tensorboard = tensorboard_callback(out_dir / TENSORBOARD_DIR, text={"run": title} if title else None)
@@ -465,24 +466,24 @@ def finetune(
     if trainer.is_world_process_zero():
         out_dir.mkdir(parents=True, exist_ok=True)
         if save_model:
-            with atomic_dir(out_dir / "model", overwrite=overwrite) as tmp:
+            with atomic_dir(out_dir / MODEL, overwrite=overwrite) as tmp:
                 trainer.model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
                 write_json(tmp / CONFIG_FILE, {
                     "max_length": config.max_length, "truncation": config.truncation,
                     "head_tokens": truncator.head, "label_names": label_names,
                 })
-        _write_csv(out_dir / "history.csv", history)
-        _write_csv(out_dir / "test_predictions.csv", prediction_frame(
+        _write_csv(out_dir / HISTORY, history)
+        _write_csv(out_dir / PREDICTIONS, prediction_frame(
             splits["test"][0], test_out.predictions, label_names, labels=splits["test"][1]))
         write_scalars(out_dir / TENSORBOARD_DIR, {
             f"{split}/{name}": m[name] for split, m in (("dev", dev_m), ("test", test_m))
             for name in ("accuracy", "macro_f1")}, step=trainer.state.global_step)
-        write_json(out_dir / "metrics.json", metrics)  # last: its presence marks a finished run
+        write_json(out_dir / METRICS, metrics)  # last: its presence marks a finished run
         if not config.keep_checkpoints:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     return FinetuneResult(
-        metrics=metrics, history=history, out_dir=out_dir, model_dir=out_dir / "model",
+        metrics=metrics, history=history, out_dir=out_dir, model_dir=out_dir / MODEL,
         train_runtime_s=runtime, train_samples_per_second=clock.samples / runtime,
         peak_memory_mb=peak_mb, trainable_params=trainable_params, total_params=total_params,
     )
@@ -500,10 +501,10 @@ def load_result(out_dir: str | Path) -> dict:
     import pandas as pd
 
     out_dir = Path(out_dir)
-    if not (out_dir / "metrics.json").exists():
+    if not (out_dir / METRICS).exists():
         raise NbutilsError(f"{out_dir} holds no finished run (no metrics.json)", fix="run the training first")
     return {
-        "metrics": json.loads((out_dir / "metrics.json").read_text(encoding="utf-8")),
-        "history": pd.read_csv(out_dir / "history.csv"),
-        "test_predictions": pd.read_csv(out_dir / "test_predictions.csv"),
+        "metrics": json.loads((out_dir / METRICS).read_text(encoding="utf-8")),
+        "history": pd.read_csv(out_dir / HISTORY),
+        "test_predictions": pd.read_csv(out_dir / PREDICTIONS),
     }
