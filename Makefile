@@ -44,10 +44,10 @@ figures: ## redraw the README figures in figures/ from a run: make figures RUN=r
 	@test -n "$(FIGURES_RUN)" || { echo "no demo run in runs/: make demo first, or make figures RUN=runs/<run-dir>"; exit 2; }
 	nbutils figures $(FIGURES_RUN)
 
-test: ## run the test suite (unit + end-to-end smoke run)
+test: data ## run the test suite (unit + end-to-end smoke run) on the real data (fetched by `make data`)
 	$(PYTHON) -m pytest
 
-test-fast: ## unit tests only, skipping the slow end-to-end and multi-process checks
+test-fast: ## unit tests only (no slow end-to-end/multi-process checks); offline: falls back to tests/fixtures
 	$(PYTHON) -m pytest -m "not slow"
 
 lint: ## ruff + notebooks committed without outputs

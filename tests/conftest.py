@@ -1,4 +1,19 @@
-"""Shared test fixtures. Real data lives in ../shared (a read-only mirror), never in git."""
+"""Shared test fixtures: where the THUCNews titles and the BERT vocabulary come from.
+
+Real data is never committed. Tests find it, in this order:
+
+1. the read-only mirror ``../shared`` (or ``$NBUTILS_SHARED_DIR``): our machines and CI;
+2. ``data/raw/`` after ``make data`` (downloads where there is internet);
+3. the small synthetic fixture committed in ``tests/fixtures/`` (``thucnews-mini``: 1,400
+   generated headlines in the titles layout; ``vocab-mini``: a character vocab.txt for them),
+   so the suite runs on a fresh clone, offline.
+
+``titles_dir`` / ``vocab_dir`` take the first that exists. Tests of properties only the real
+files have (their sizes and checksums, the 21,128-token vocabulary, accuracy on real headlines)
+ask for ``real_titles_dir`` / ``real_vocab_dir`` and are skipped, saying why, when only the
+fixture is there. ``NBUTILS_TEST_DATA=fixture`` forces the fixture (to check a fresh clone
+here); ``NBUTILS_TEST_DATA=real`` makes a missing real source an error instead (CI).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +24,77 @@ import pytest
 
 from nbutils.paths import REPO_ROOT
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# (folder in the mirror, folder in data/raw, committed fixture)
+SOURCES = {
+    "titles": ("data/thucnews-titles", "thucnews-titles", FIXTURES / "thucnews-mini"),
+    "vocab": ("models/bert-base-chinese-vocab", "bert-base-chinese-vocab", FIXTURES / "vocab-mini"),
+}
+REQUIRED_FILE = {"titles": "train.txt", "vocab": "vocab.txt"}
+
+
+def _mode() -> str:
+    mode = os.environ.get("NBUTILS_TEST_DATA", "auto")
+    if mode not in ("auto", "fixture", "real"):
+        raise pytest.UsageError(f"NBUTILS_TEST_DATA={mode!r}: use auto, fixture or real")
+    return mode
+
 
 def _shared_dir() -> Path:
     return Path(os.environ.get("NBUTILS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
 
 
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    path = _shared_dir()
-    if not path.is_dir():
-        pytest.fail(f"shared mirror not found at {path}; set NBUTILS_SHARED_DIR")
-    return path
+def real_source(kind: str) -> Path | None:
+    """The real data folder for ``kind`` (mirror first, then data/raw), or None."""
+    if _mode() == "fixture":
+        return None
+    mirror_rel, raw_name, _ = SOURCES[kind]
+    for folder in (_shared_dir() / mirror_rel, REPO_ROOT / "data" / "raw" / raw_name):
+        if (folder / REQUIRED_FILE[kind]).is_file():
+            return folder
+    return None
+
+
+def _data_dir(kind: str) -> Path:
+    found = real_source(kind)
+    if found is None and _mode() == "real":
+        pytest.fail(f"NBUTILS_TEST_DATA=real but no real {kind} data: no {_shared_dir() / SOURCES[kind][0]} "
+                    f"and no data/raw/{SOURCES[kind][1]} (run `make data`)")
+    return found or SOURCES[kind][2]
+
+
+def _real_dir(kind: str) -> Path:
+    found = _data_dir(kind)
+    if found == SOURCES[kind][2]:
+        pytest.skip(f"needs the real {kind} data (only the synthetic fixture is here): run `make data` "
+                    "(downloads) or set NBUTILS_SHARED_DIR to the mirror")
+    return found
+
+
+def pytest_report_header(config) -> list[str]:
+    return [f"test data: {kind} from {real_source(kind) or SOURCES[kind][2]} (NBUTILS_TEST_DATA={_mode()})"
+            for kind in SOURCES]
 
 
 @pytest.fixture(scope="session")
-def titles_dir(shared_dir: Path) -> Path:
-    """The real THUCNews titles mirror: train/dev/test.txt (headline<TAB>label_id) + class.txt."""
-    return shared_dir / "data" / "thucnews-titles"
+def titles_dir() -> Path:
+    """THUCNews titles: train/dev/test.txt (headline<TAB>label_id) + class.txt, real or fixture."""
+    return _data_dir("titles")
 
 
 @pytest.fixture(scope="session")
-def vocab_dir(shared_dir: Path) -> Path:
-    """The real bert-base-chinese vocab.txt (21,128 tokens) and Google's bert_config.json."""
-    return shared_dir / "models" / "bert-base-chinese-vocab"
+def vocab_dir() -> Path:
+    """A BERT vocab.txt: the real bert-base-chinese one (21,128 tokens) or the fixture's."""
+    return _data_dir("vocab")
+
+
+@pytest.fixture(scope="session")
+def real_titles_dir() -> Path:
+    """The real THUCNews titles (33,590 / 10,000 / 10,000); skipped without them."""
+    return _real_dir("titles")
+
+
+@pytest.fixture(scope="session")
+def real_vocab_dir() -> Path:
+    """The real bert-base-chinese vocab.txt and Google's bert_config.json; skipped without them."""
+    return _real_dir("vocab")

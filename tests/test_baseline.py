@@ -71,11 +71,11 @@ def test_bad_ngram_range():
 
 
 @pytest.mark.slow
-def test_real_titles_split(titles_dir):
+def test_real_titles_split(real_titles_dir):
     """On the THUCNews titles mirror (33,590 train / 10,000 test): measured, not assumed."""
     from nbutils.data import load_dataset
 
-    ds = load_dataset(titles_dir, "titles")
+    ds = load_dataset(real_titles_dir, "titles")
     t0 = time.perf_counter()
     result = run_baseline(ds.texts("train"), ds.labels("train"), ds.texts("test"), ds.labels("test"),
                           ds.label_names)

@@ -136,7 +136,8 @@ def test_missing_split_file_is_named(tmp_path):
     assert err.value.path == folder / "test.txt"
 
 
-def test_real_titles_mirror_sizes_and_speed(titles_dir):
+def test_real_titles_mirror_sizes_and_speed(real_titles_dir):
+    titles_dir = real_titles_dir
     start = time.perf_counter()
     ds = load_dataset(titles_dir)
     seconds = time.perf_counter() - start

@@ -1,7 +1,7 @@
 """End to end: the smoke profile through papermill, then checks on what each stage wrote.
 
 One run (a few minutes on 2 cores) shared by the tests below; data and vocabulary come from the
-read-only mirror in ../shared.
+``titles_dir`` / ``vocab_dir`` fixtures (the real mirror where there is one, see conftest.py).
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ def test_every_notebook_ran(smoke_run: RunPaths):
         assert (smoke_run.root / entry["executed_path"]).is_file()
 
 
-def test_conversion_wrote_a_loadable_model(smoke_run: RunPaths):
+def test_conversion_wrote_a_loadable_model(smoke_run: RunPaths, vocab_dir):
     from transformers import AutoConfig
+
+    from nbutils.vocab import read_vocab
 
     model = smoke_run.converted_model
     assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
     config = AutoConfig.from_pretrained(model)
-    assert config.vocab_size == 21128
+    assert config.vocab_size == len(read_vocab(vocab_dir / "vocab.txt"))  # the real vocab: 21,128
     report = json.loads((smoke_run.convert / "conversion_report.json").read_text())
     # the smoke profile goes through Google's layout: every tensor mapped and CRC-checked
     assert report["source_kind"] == "TensorFlow checkpoint"

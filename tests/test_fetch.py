@@ -32,11 +32,11 @@ def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
-def corrupt_copy(titles_dir: Path, tmp_path: Path, name: str) -> Path:
+def corrupt_copy(real_titles_dir: Path, tmp_path: Path, name: str) -> Path:
     mirror = tmp_path / "mirror" / "thucnews-titles"
     mirror.mkdir(parents=True)
     for file in TITLES:
-        (mirror / file).write_bytes((titles_dir / file).read_bytes())
+        (mirror / file).write_bytes((real_titles_dir / file).read_bytes())
     target = mirror / name
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 1  # one flipped bit
@@ -44,38 +44,38 @@ def corrupt_copy(titles_dir: Path, tmp_path: Path, name: str) -> Path:
     return mirror
 
 
-def test_fetch_titles_from_the_real_mirror_parent(titles_dir, tmp_path):
+def test_fetch_titles_from_the_real_mirror_parent(real_titles_dir, tmp_path):
     lines = []
-    dest = fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[titles_dir.parent],
+    dest = fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[real_titles_dir.parent],
                        downloader=no_network, log=lines.append)
     assert dest == tmp_path / "raw" / "thucnews-titles"
     for name in TITLES:
-        assert (dest / name).read_bytes() == (titles_dir / name).read_bytes()
+        assert (dest / name).read_bytes() == (real_titles_dir / name).read_bytes()
     assert listing(dest) == sorted([*TITLES, "fetch.json"])  # no temporary files left
     record = read_json(dest / "fetch.json")["files"]
-    assert record["dev.txt"]["verified"] and record["dev.txt"]["source"] == str(titles_dir / "dev.txt")
-    assert record["train.txt"]["sha256"] == fetch.sha256_file(titles_dir / "train.txt")
+    assert record["dev.txt"]["verified"] and record["dev.txt"]["source"] == str(real_titles_dir / "dev.txt")
+    assert record["train.txt"]["sha256"] == fetch.sha256_file(real_titles_dir / "train.txt")
     assert sum(" from " in line and "sha256 verified" in line for line in lines) == 4
 
     # a second fetch keeps the verified files and says so
     lines.clear()
-    fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[titles_dir.parent], downloader=no_network,
+    fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[real_titles_dir.parent], downloader=no_network,
                 log=lines.append)
     assert sum("already present, sha256 verified" in line for line in lines) == 4
-    assert read_json(dest / "fetch.json")["files"]["dev.txt"]["source"] == str(titles_dir / "dev.txt")
+    assert read_json(dest / "fetch.json")["files"]["dev.txt"]["source"] == str(real_titles_dir / "dev.txt")
 
 
-def test_mirror_may_be_the_resource_folder_itself_via_env(titles_dir, vocab_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("NBUTILS_DATA_MIRROR", os.pathsep.join([str(titles_dir), str(vocab_dir.parent)]))
+def test_mirror_may_be_the_resource_folder_itself_via_env(real_titles_dir, real_vocab_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBUTILS_DATA_MIRROR", os.pathsep.join([str(real_titles_dir), str(real_vocab_dir.parent)]))
     titles = fetch.fetch("thucnews-titles", tmp_path, downloader=no_network, log=lambda _: None)
-    assert (titles / "class.txt").read_bytes() == (titles_dir / "class.txt").read_bytes()
+    assert (titles / "class.txt").read_bytes() == (real_titles_dir / "class.txt").read_bytes()
     vocab = fetch.fetch("bert-base-chinese-vocab", tmp_path, downloader=no_network, log=lambda _: None)
-    assert (vocab / "vocab.txt").read_bytes() == (vocab_dir / "vocab.txt").read_bytes()
+    assert (vocab / "vocab.txt").read_bytes() == (real_vocab_dir / "vocab.txt").read_bytes()
     assert all(f["verified"] for f in read_json(vocab / "fetch.json")["files"].values())
 
 
-def test_corrupt_mirror_file_is_rejected_and_nothing_is_left(titles_dir, tmp_path):
-    mirror = corrupt_copy(titles_dir, tmp_path, "test.txt")
+def test_corrupt_mirror_file_is_rejected_and_nothing_is_left(real_titles_dir, tmp_path):
+    mirror = corrupt_copy(real_titles_dir, tmp_path, "test.txt")
     with pytest.raises(NbutilsError, match="test.txt: sha256 mismatch") as err:
         fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[mirror.parent], downloader=no_network,
                     log=lambda _: None)
@@ -83,8 +83,8 @@ def test_corrupt_mirror_file_is_rejected_and_nothing_is_left(titles_dir, tmp_pat
     assert listing(tmp_path / "raw") == []  # not even the verified train/dev files, nor temp files
 
 
-def test_unknown_train_version_is_accepted_as_unverified(titles_dir, tmp_path):
-    mirror = corrupt_copy(titles_dir, tmp_path, "train.txt")
+def test_unknown_train_version_is_accepted_as_unverified(real_titles_dir, tmp_path):
+    mirror = corrupt_copy(real_titles_dir, tmp_path, "train.txt")
     lines = []
     dest = fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[mirror], downloader=no_network,
                        log=lines.append)
@@ -96,16 +96,16 @@ def test_unknown_train_version_is_accepted_as_unverified(titles_dir, tmp_path):
     assert "unverified: train.txt" in lines[-1]
 
 
-def test_present_file_with_a_wrong_hash_is_fetched_again(titles_dir, tmp_path):
+def test_present_file_with_a_wrong_hash_is_fetched_again(real_titles_dir, tmp_path):
     dest = tmp_path / "thucnews-titles"
     dest.mkdir()
     (dest / "class.txt").write_text("damaged")
-    fetch.fetch("thucnews-titles", tmp_path, mirrors=[titles_dir], downloader=no_network, log=lambda _: None)
-    assert (dest / "class.txt").read_bytes() == (titles_dir / "class.txt").read_bytes()
+    fetch.fetch("thucnews-titles", tmp_path, mirrors=[real_titles_dir], downloader=no_network, log=lambda _: None)
+    assert (dest / "class.txt").read_bytes() == (real_titles_dir / "class.txt").read_bytes()
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
-def test_copy_failing_midway_leaves_no_partial_file(titles_dir, tmp_path, monkeypatch, error):
+def test_copy_failing_midway_leaves_no_partial_file(real_titles_dir, tmp_path, monkeypatch, error):
     real_copy = fetch.copy_hashing
     calls = []
 
@@ -119,18 +119,18 @@ def test_copy_failing_midway_leaves_no_partial_file(titles_dir, tmp_path, monkey
 
     monkeypatch.setattr(fetch, "copy_hashing", copy_then_fail)
     with pytest.raises(type(error)):
-        fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[titles_dir], downloader=no_network,
+        fetch.fetch("thucnews-titles", tmp_path / "raw", mirrors=[real_titles_dir], downloader=no_network,
                     log=lambda _: None)
     assert len(calls) == 3
     assert listing(tmp_path / "raw") == []
 
 
-def test_download_is_verified_and_recorded(titles_dir, tmp_path):
+def test_download_is_verified_and_recorded(real_titles_dir, tmp_path):
     urls = []
 
     def from_disk(url, dst):
         urls.append(url)
-        with open(titles_dir / url.rsplit("/", 1)[1], "rb") as src:
+        with open(real_titles_dir / url.rsplit("/", 1)[1], "rb") as src:
             return fetch.copy_hashing(src, dst)
 
     dest = fetch.fetch("thucnews-titles", tmp_path, mirrors=[], downloader=from_disk, log=lambda _: None)
@@ -178,9 +178,9 @@ def test_unknown_resource_lists_the_known_ones(tmp_path):
     assert "thucnews-titles" in err.value.fix
 
 
-def test_cli_fetch_and_check(titles_dir, tmp_path, capsys, monkeypatch):
+def test_cli_fetch_and_check(real_titles_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fetch, "download", no_network)
-    assert cli.main(["data", "fetch", "thucnews-titles", "--from", str(titles_dir.parent),
+    assert cli.main(["data", "fetch", "thucnews-titles", "--from", str(real_titles_dir.parent),
                      "--dest", str(tmp_path)]) == 0
     assert "all sha256 verified" in capsys.readouterr().out
 

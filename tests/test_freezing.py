@@ -348,7 +348,7 @@ def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
     assert (on_disk.train_time_s < on_disk.run_wall_s).all()  # steps only, not loading or evaluation
     assert (on_disk.samples_per_second * on_disk.train_time_s).round().eq(32).all()  # 1 epoch of 32
     assert (on_disk.peak_memory_mb >= 0).all()
-    assert full.peak_memory_mb > 0  # gradients + AdamW state of the 21,128-row embedding at least
+    assert full.peak_memory_mb > 0  # gradients + AdamW state of the word embeddings at least
     assert on_disk.peak_memory_kind.eq("cpu rss, growth during training steps").all()
     assert on_disk[["dev_accuracy", "test_accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
     history = pd.read_csv(out / "history.csv")

@@ -35,7 +35,7 @@ def _titles(titles_dir, split: str, n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory, vocab_dir):
-    """A random 1-layer BERT (hidden 32) of the real 21,128-token vocabulary, saved as
+    """A random 1-layer BERT (hidden 32) of the vocabulary in vocab_dir (real: 21,128 tokens), saved as
     BertForPreTraining (MLM + NSP heads, pooler), like the conversion notebook's output."""
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = BertTokenizerFast(str(vocab_dir / "vocab.txt"))
