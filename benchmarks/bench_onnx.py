@@ -29,9 +29,9 @@ import torch
 import transformers
 
 from nbutils.data import load_dataset
-from nbutils.onnx_export import OnnxPredictor, export_onnx
+from nbutils.onnx_export import export_onnx
 from nbutils.paths import REPO_ROOT
-from nbutils.prediction import Predictor
+from nbutils.prediction import OnnxPredictor, Predictor
 from nbutils.random_bert import make_random_bert
 
 BACKENDS = ("torch", "onnx", "onnx-int8")

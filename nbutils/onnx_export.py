@@ -12,8 +12,9 @@
 
 Export checks its own result: ONNX Runtime and PyTorch run the same padded batches and the
 largest logits difference is recorded (an fp32 export further off than ``FP32_TOLERANCE`` is
-an error). ``OnnxPredictor`` is ``nbutils.predict.Predictor`` with the forward pass swapped for
-an ONNX Runtime session; ``nbutils.predict(texts, export_dir, backend="onnx-int8")`` uses it.
+an error). ``nbutils.prediction.OnnxPredictor`` is its ``Predictor`` with the forward pass
+swapped for an ONNX Runtime session (:func:`onnx_session`);
+``nbutils.predict(texts, export_dir, backend="onnx-int8")`` uses it.
 
 CLI: ``nbutils export-onnx MODEL OUT [--no-int8] [--overwrite]`` and
 ``nbutils predict --backend onnx|onnx-int8 --model OUT ...``.
@@ -22,14 +23,12 @@ CLI: ``nbutils export-onnx MODEL OUT [--no-int8] [--overwrite]`` and
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import warnings
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
-from nbutils.prediction import Predictor
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -90,7 +89,7 @@ def _sample_batches(tokenizer, max_positions: int):
     return batches
 
 
-def _session(path: Path, threads: int | None = None):
+def onnx_session(path: Path, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -153,7 +152,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, int8: bool = True
     batches = _sample_batches(tokenizer, model.config.max_position_embeddings)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         _export_graph(model, tmp / ONNX_FILE, batches[1])
-        fp32_diff = _max_logit_difference(model, _session(tmp / ONNX_FILE), batches)
+        fp32_diff = _max_logit_difference(model, onnx_session(tmp / ONNX_FILE), batches)
         if not fp32_diff <= FP32_TOLERANCE:
             raise NbutilsError(
                 f"the exported graph's logits differ from PyTorch's by {fp32_diff:.2e} "
@@ -178,7 +177,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, int8: bool = True
             quantize_dynamic(tmp / ONNX_FILE, tmp / INT8_FILE, weight_type=QuantType.QInt8)
             report["files"]["int8"] = INT8_FILE
             report["max_abs_logit_diff"]["int8"] = _max_logit_difference(
-                model, _session(tmp / INT8_FILE), batches)
+                model, onnx_session(tmp / INT8_FILE), batches)
         for name in _COPIED:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
@@ -186,7 +185,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, int8: bool = True
     return report
 
 
-def _onnx_file(export_dir: Path, backend: str) -> Path:
+def onnx_file(export_dir: Path, backend: str) -> Path:
     if backend not in BACKEND_FILES:
         raise NbutilsError(f"unknown ONNX backend {backend!r}", fix=f"use one of {', '.join(BACKEND_FILES)}")
     if not export_dir.is_dir():
@@ -202,51 +201,6 @@ def _onnx_file(export_dir: Path, backend: str) -> Path:
     else:
         fix = "export the fine-tuned model: nbutils export-onnx MODEL OUT"
     raise NbutilsError(f"{export_dir}: no {path.name}", fix=fix)
-
-
-class OnnxPredictor(Predictor):
-    """``Predictor`` (same tokenization, truncation, batching and output table) whose forward
-    pass is an ONNX Runtime session over ``model.onnx`` or ``model.int8.onnx``."""
-
-    def __init__(self, export_dir: str | Path, backend: str = "onnx", threads: int | None = None):
-        import torch
-        from transformers import AutoConfig
-
-        from nbutils.tokenization import load_tokenizer
-
-        self.model_dir = Path(export_dir)
-        self.backend = backend
-        path = _onnx_file(self.model_dir, backend)
-        config = AutoConfig.from_pretrained(str(self.model_dir))
-        if not getattr(config, "id2label", None) or config.num_labels < 2:
-            raise NbutilsError(f"{self.model_dir}/config.json has no classification labels",
-                               fix="export a fine-tuned model")
-        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
-        self.max_positions = config.max_position_embeddings
-        self.tokenizer = load_tokenizer(self.model_dir)
-        cfg_path = self.model_dir / "finetune_config.json"
-        self.train_config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
-        # Follow the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads) rather than
-        # ONNX Runtime's default of one spinning thread per core, which fights other jobs.
-        self.threads = threads or torch.get_num_threads()
-        self.session = _session(path, self.threads)
-
-    def logits(self, input_ids: list[list[int]], batch_size: int):
-        import numpy as np
-
-        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
-        out = np.empty((len(input_ids), len(self.label_names)), dtype=np.float32)
-        pad_id = self.tokenizer.pad_token_id or 0
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            width = max(len(input_ids[i]) for i in rows)
-            ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                ids[r, : len(input_ids[i])] = input_ids[i]
-                mask[r, : len(input_ids[i])] = 1
-            out[rows] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        return out
 
 
 def main(argv: list[str] | None = None) -> int:

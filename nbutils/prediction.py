@@ -129,6 +129,52 @@ def _as_texts(texts) -> list[str]:
     return ["" if t is None else str(t) for t in texts]
 
 
+class OnnxPredictor(Predictor):
+    """``Predictor`` (same tokenization, truncation, batching and output table) whose forward
+    pass is an ONNX Runtime session over ``model.onnx`` or ``model.int8.onnx``."""
+
+    def __init__(self, export_dir: str | Path, backend: str = "onnx", threads: int | None = None):
+        import torch
+        from transformers import AutoConfig
+
+        from nbutils.onnx_export import onnx_file, onnx_session
+        from nbutils.tokenization import load_tokenizer
+
+        self.model_dir = Path(export_dir)
+        self.backend = backend
+        path = onnx_file(self.model_dir, backend)
+        config = AutoConfig.from_pretrained(str(self.model_dir))
+        if not getattr(config, "id2label", None) or config.num_labels < 2:
+            raise NbutilsError(f"{self.model_dir}/config.json has no classification labels",
+                               fix="export a fine-tuned model")
+        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        self.max_positions = config.max_position_embeddings
+        self.tokenizer = load_tokenizer(self.model_dir)
+        cfg_path = self.model_dir / "finetune_config.json"
+        self.train_config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+        # Follow the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads) rather than
+        # ONNX Runtime's default of one spinning thread per core, which fights other jobs.
+        self.threads = threads or torch.get_num_threads()
+        self.session = onnx_session(path, self.threads)
+
+    def logits(self, input_ids: list[list[int]], batch_size: int):
+        import numpy as np
+
+        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+        out = np.empty((len(input_ids), len(self.label_names)), dtype=np.float32)
+        pad_id = self.tokenizer.pad_token_id or 0
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(input_ids[i]) for i in rows)
+            ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                ids[r, : len(input_ids[i])] = input_ids[i]
+                mask[r, : len(input_ids[i])] = 1
+            out[rows] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
@@ -142,8 +188,6 @@ def load_predictor(model_dir: str, device: str = "auto", backend: str = "torch")
         return Predictor(model_dir, device)
     if backend not in BACKENDS:
         raise NbutilsError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
-    from nbutils.onnx_export import OnnxPredictor
-
     return OnnxPredictor(model_dir, backend)
 
 

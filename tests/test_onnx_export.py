@@ -12,8 +12,8 @@ import transformers
 
 from nbutils.cli import main as cli_main
 from nbutils.errors import NbutilsError
-from nbutils.onnx_export import FP32_TOLERANCE, INT8_FILE, ONNX_FILE, OnnxPredictor, export_onnx
-from nbutils.prediction import Predictor, predict
+from nbutils.onnx_export import FP32_TOLERANCE, INT8_FILE, ONNX_FILE, export_onnx
+from nbutils.prediction import OnnxPredictor, Predictor, predict
 from nbutils.random_bert import make_random_bert
 
 LABELS = ["体育", "财经", "科技"]
