@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
-from nbutils.paths import REPO_ROOT
+from nbutils.paths import REPO_ROOT, RunPaths
 
 # THUCNews's Chinese category names for the English names of the title split's class.txt.
 THUCNEWS_CHINESE = {
@@ -65,7 +65,7 @@ def make_figures(run_dir: str | Path, out_dir: str | Path = REPO_ROOT / "figures
     from nbutils.metrics import confusion_frame
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    metrics_path = run_dir / "finetune" / "metrics.json"
+    metrics_path = RunPaths(run_dir).file("finetune_metrics")
     if not metrics_path.is_file():
         raise NbutilsError(f"{run_dir}: no finetune/metrics.json", fix="pass a finished run: make figures RUN=runs/<run>")
     plots.use_cjk_font()
@@ -74,7 +74,7 @@ def make_figures(run_dir: str | Path, out_dir: str | Path = REPO_ROOT / "figures
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     written = []
 
-    history = pd.read_csv(run_dir / "finetune" / "history.csv")
+    history = pd.read_csv(RunPaths(run_dir).file("finetune_history"))
     test = metrics["test"]
     fig = draw_curves(history, title=f"fine-tuning: test accuracy {test['accuracy']:.2%}, macro-F1 {test['macro_f1']:.2%}")
     fig.set_size_inches(9, 3.2)
@@ -89,7 +89,7 @@ def make_figures(run_dir: str | Path, out_dir: str | Path = REPO_ROOT / "figures
     _stamp(fig, name)
     written.append(_save(fig, out_dir / "confusion_matrix.png", dpi))
 
-    results_path = run_dir / "freezing" / "results.csv"
+    results_path = RunPaths(run_dir).file("freezing_results")
     if results_path.is_file():
         fig = plots.accuracy_vs_params(pd.read_csv(results_path))
         fig.set_size_inches(7, 3.6)
@@ -97,7 +97,7 @@ def make_figures(run_dir: str | Path, out_dir: str | Path = REPO_ROOT / "figures
         _stamp(fig, name)
         written.append(_save(fig, out_dir / "freezing_comparison.png", dpi))
 
-    pretrain_history = run_dir / "pretrain" / "history.csv"
+    pretrain_history = RunPaths(run_dir).file("pretrain_history")
     if pretrain_history.is_file():
         fig = plots.loss_curve(pd.read_csv(pretrain_history), title="masked-LM pre-training loss")
         _stamp(fig, name)
