@@ -69,11 +69,17 @@ class DeviceChoice:
         return torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else torch.float32
 
     def describe(self) -> str:
-        """One line for notebooks and logs: what was chosen and why."""
+        """For notebooks and logs: what was chosen and why; then the CPU thread policy
+        (``nbutils.threads``), which decides CPU speed, and on a busy machine by a lot."""
+        import torch
+
+        from nbutils.threads import current_policy
+
         gpus = f" x{self.n_gpus}" if self.n_gpus > 1 else ""
         return (
             f"device: {self.device}{gpus} ({self.name}), precision: {self.precision}, "
-            f"attention: {self.attn_implementation} -- {self.reason}"
+            f"attention: {self.attn_implementation} -- {self.reason}\n"
+            + current_policy().describe(torch.get_num_threads())
         )
 
     def training_args(self) -> dict[str, Any]:

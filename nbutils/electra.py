@@ -8,8 +8,8 @@ masked-LM BERT of the same size. That is the situation of the demo: a small BERT
 weights and a few thousand steps.
 
 How it is built here, on the pieces ``nbutils.pretrain`` already has (tokenize once, the stock
-``DataCollatorForLanguageModeling`` for the masks, the step/time budget and its schedule,
-Trainer, the held-out slice of train texts):
+``DataCollatorForLanguageModeling`` for the masks, the step budget with Trainer's linear
+warmup and decay, the held-out slice of train texts):
 
 - the discriminator is the BERT in ``model_dir`` itself (a ``BertModel``) plus a small
   per-token head (dense, GELU, dense -> 1 logit), as in ELECTRA;
@@ -155,13 +155,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     Same contract as ``nbutils.pretrain.continue_pretraining``: ``out_dir`` appears complete or
     not at all, with ``model/``, ``history.csv``, ``metrics.json`` and ``loss.png``.
     """
-    from nbutils.pretrain import (
-        _Budget,
-        _history_frame,
-        _trainer_classes,
-        split_heldout,
-        tokenize_texts,
-    )
+    from nbutils.pretrain import _history_frame, split_heldout, tokenize_texts
 
     config = config or ElectraConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -183,6 +177,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
         AutoTokenizer,
         BertForPreTraining,
         DataCollatorForLanguageModeling,
+        Trainer,
         TrainingArguments,
         set_seed,
     )
@@ -212,9 +207,6 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
                               batch_size=max(config.batch_size, 64), seed=config.seed + 1)
 
     before = score()
-    BudgetCallback, BudgetTrainer = _trainer_classes()
-    budget = _Budget(config.max_steps, config.time_budget_s, config.warmup_ratio)
-    stopper = BudgetCallback(budget)
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback
 
@@ -226,18 +218,19 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
             output_dir=str(tmp / "trainer"), max_steps=config.max_steps,
             per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
             weight_decay=config.weight_decay, logging_steps=config.logging_steps,
+            lr_scheduler_type="linear", warmup_steps=config.warmup_ratio,  # float < 1: a share of max_steps
             save_strategy="no", eval_strategy="no", report_to="none",
             seed=config.seed, data_seed=config.seed,
             train_sampling_strategy="group_by_length",  # as masked-LM pre-training: less padding
             include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
             **choice.training_args(), **progress_kwargs(config.headless),
         )
-        trainer = BudgetTrainer(model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
-                                data_collator=collator(config.seed), budget=budget,
-                                callbacks=[stopper, curves, tensorboard_callback(tmp / TENSORBOARD_DIR)])
+        trainer = Trainer(model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
+                          data_collator=collator(config.seed),
+                          callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)])
         use_progress_style(trainer, config.headless)
         output = trainer.train()
-        runtime = float(output.metrics.get("train_runtime", budget.elapsed()))
+        runtime = float(output.metrics["train_runtime"])
         steps = int(trainer.state.global_step)
         tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
         after = score()
@@ -264,7 +257,6 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
             "heldout_texts": len(heldout_texts),
             "train_texts": len(train_texts),
             "steps": steps, "max_steps": config.max_steps,
-            "stopped_by": "time" if stopper.stopped_by_time else "steps",
             "epochs": float(trainer.state.epoch or 0.0),
             "train_runtime_s": runtime,
             "train_loss_last": float(history["loss"].dropna().iloc[-1]) if history["loss"].notna().any() else None,

@@ -84,10 +84,13 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
 
 def launch_distributed(nproc: int, argv: Sequence[str], *, env: dict | None = None) -> int:
     """Run training on ``nproc`` GPUs (or CPU processes) with torchrun, streaming its output."""
+    from nbutils.threads import threads_per_process
+
     cmd = torchrun_command(nproc, argv)
     print("$", " ".join(cmd), flush=True)
+    # CPU ranks share the machine: the thread policy's count is split between them
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **threads_per_process(nproc), **(env or {})})
     for line in proc.stdout:
         print(line, end="", flush=True)
     code = proc.wait()

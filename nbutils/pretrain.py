@@ -8,7 +8,9 @@ What it does, with the library wherever the library has it:
 - ``DataCollatorForLanguageModeling``: dynamic padding, 15% of tokens selected, of which 80%
   become ``[MASK]``, 10% a random token, 10% stay. Whole-word masking is an option (below).
 - ``Trainer`` with the shared device choice (``nbutils.device``) and progress / live curves
-  (``nbutils.live``), a step budget and an optional wall-clock budget.
+  (``nbutils.live``). The step budget alone decides how long it trains, with Trainer's linear
+  warmup and decay over those steps: a wall-clock budget would turn a busy or slow machine into
+  a less trained model (a demo run on a loaded CPU stopped after 177 of 3,000 steps).
 - The texts are tokenized once up front; a slice of them is held out (never trained on) to
   measure masked-token accuracy before and after, with the same masks both times.
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,13 +45,12 @@ HISTORY_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "elaps
 
 @dataclass
 class PretrainConfig:
-    """How long and how to pre-train. Training stops at whichever budget runs out first."""
+    """How long and how to pre-train: ``max_steps`` optimizer steps, whatever the clock says."""
 
-    max_steps: int = 1000  # optimizer steps (the step budget)
-    time_budget_s: float | None = None  # wall-clock seconds of training; None: steps only
+    max_steps: int = 1000  # optimizer steps (the budget)
     batch_size: int = 32
     learning_rate: float = 5e-5  # 5e-5 continues a pretrained BERT; 5e-4..1e-3 for small ones from scratch
-    warmup_ratio: float = 0.06  # share of the budget spent warming the learning rate up
+    warmup_ratio: float = 0.06  # share of the steps spent warming the learning rate up
     weight_decay: float = 0.01
     max_length: int = 64  # tokens per text incl. [CLS]/[SEP]; headlines need ~40
     mlm_probability: float = 0.15
@@ -69,9 +69,8 @@ class PretrainConfig:
             raise NbutilsError(f"max_steps must be at least 1, got {self.max_steps!r}",
                                fix="set mlm_max_steps to a positive step budget")
         self.max_steps = int(self.max_steps)
-        if self.time_budget_s is not None and not float(self.time_budget_s) > 0:
-            raise NbutilsError(f"time_budget_s must be positive or None, got {self.time_budget_s!r}",
-                               fix="set mlm_time_budget_s to a number of seconds, or null for steps only")
+        if not 0 <= self.warmup_ratio < 1:
+            raise NbutilsError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 < self.mlm_probability < 1:
             raise NbutilsError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.max_length < 3:
@@ -279,72 +278,6 @@ def masked_token_accuracy(model, features: list[dict], collator, *, batch_size: 
             "masked_tokens": total}
 
 
-# --------------------------------------------------------------------------- budgets
-class _Budget:
-    """Progress through the budget in [0, 1]: the larger of the step share and the time share.
-
-    Drives both the stop and the learning-rate schedule (linear warmup, then linear decay to
-    zero), so a time-limited run still ends with a decayed learning rate.
-    """
-
-    def __init__(self, max_steps: int, time_budget_s: float | None, warmup_ratio: float):
-        self.max_steps = max_steps
-        self.time_budget_s = time_budget_s
-        self.warmup = max(warmup_ratio, 1e-9)
-        self.start: float | None = None
-        self.step = 0
-
-    def elapsed(self) -> float:
-        return 0.0 if self.start is None else time.monotonic() - self.start
-
-    def progress(self) -> float:
-        share = self.step / self.max_steps
-        if self.time_budget_s:
-            share = max(share, self.elapsed() / self.time_budget_s)
-        return min(share, 1.0)
-
-    def lr_factor(self, step: int) -> float:
-        self.step = step
-        p = self.progress()
-        return p / self.warmup if p < self.warmup else max(0.0, (1 - p) / (1 - min(self.warmup, 0.999)))
-
-
-def _trainer_classes():
-    from transformers import Trainer, TrainerCallback
-
-    class BudgetCallback(TrainerCallback):
-        """Starts the clock when training starts and stops training when the budget is spent."""
-
-        def __init__(self, budget: _Budget):
-            self.budget = budget
-            self.stopped_by_time = False
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.budget.start = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.budget.step = state.global_step
-            if self.budget.time_budget_s and self.budget.elapsed() >= self.budget.time_budget_s:
-                self.stopped_by_time = True
-                control.should_training_stop = True
-
-    class BudgetTrainer(Trainer):
-        """Trainer whose learning-rate schedule follows the budget (steps or seconds)."""
-
-        def __init__(self, *args, budget: _Budget, **kwargs):
-            self.budget = budget
-            super().__init__(*args, **kwargs)
-
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            import torch
-
-            if self.lr_scheduler is None:
-                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.budget.lr_factor)
-            return self.lr_scheduler
-
-    return BudgetCallback, BudgetTrainer
-
-
 # --------------------------------------------------------------------------- the step
 def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: str | Path,
                          config: PretrainConfig | None = None, *, figure_path: str | Path | None = None,
@@ -373,7 +306,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
                            fix="use a new run directory, or pass overwrite=True")
 
     import torch
-    from transformers import AutoTokenizer, TrainingArguments, set_seed
+    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
     from nbutils.device import choose_device
     from nbutils.io import atomic_dir, atomic_file, write_json
@@ -408,9 +341,6 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
 
     before = heldout_score()
 
-    BudgetCallback, BudgetTrainer = _trainer_classes()
-    budget = _Budget(config.max_steps, config.time_budget_s, config.warmup_ratio)
-    stopper = BudgetCallback(budget)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
                             title=f"masked-LM pre-training ({model.config.num_hidden_layers} layers, "
@@ -420,6 +350,8 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             max_steps=config.max_steps,
             per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate,
+            lr_scheduler_type="linear",
+            warmup_steps=config.warmup_ratio,  # a float below 1: a share of max_steps (transformers 5)
             weight_decay=config.weight_decay,
             logging_steps=config.logging_steps,
             save_strategy="no",
@@ -434,18 +366,16 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             **choice.training_args(),
             **progress_kwargs(config.headless),
         )
-        trainer = BudgetTrainer(
+        trainer = Trainer(
             model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
             data_collator=make_collator(tokenizer, seed=config.seed, **collator_kwargs),
-            callbacks=[stopper, curves, tensorboard_callback(tmp / TENSORBOARD_DIR)], budget=budget,
+            callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)],
         )
         use_progress_style(trainer, config.headless)
         output = trainer.train()
-        runtime = float(output.metrics.get("train_runtime", budget.elapsed()))
+        runtime = float(output.metrics["train_runtime"])
         steps = int(trainer.state.global_step)
         tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
-        if config.headless and stopper.stopped_by_time:
-            print(f"time budget of {config.time_budget_s:.0f} s reached at step {steps}/{config.max_steps}")
 
         after = heldout_score()
         # held-out scores before (step 0) and after training, next to Trainer's train/loss
@@ -476,7 +406,6 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             "train_texts": len(train_texts),
             "steps": steps,
             "max_steps": config.max_steps,
-            "stopped_by": "time" if stopper.stopped_by_time else "steps",
             "epochs": float(trainer.state.epoch or 0.0),
             "train_runtime_s": runtime,
             "train_loss_last": float(history["loss"].dropna().iloc[-1]) if history["loss"].notna().any() else None,
@@ -527,7 +456,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="auto", help="dataset format (see nbutils.data)")
     defaults = PretrainConfig()
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
-    parser.add_argument("--time-budget-s", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--max-length", type=int, default=defaults.max_length)
@@ -543,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     from nbutils.data import load_dataset
 
     dataset = load_dataset(args.data, format=args.format)
-    config = PretrainConfig(max_steps=args.max_steps, time_budget_s=args.time_budget_s,
+    config = PretrainConfig(max_steps=args.max_steps,
                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                             max_length=args.max_length, whole_word_masking=args.whole_word_masking,
                             heldout_size=args.heldout_size, seed=args.seed, device=args.device,

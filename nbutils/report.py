@@ -150,6 +150,25 @@ def _status(manifest: dict) -> str | None:
     return status
 
 
+def _threads_text(threads: dict | None) -> str | None:
+    if not threads:
+        return None
+    count = threads.get("torch_threads") or threads.get("threads") or "torch default"
+    return f"{count} of {threads.get('cpus', '?')} CPUs: {threads.get('reason')}"
+
+
+def _load_text(manifest: dict, when: str) -> str | None:
+    """Load averages in words a reader can judge: above the core count, the run shared the CPU."""
+    record = manifest.get("load_average") or {}
+    load = record.get(when)
+    if not load:
+        return "not recorded yet" if when == "end" and record else None
+    cores = record.get("cpus") or 1
+    busy = " (busier than the machine's cores: timings are slower than on a quiet machine)" \
+        if max(load) > cores else ""
+    return ", ".join(f"{x:.2f}" for x in load) + busy
+
+
 def run_overview(manifest: dict) -> Any:
     """One table of what was run: profile, status, timing, device, commit, key parameters."""
     import pandas as pd
@@ -160,6 +179,9 @@ def run_overview(manifest: dict) -> Any:
         ("started", manifest.get("started")),
         ("ended", manifest.get("ended")),
         ("device", manifest.get("device")),
+        ("CPU threads", _threads_text(manifest.get("threads"))),
+        ("load average at start (1, 5, 15 min)", _load_text(manifest, "start")),
+        ("load average at the end", _load_text(manifest, "end")),
         ("host", manifest.get("host")),
         ("git commit", manifest.get("git_commit") or "unknown (not a git checkout)"),
     ]

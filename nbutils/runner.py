@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.metadata
+import os
 import platform
 import re
 import subprocess
@@ -29,6 +30,7 @@ import yaml
 from nbutils.errors import NbutilsError
 from nbutils.io import write_json
 from nbutils.paths import REPO_ROOT, RunPaths
+from nbutils.threads import current_policy, machine_load, use_torch_threads
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
@@ -269,8 +271,6 @@ def _device_description() -> str:
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return f"{len(names)} x CUDA: " + ", ".join(names)
-    import os
-
     return f"CPU: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
@@ -346,6 +346,9 @@ def run_pipeline(
     if not notebooks:
         raise NbutilsError(f"no numbered notebooks found in {notebook_dir}")
     values = {**load_profile(profile), **(overrides or {})}
+    # Before torch loads here (device description) and before any kernel starts: the kernels
+    # inherit the thread policy's environment, and OMP_NUM_THREADS where torch_threads asks.
+    use_torch_threads(values.get("torch_threads") or 0)
     inspected = [inspect_parameters(p) for p in notebooks]
     known = set().union(*(inspect_parameters(p).declared for p in every_notebook))
 
@@ -373,6 +376,8 @@ def run_pipeline(
     write_json(paths.manifest, manifest)
     log(f"run directory: {root}")
     log(f"device: {manifest['device']}")
+    log(current_policy().describe())
+    log(f"load average (1, 5, 15 min) at start: {manifest['load_average']['start']}")
     started = time.monotonic()
     for index, nb in enumerate(inspected, 1):
         executed = _fresh_output_path(paths.notebooks / nb.path.name)
@@ -395,6 +400,7 @@ def run_pipeline(
                          error=f"{getattr(err, 'ename', type(err).__name__)}: "
                                f"{_clean(getattr(err, 'evalue', str(err)))}")
             manifest.update(status=status, ended=_now())
+            manifest["load_average"]["end"] = machine_load()
             write_json(paths.manifest, manifest)
             if interrupted:
                 raise
@@ -403,7 +409,9 @@ def run_pipeline(
         write_json(paths.manifest, manifest)
         log(f"      ok in {entry['duration_s']:.1f} s")
     manifest.update(status="ok", ended=_now())
+    manifest["load_average"]["end"] = machine_load()
     write_json(paths.manifest, manifest)
+    log(f"load average (1, 5, 15 min) at the end: {manifest['load_average']['end']}")
     log(f"done in {time.monotonic() - started:.0f} s: {root}")
     return root
 
@@ -426,7 +434,10 @@ def _load_or_new_manifest(paths: RunPaths, profile: str, values: dict[str, Any])
         manifest = read_json(paths.manifest)
         manifest.setdefault("notebooks", [])
         manifest.setdefault("reentries", []).append(
-            {"at": _now(), "profile": profile, "parameters": _plain(values)})
+            {"at": _now(), "profile": profile, "parameters": _plain(values),
+             "threads": current_policy().as_dict(), "load_average_start": machine_load()})
+        # The latest (re)entry's machine state: what the stages run now will see.
+        manifest["load_average"] = {"start": machine_load(), "end": None, "cpus": os.cpu_count()}
         return manifest
     from nbutils.run_contract import SCHEMA_VERSION
 
@@ -437,6 +448,10 @@ def _load_or_new_manifest(paths: RunPaths, profile: str, values: dict[str, Any])
         "git_commit": _git_commit(),
         "packages": _package_versions(),
         "device": _device_description(),
+        # How torch uses the CPU (nbutils.threads) and how busy the machine was: a run on a
+        # loaded machine is slower, and the reader should be able to tell.
+        "threads": current_policy().as_dict(),
+        "load_average": {"start": machine_load(), "end": None, "cpus": os.cpu_count()},
         "host": platform.node(),
         "started": _now(),
         "ended": None,

@@ -83,7 +83,7 @@ def test_loss_decreases_and_heldout_accuracy_rises(pretrained):
     assert list(history.columns[:3]) == ["step", "epoch", "loss"]
     assert history["loss"].iloc[-1] < history["loss"].iloc[0] - 1.0
     m = pretrained.metrics
-    assert m["steps"] == 80 and m["stopped_by"] == "steps"
+    assert m["steps"] == 80 == m["max_steps"]
     assert m["masked_token_accuracy"] > m["masked_token_accuracy_before"]
     assert m["heldout_mlm_loss"] < m["heldout_mlm_loss_before"]
     assert m["tokens_per_s"] > 0
@@ -131,12 +131,35 @@ def test_refuses_to_overwrite_an_earlier_result(pretrained, tiny_bert):
         continue_pretraining(["体育新闻"] * 50, tiny_bert, pretrained.out_dir, PretrainConfig(heldout_size=5))
 
 
-def test_time_budget_stops_training(tiny_bert, titles_dir, tmp_path):
-    config = PretrainConfig(max_steps=100_000, time_budget_s=2.0, batch_size=8, heldout_size=8, logging_steps=5)
-    result = continue_pretraining(_titles(titles_dir, "train", 200), tiny_bert, tmp_path / "out", config)
-    assert result.metrics["stopped_by"] == "time"
-    assert 1 <= result.metrics["steps"] < 100_000
-    assert result.metrics["train_runtime_s"] < 30
+def test_the_step_budget_decides_whatever_the_clock(tiny_bert, titles_dir, tmp_path, monkeypatch):
+    """A slow or busy machine trains the same model, only later: with every clock reading
+    1,000 s later at each look (a machine 'slower' than any real one), the same steps run with
+    the same learning rates and give bit-identical losses and weights."""
+    import time
+
+    texts = _titles(titles_dir, "train", 120)
+    config = PretrainConfig(max_steps=6, batch_size=8, heldout_size=8, logging_steps=1, learning_rate=1e-3)
+    normal = continue_pretraining(texts, tiny_bert, tmp_path / "normal", config)
+
+    for name in ("monotonic", "time", "perf_counter"):
+        real = getattr(time, name)
+        calls = iter(range(10**9))
+        monkeypatch.setattr(time, name, lambda real=real, calls=calls: real() + 1000.0 * next(calls))
+    slow = continue_pretraining(texts, tiny_bert, tmp_path / "slow", config)
+    monkeypatch.undo()
+
+    assert slow.metrics["steps"] == normal.metrics["steps"] == 6
+    columns = ["step", "loss", "learning_rate", "grad_norm"]
+    pd.testing.assert_frame_equal(slow.history[columns], normal.history[columns])
+    assert slow.metrics["heldout_mlm_loss"] == normal.metrics["heldout_mlm_loss"]
+    assert (tmp_path / "slow/model/model.safetensors").read_bytes() == \
+        (tmp_path / "normal/model/model.safetensors").read_bytes()
+    assert normal.history["learning_rate"].iloc[-1] <= 0.2 * config.learning_rate  # decayed over the steps
+
+
+def test_there_is_no_time_budget():
+    with pytest.raises(TypeError):
+        PretrainConfig(max_steps=10, time_budget_s=60.0)
 
 
 def test_trains_only_on_the_texts_it_is_given(tiny_bert, titles_dir, tmp_path, monkeypatch):

@@ -46,3 +46,17 @@ def test_notebook_conventions(path):
     assert "import nbutils" in code or "from nbutils" in code
     assert "sys.path" not in code
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
+
+
+def test_no_parameter_decides_by_the_clock():
+    """Budgets are steps or epochs: a limit in seconds would make a busy machine's results
+    different ones (a loaded demo once stopped pre-training after 177 of 3,000 steps)."""
+    import re
+
+    clock = re.compile(r"time_budget|deadline|timeout|_seconds$|_s$|_minutes$|_hours$")
+    for path in NOTEBOOKS:
+        names = [n for n in inspect_parameters(path).declared if clock.search(n)]
+        assert not names, f"{path.name} has time-based parameters {names}"
+    for profile in PROFILES:
+        names = [k for k in load_profile(profile) if clock.search(k)]
+        assert not names, f"params/{profile}.yaml has time-based parameters {names}"

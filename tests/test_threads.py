@@ -1,0 +1,213 @@
+"""The CPU thread policy (nbutils.threads) reaches OpenMP wherever torch runs.
+
+OpenMP reads its settings once, when torch loads, so "the policy is in os.environ" is not
+enough: each path is checked in a fresh process with ``OMP_DISPLAY_ENV=VERBOSE``, which makes
+libgomp print the settings it actually took (``OMP_NUM_THREADS = '1'``) when torch loads.
+The processes start from an environment without the policy's variables, as a JupyterLab kernel
+or a user's shell does.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbutils import threads
+from nbutils.errors import NbutilsError
+from nbutils.paths import REPO_ROOT
+from nbutils.runner import discover_notebooks
+
+POLICY_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS", threads.SWITCH, threads.MARKER)
+EFFECTIVE = re.compile(r"OMP_NUM_THREADS = '(\d+)'")
+POLICY = threads.policy_threads()
+DEFAULT = threads.usable_cpus()  # libgomp's own count: one thread per usable CPU
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a process nobody prepared: no thread settings; libgomp shows its own."""
+    env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return {**env, "OMP_DISPLAY_ENV": "VERBOSE", **extra}
+
+
+def effective_threads(stderr: str) -> list[int]:
+    """Every thread count libgomp reported (one per process that loaded torch)."""
+    return [int(x) for x in EFFECTIVE.findall(stderr)]
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: int = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_policy_adds_only_what_the_user_left_unset():
+    assert threads.policy_threads(2) == 1 and threads.policy_threads(1) == 1 and threads.policy_threads(16) == 15
+    assert threads.policy_environment({}, cpus=2) == {"OMP_NUM_THREADS": "1", threads.MARKER: "1"}
+    assert threads.policy_environment({"OMP_NUM_THREADS": "2"}, cpus=2) == {}
+    assert threads.policy_environment({threads.SWITCH: "off"}, cpus=2) == {}
+    env = {"OMP_NUM_THREADS": "3"}
+    policy = threads.apply_thread_policy(env)
+    assert env == {"OMP_NUM_THREADS": "3"}
+    assert (policy.threads, policy.source) == (3, "OMP_NUM_THREADS") and "OMP_NUM_THREADS" in policy.reason
+    env = {}
+    policy = threads.apply_thread_policy(env)
+    assert (policy.threads, policy.source) == (POLICY, "policy") and "never adapted to load" in policy.reason
+    # a child process that inherited the policy's count still knows it is the policy's
+    assert threads.apply_thread_policy(dict(env)).source == "policy"
+
+
+@pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
+def test_without_the_policy_libgomp_uses_every_cpu():
+    # the baseline the other tests compare against: torch loaded by a process that has not
+    # imported nbutils keeps libgomp's default
+    proc = run([sys.executable, "-c", "import torch"], clean_env())
+    assert effective_threads(proc.stderr) == [DEFAULT]
+
+
+def test_cli_applies_the_policy_before_torch_loads():
+    # `python -m nbutils.cli` is what the `nbutils` console script runs (nbutils.cli:main)
+    proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env())
+    assert effective_threads(proc.stderr) == [POLICY]
+    assert "device:" in proc.stdout and f"CPU threads: {POLICY} of {DEFAULT}" in proc.stdout
+    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert shown["applied_before_torch"] is True and shown["torch_threads"] == POLICY
+    assert len(shown["load_average"]) == 3
+
+
+@pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
+def test_omp_num_threads_overrides():
+    proc = run([sys.executable, "-m", "nbutils.threads"], clean_env(OMP_NUM_THREADS=str(DEFAULT)))
+    assert effective_threads(proc.stderr) == [DEFAULT]
+    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert shown["torch_threads"] == DEFAULT and shown["source"] == "OMP_NUM_THREADS"
+
+
+@pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
+def test_the_switch_turns_the_policy_off():
+    proc = run([sys.executable, "-m", "nbutils.threads"], clean_env(**{threads.SWITCH: "off"}))
+    assert effective_threads(proc.stderr) == [DEFAULT]
+
+
+@pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
+def test_torch_loaded_first_is_reported_not_hidden():
+    code = "import torch, nbutils.threads as t; p = t.current_policy(); print(p.applied_before_torch, p.reason)"
+    proc = run([sys.executable, "-c", code], clean_env())
+    assert effective_threads(proc.stderr) == [DEFAULT]
+    assert proc.stdout.startswith("False") and "import nbutils first" in proc.stdout
+
+
+def _import_statements(source: str) -> str:
+    """The top-level import statements of a notebook cell, in order."""
+    tree = ast.parse(source)
+    return "\n".join(ast.get_source_segment(source, node) for node in tree.body
+                     if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+@pytest.mark.slow  # one fresh interpreter per notebook (~5 s each on a quiet 2-core CPU)
+@pytest.mark.parametrize("path", discover_notebooks(), ids=lambda p: p.stem)
+def test_notebook_imports_apply_the_policy_before_torch(path: Path):
+    """A JupyterLab kernel starts without the policy: each notebook's imports must set it before
+    anything loads torch (e.g. ``from transformers import AutoConfig`` does)."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+    imports = "\n".join(_import_statements(src) for src in code)
+    proc = run([sys.executable, "-c", imports + "\nimport torch"], clean_env(), timeout=180)
+    assert effective_threads(proc.stderr) == [POLICY], f"{path.name} loads torch before nbutils"
+
+
+@pytest.mark.slow  # starts a kernel
+def test_runner_kernels_inherit_the_policy_and_torch_threads(tmp_path: Path):
+    """The kernel imports torch without nbutils: it can only have the settings from the runner."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('run_dir: str = ""  # out\nheadless: bool = False  # papermill\n'
+                                       'torch_threads: int = 0  # threads')
+    params.metadata["tags"] = ["parameters"]
+    probe = ("import json, os, pathlib, torch\n"
+             "environ = dict(kv.split('=', 1) for kv in pathlib.Path('/proc/self/environ').read_text().split('\\0') if '=' in kv)\n"
+             "pathlib.Path(run_dir, 'probe.json').write_text(json.dumps({'threads': torch.get_num_threads(), "
+             "'omp_num_threads_at_start': environ.get('OMP_NUM_THREADS')}))")
+    nb.cells = [params, nbformat.v4.new_code_cell(probe)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / "01_probe.ipynb")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("torch_threads: 2\n")  # not the policy's count on 2 CPUs: the override reaches the kernel
+    script = (f"from nbutils.runner import run_pipeline; print(run_pipeline({str(profile)!r}, "
+              f"notebook_dir=__import__('pathlib').Path({str(notebooks)!r}), "
+              f"runs_dir=__import__('pathlib').Path({str(tmp_path / 'runs')!r})))")
+    proc = run([sys.executable, "-c", script], clean_env(), timeout=180)
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    probe_out = json.loads((run_dir / "probe.json").read_text())
+    assert probe_out == {"threads": 2, "omp_num_threads_at_start": "2"}
+    # runner and kernel both loaded torch, both with the count asked for
+    assert effective_threads(proc.stderr) == [2, 2]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["threads"]["source"] == "torch_threads" and manifest["threads"]["torch_threads"] == 2
+    load = manifest["load_average"]
+    assert len(load["start"]) == 3 and len(load["end"]) == 3 and load["cpus"] == os.cpu_count()
+    assert "CPU threads:" in proc.stdout and "load average" in proc.stdout
+
+
+@pytest.mark.slow  # starts a kernel
+def test_runner_kernels_get_the_policy(tmp_path: Path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('run_dir: str = ""  # out\nheadless: bool = False  # papermill')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import torch")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / "01_torch.ipynb")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("{}\n")
+    script = (f"from pathlib import Path; from nbutils.runner import run_pipeline; "
+              f"run_pipeline({str(profile)!r}, notebook_dir=Path({str(notebooks)!r}), runs_dir=Path({str(tmp_path)!r}))")
+    proc = run([sys.executable, "-c", script], clean_env(), timeout=180)
+    assert effective_threads(proc.stderr) == [POLICY, POLICY]  # the runner, then the kernel
+
+
+def test_torch_threads_must_be_a_count():
+    with pytest.raises(NbutilsError, match="torch_threads"):
+        threads.use_torch_threads(-1)
+    with pytest.raises(NbutilsError, match="torch_threads"):
+        threads.use_torch_threads(True)
+
+
+def test_torchrun_workers_apply_the_policy_and_share_the_cpus(monkeypatch):
+    # a torchrun worker is `python -m nbutils.launch ...` (nbutils.launch.torchrun_command)
+    proc = run([sys.executable, "-m", "nbutils.launch", "--help"], clean_env())
+    assert effective_threads(proc.stderr) == [POLICY]
+    # launched from a process under the policy, the ranks split its count between them
+    import nbutils.launch as train
+
+    monkeypatch.setattr(threads, "_applied", threads.ThreadPolicy(threads=7, source="policy", cpus=8,
+                                                                  applied_before_torch=True))
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, cmd, env, **kwargs):
+            seen.update(env)
+            self.stdout = iter(())
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(train.subprocess, "Popen", FakePopen)
+    train.launch_distributed(2, ["--help"])
+    assert seen["OMP_NUM_THREADS"] == "3"  # 7 policy threads // 2 ranks
+    # a count the user chose is passed on as it is
+    monkeypatch.setattr(threads, "_applied", threads.ThreadPolicy(threads=4, source="OMP_NUM_THREADS", cpus=8,
+                                                                  applied_before_torch=True))
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    train.launch_distributed(2, ["--help"])
+    assert seen["OMP_NUM_THREADS"] == "4"
