@@ -141,7 +141,9 @@ def apply_thread_policy(environ: MutableMapping[str, str] | None = None) -> Thre
         return _applied
     target = os.environ if environ is None else environ
     added = policy_environment(target)
-    torch_loaded = "torch" in sys.modules
+    # torch in this process only matters for this process's environment; a mapping given
+    # describes a process yet to start
+    torch_loaded = environ is None and "torch" in sys.modules
     target.update(added)
     policy = _policy_for(target, added, torch_loaded)
     if environ is None:
