@@ -25,14 +25,17 @@ import csv
 import io
 import json
 import re
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from nbutils.errors import DataError, NbutilsError
+from nbutils.textstore import TextColumn, TextStore
 
 SPLITS = ("train", "dev", "test")
 FORMATS = ("auto", "titles", "cnews", "table", "corpus")
@@ -72,14 +75,41 @@ class BadRow:
 
 
 class Dataset:
-    """One labelled dataset: ``frame`` (text, label, split) and the ordered ``label_names``."""
+    """One labelled dataset: texts, label ids and split of each row, and the ordered ``label_names``.
+
+    The texts live in a :class:`~nbutils.textstore.TextStore` (a temporary file), not in memory;
+    labels and splits are compact arrays. ``frame`` builds the familiar pandas table (text, label,
+    split) on first use: convenient for small data, but it holds every text in memory, so code
+    that must scale reads ``text_column(split)`` (lazy) and the array methods instead.
+    """
 
     def __init__(self, frame: pd.DataFrame, label_names: list[str], *, source: str | Path,
                  format: str, skipped: list[BadRow] | None = None):
         missing = {"text", "label", "split"} - set(frame.columns)
         if missing:
             raise ValueError(f"frame lacks columns {sorted(missing)}")
-        self.frame = frame[["text", "label", "split"]].reset_index(drop=True)
+        unknown = set(frame["split"]) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split value(s) {sorted(map(str, unknown))}")
+        texts = TextStore(str(t) for t in frame["text"]).column()
+        split_codes = np.asarray([SPLITS.index(s) for s in frame["split"]], dtype=np.int8)
+        self._init(texts, np.asarray(frame["label"], dtype=np.int64), split_codes, label_names,
+                   source=source, format=format, skipped=skipped)
+
+    @classmethod
+    def from_columns(cls, texts: TextColumn, labels, split_codes, label_names: list[str], *,
+                     source: str | Path, format: str, skipped: list[BadRow] | None = None) -> Dataset:
+        """A dataset over stored texts; ``split_codes`` index :data:`SPLITS` (0 train, 1 dev, 2 test)."""
+        ds = cls.__new__(cls)
+        ds._init(texts, np.asarray(labels, dtype=np.int64), np.asarray(split_codes, dtype=np.int8),
+                 label_names, source=source, format=format, skipped=skipped)
+        return ds
+
+    def _init(self, texts, labels, split_codes, label_names, *, source, format, skipped):
+        if not len(texts) == len(labels) == len(split_codes):
+            raise ValueError("texts, labels and splits differ in length")
+        self._texts, self._labels, self._splits = texts, labels, split_codes
+        self._frame: pd.DataFrame | None = None
         self.label_names = list(label_names)
         self.source = Path(source)
         self.format = format
@@ -91,7 +121,16 @@ class Dataset:
                 f"skipped={len(self.skipped)}, source={str(self.source)!r})")
 
     def __len__(self) -> int:
-        return len(self.frame)
+        return len(self._labels)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """All rows as a DataFrame (text, label, split); built once, holds every text in memory."""
+        if self._frame is None:
+            self._frame = pd.DataFrame({
+                "text": self._texts.tolist(), "label": self._labels.copy(),
+                "split": np.asarray(SPLITS, dtype=object)[self._splits]})
+        return self._frame
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -101,29 +140,45 @@ class Dataset:
     def label2id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.label_names)}
 
-    def split(self, name: str) -> pd.DataFrame:
-        """The rows of one split (``train``, ``dev`` or ``test``), indexed from 0."""
+    def _rows(self, name: str) -> np.ndarray:
         if name not in SPLITS:
             raise NbutilsError(f"unknown split {name!r}", fix=f"use one of {', '.join(SPLITS)}")
-        return self.frame[self.frame["split"] == name].reset_index(drop=True)
+        return np.flatnonzero(self._splits == SPLITS.index(name))
+
+    def split(self, name: str) -> pd.DataFrame:
+        """The rows of one split (``train``, ``dev`` or ``test``), indexed from 0."""
+        rows = self._rows(name)
+        return pd.DataFrame({"text": self._texts[rows].tolist(), "label": self._labels[rows],
+                             "split": np.full(len(rows), name, dtype=object)})
 
     def texts(self, name: str) -> list[str]:
-        return self.split(name)["text"].tolist()
+        return self._texts[self._rows(name)].tolist()
+
+    def text_column(self, name: str | None = None) -> TextColumn:
+        """The texts of one split (or of every row), read from disk on demand."""
+        return self._texts if name is None else self._texts[self._rows(name)]
 
     def labels(self, name: str) -> list[int]:
-        return [int(x) for x in self.split(name)["label"]]
+        return [int(x) for x in self._labels[self._rows(name)]]
+
+    def label_array(self, name: str | None = None) -> np.ndarray:
+        return self._labels if name is None else self._labels[self._rows(name)]
+
+    def split_array(self) -> np.ndarray:
+        """The split name of every row (object array)."""
+        return np.asarray(SPLITS, dtype=object)[self._splits]
 
     def sizes(self) -> dict[str, int]:
-        counts = self.frame["split"].value_counts()
-        return {s: int(counts.get(s, 0)) for s in SPLITS}
+        counts = np.bincount(self._splits, minlength=len(SPLITS))
+        return {s: int(counts[i]) for i, s in enumerate(SPLITS)}
 
     def class_counts(self) -> pd.DataFrame:
         """Rows per class (index: label names, in id order) and split (columns)."""
-        table = pd.crosstab(self.frame["label"], self.frame["split"])
-        table = table.reindex(index=range(len(self.label_names)), columns=list(SPLITS), fill_value=0)
-        table.index = pd.Index(self.label_names, name="label")
-        table.columns.name = None
-        return table.astype(int)
+        n = len(self.label_names)
+        valid = (self._labels >= 0) & (self._labels < n)
+        table = np.zeros((n, len(SPLITS)), dtype=np.int64)
+        np.add.at(table, (self._labels[valid], self._splits[valid]), 1)
+        return pd.DataFrame(table, index=pd.Index(self.label_names, name="label"), columns=list(SPLITS))
 
     def quality(self, max_examples: int = 5) -> dict:
         """Exact duplicates within each split, texts shared between splits, conflicting labels.
@@ -133,35 +188,46 @@ class Dataset:
         "conflicting_labels": {"count", "examples": [{"text", "labels"}]}}``.
         ``duplicates.count`` is the number of rows that repeat an earlier row of the same split;
         ``leakage.count`` the number of distinct texts found in more than one split.
+        Examples are listed in the order the texts first occur. Computed from one id per distinct
+        text (``TextColumn.group_ids``): memory grows by a few bytes per row, not with the texts.
         """
-        # One pass over plain lists: iterating pandas' string columns row by row is slow.
-        per_text: dict[str, tuple[dict[str, int], set[int]]] = {}  # first-seen order
-        for text, split, label in zip(self.frame["text"].tolist(), self.frame["split"].tolist(),
-                                      self.frame["label"].tolist(), strict=True):
-            counts, labels = per_text.setdefault(text, ({}, set()))
-            counts[split] = counts.get(split, 0) + 1
-            labels.add(label)
+        groups = self._texts.group_ids()
+        n_groups = int(groups.max()) + 1 if len(groups) else 0
+        first_row = np.full(n_groups, len(groups), dtype=np.int64)
+        np.minimum.at(first_row, groups, np.arange(len(groups)))
 
+        def text_of(group: int) -> str:
+            return self._texts[int(first_row[group])]
+
+        per_split = np.zeros((n_groups, len(SPLITS)), dtype=np.int64)
+        np.add.at(per_split, (groups, self._splits), 1)
         duplicates = {}
-        for s in SPLITS:
-            repeated = [(t, c[s]) for t, (c, _) in per_text.items() if c.get(s, 0) > 1]
+        for i, s in enumerate(SPLITS):
+            repeated = np.flatnonzero(per_split[:, i] > 1)  # group ids are in first-seen order
             duplicates[s] = {
-                "count": sum(n - 1 for _, n in repeated),
-                "examples": [{"text": t, "count": n} for t, n in repeated[:max_examples]],
+                "count": int((per_split[repeated, i] - 1).sum()),
+                "examples": [{"text": text_of(g), "count": int(per_split[g, i])}
+                             for g in repeated[:max_examples]],
             }
-        leaked = [(t, [s for s in SPLITS if s in c]) for t, (c, _) in per_text.items() if len(c) > 1]
-        pairs = {f"{a}/{b}": sum(a in found and b in found for _, found in leaked)
-                 for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
-        conflicting = [(t, sorted(ids)) for t, (_, ids) in per_text.items() if len(ids) > 1]
+        present = per_split > 0
+        leaked = np.flatnonzero(present.sum(axis=1) > 1)
+        pairs = {f"{a}/{b}": int((present[leaked, i] & present[leaked, j]).sum())
+                 for i, a in enumerate(SPLITS) for j, b in enumerate(SPLITS) if j > i}
+        # distinct (text, label) pairs: a text with more than one is labelled inconsistently
+        pair_keys = np.unique(groups * (len(self.label_names) + 1) + self._labels)
+        pair_groups = pair_keys // (len(self.label_names) + 1)
+        conflicting = np.unique(pair_groups[np.flatnonzero(np.diff(pair_groups) == 0)])
+        conflict_examples = []
+        for g in conflicting[:max_examples]:
+            ids = sorted(int(k % (len(self.label_names) + 1)) for k in pair_keys[pair_groups == g])
+            conflict_examples.append({"text": text_of(g), "labels": [self.label_names[i] for i in ids]})
         return {
             "duplicates": duplicates,
             "leakage": {"count": len(leaked), "pairs": pairs,
-                        "examples": [{"text": t, "splits": found} for t, found in leaked[:max_examples]]},
-            "conflicting_labels": {
-                "count": len(conflicting),
-                "examples": [{"text": t, "labels": [self.label_names[i] for i in ids]}
-                             for t, ids in conflicting[:max_examples]],
-            },
+                        "examples": [{"text": text_of(g), "splits": [s for i, s in enumerate(SPLITS)
+                                                                     if present[g, i]]}
+                                     for g in leaked[:max_examples]]},
+            "conflicting_labels": {"count": len(conflicting), "examples": conflict_examples},
         }
 
     def subsample(self, n_per_split: int | Mapping[str, int | None], seed: int = 42) -> Dataset:
@@ -179,10 +245,9 @@ class Dataset:
         else:
             wanted = dict.fromkeys(SPLITS, n_per_split)
         keep = []
-        labels = self.frame["label"].to_numpy()
-        split_col = self.frame["split"].to_numpy()
+        labels = self._labels
         for split_index, s in enumerate(SPLITS):
-            rows = np.flatnonzero(split_col == s)
+            rows = np.flatnonzero(self._splits == split_index)
             n = wanted[s]
             if n is None or n >= len(rows):
                 keep.append(rows)
@@ -197,8 +262,9 @@ class Dataset:
                 members = rows[labels[rows] == label]
                 keep.append(rng.choice(members, size=quota, replace=False))
         index = np.sort(np.concatenate(keep)) if keep else np.array([], dtype=int)
-        return Dataset(self.frame.iloc[index], self.label_names, source=self.source,
-                       format=self.format, skipped=self.skipped)
+        return Dataset.from_columns(self._texts[index], self._labels[index], self._splits[index],
+                                    self.label_names, source=self.source, format=self.format,
+                                    skipped=self.skipped)
 
 
 def load_dataset(
@@ -232,17 +298,18 @@ def load_dataset(
         format = detect_format(path)
     rows = _BadRows(on_bad_rows == "skip")
     if format == "titles":
-        frame, names = _read_titles(_folder(path, format), rows)
+        read = _read_titles(_folder(path, format), rows)
     elif format == "cnews":
-        frame, names = _read_cnews(_folder(path, format), rows)
+        read = _read_cnews(_folder(path, format), rows)
     elif format == "table":
-        frame, names = _read_table(path, rows, text_column, label_column, ratios, split_seed)
+        read = _read_table(path, rows, text_column, label_column, ratios, split_seed)
     else:
-        frame, names = _read_corpus(_folder(path, format), rows, ratios, split_seed)
-    if not (frame["split"] == "train").any():
+        read = _read_corpus(_folder(path, format), rows, ratios, split_seed)
+    if not (read.split_codes == 0).any():
         raise DataError(path, None, "no usable training rows",
                         fix="check the files (or the skipped rows listed by `nbutils data check`)")
-    return Dataset(frame, names, source=path, format=format, skipped=rows.skipped)
+    return Dataset.from_columns(read.texts, read.labels, read.split_codes, read.names, source=path,
+                                format=format, skipped=rows.skipped)
 
 
 def detect_format(path: str | Path) -> str:
@@ -292,7 +359,7 @@ class _BadRows:
 
 
 def _decode(path: Path) -> tuple[str, bool]:
-    """The file's text and whether it was clean UTF-8.
+    """The file's text and whether it was clean UTF-8 (for small files: class.txt).
 
     Undecodable bytes become lone surrogates (``surrogateescape``) so the one bad line can be
     reported or skipped without losing the rest of the file.
@@ -314,18 +381,26 @@ def _undecodable(text: str) -> bool:
 
 
 def _lines(path: Path, bad: _BadRows) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its ending) for each non-blank, decodable line."""
-    text, clean = _decode(path)
-    # split("\n"), not splitlines(): splitlines also breaks on \x1c, \x85, \u2028... inside text.
-    for number, line in enumerate(text.split("\n"), 1):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line.strip():
-            continue
-        if not clean and _undecodable(line):
-            bad(path, number, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
-            continue
-        yield number, line
+    """(1-based line number, line without its ending) for each non-blank, decodable line.
+
+    Streams the file (memory: one line), splitting on b"\\n" only: str.splitlines() would also
+    break on \\x1c, \\x85, \\u2028... inside text. A line with bytes that are not UTF-8 is bad on
+    its own; "\\n" never occurs inside a multi-byte character, so the other lines are unaffected.
+    """
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, 1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # BOM
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if raw.strip():
+                    bad(path, number, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
+                continue
+            line = line.removesuffix("\n").removesuffix("\r")
+            if not line.strip():
+                continue
+            yield number, line
 
 
 def _first_data_line(path: Path) -> str | None:
@@ -416,45 +491,86 @@ def order_label_names(names) -> list[str]:
     return sorted(names)
 
 
-def _frame(texts: list[str], labels: list[int], splits) -> pd.DataFrame:
-    return pd.DataFrame({"text": texts, "label": np.asarray(labels, dtype=np.int64),
-                         "split": np.asarray(splits, dtype=object)})
+class _Columns(NamedTuple):
+    """What a reader returns: stored texts, label ids, split codes (index into SPLITS), names."""
+
+    texts: TextColumn
+    labels: np.ndarray
+    split_codes: np.ndarray
+    names: list[str]
+
+
+_NO_SPLIT = -1  # split code of a row whose split is decided after reading (corpus, single table)
+
+
+def _split_codes(splits) -> np.ndarray:
+    return np.asarray([SPLITS.index(s) for s in splits], dtype=np.int8)
 
 
 class _NamedRows:
-    """Rows whose labels are names; ids are assigned once every label has been seen."""
+    """Rows whose labels are names; ids are assigned once every label has been seen.
+
+    Texts go straight to a TextStore; per row only small numbers stay in memory (label and file
+    numbers, line, split), so reading a 500k-article corpus holds no article in memory.
+    """
 
     def __init__(self):
-        self.texts: list[str] = []
-        self.labels: list[str] = []
-        self.splits: list[str | None] = []
-        self.where: list[tuple[Path, int | None]] = []
+        self.store = TextStore()
+        self.label_codes = array("i")  # index into self.label_list
+        self.label_list: list[str] = []
+        self._label_code: dict[str, int] = {}
+        self.splits = array("b")
+        self.files: list[Path] = []
+        self._file_code: dict[Path, int] = {}
+        self.file_codes = array("i")
+        self.lines = array("q")  # -1: no line number
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.label_list[c] for c in self.label_codes]
 
     def add(self, text: str, label: str, split: str | None, path: Path, line: int | None) -> None:
-        self.texts.append(text)
-        self.labels.append(label)
-        self.splits.append(split)
-        self.where.append((path, line))
+        self.store.append(text)
+        code = self._label_code.get(label)
+        if code is None:
+            code = self._label_code[label] = len(self.label_list)
+            self.label_list.append(label)
+        self.label_codes.append(code)
+        self.splits.append(_NO_SPLIT if split is None else SPLITS.index(split))
+        file_code = self._file_code.get(path)
+        if file_code is None:
+            file_code = self._file_code[path] = len(self.files)
+            self.files.append(path)
+        self.file_codes.append(file_code)
+        self.lines.append(-1 if line is None else line)
 
-    def to_frame(self, bad: _BadRows, *, names_from_train: bool, ratios=None, seed: int = 42):
+    def where(self, i: int) -> tuple[Path, int | None]:
+        line = self.lines[i]
+        return self.files[self.file_codes[i]], None if line < 0 else line
+
+    def to_frame(self, bad: _BadRows, *, names_from_train: bool, ratios=None, seed: int = 42) -> _Columns:
         """Label names from the train rows (or all rows), then ids, then the split if needed."""
-        source = (lab for lab, s in zip(self.labels, self.splits, strict=True) if s == "train" or not names_from_train)
-        names = order_label_names(source)
+        label_codes = np.frombuffer(self.label_codes, dtype=np.int32) if self.label_codes else np.zeros(0, np.int32)
+        splits = np.frombuffer(self.splits, dtype=np.int8) if self.splits else np.zeros(0, np.int8)
+        used = np.unique(label_codes[splits == 0] if names_from_train else label_codes)
+        names = order_label_names(self.label_list[c] for c in used)
         ids = {name: i for i, name in enumerate(names)}
-        keep = []
-        for i, label in enumerate(self.labels):
-            if label in ids:
-                keep.append(i)
-            else:
-                bad(*self.where[i], f"unknown label {label!r}: not among the train split's labels "
-                    f"({', '.join(names)})",
-                    "correct the label, or add training rows for it (a class with no training "
-                    "rows cannot be learned)")
-        labels = [ids[self.labels[i]] for i in keep]
-        texts = [self.texts[i] for i in keep]
-        splits = [self.splits[i] for i in keep] if ratios is None else stratified_split(
-            labels, ratios, seed, groups=texts)  # copies of a text share a split: no train/test leak
-        return _frame(texts, labels, splits), names
+        id_of_code = np.array([ids.get(name, -1) for name in self.label_list], dtype=np.int64)
+        row_ids = id_of_code[label_codes] if len(label_codes) else np.zeros(0, np.int64)
+        for i in np.flatnonzero(row_ids < 0):
+            label = self.label_list[label_codes[i]]
+            bad(*self.where(int(i)), f"unknown label {label!r}: not among the train split's labels "
+                f"({', '.join(names)})",
+                "correct the label, or add training rows for it (a class with no training "
+                "rows cannot be learned)")
+        keep = np.flatnonzero(row_ids >= 0)
+        texts = self.store.column(keep)
+        labels = row_ids[keep]
+        if ratios is None:
+            codes = splits[keep]
+        else:  # copies of a text share a split: no train/test leak
+            codes = _split_codes(stratified_split(labels, ratios, seed, groups=texts.group_ids()))
+        return _Columns(texts, labels, codes, names)
 
 
 # --- the formats -----------------------------------------------------------------------
@@ -488,9 +604,9 @@ def read_class_names(path: Path) -> list[str]:
 def _read_titles(folder: Path, bad: _BadRows):
     names = read_class_names(folder / "class.txt")
     n_classes = len(names)
-    texts: list[str] = []
-    labels: list[int] = []
-    splits: list[str] = []
+    texts = TextStore()
+    labels = array("q")
+    splits = array("b")
     for split, path in _split_files(folder, ("{stem}.txt",), "titles").items():
         for number, line in _lines(path, bad):
             fields = line.split("\t")
@@ -517,8 +633,8 @@ def _read_titles(folder: Path, bad: _BadRows):
                 continue
             texts.append(text)
             labels.append(label_id)
-            splits.append(split)
-    return _frame(texts, labels, splits), names
+            splits.append(SPLITS.index(split))
+    return _Columns(texts.column(), np.array(labels, dtype=np.int64), np.array(splits, dtype=np.int8), names)
 
 
 def _read_cnews(folder: Path, bad: _BadRows):
@@ -557,8 +673,10 @@ def _read_corpus(folder: Path, bad: _BadRows, ratios, seed: int):
             if not text:
                 bad(path, None, "empty text (the file is empty or only whitespace)", "remove the file")
                 continue
-            rows.add(text, class_dir.name, None, path, None)
-    if not rows.texts:
+            # the class folder stands in for the file: a corpus row is never reported later
+            # (every label is known), and 500k Path objects would cost ~100 MB
+            rows.add(text, class_dir.name, None, class_dir, None)
+    if not len(rows.store):
         raise DataError(folder, None, "no articles found (expected <class name>/<article>.txt files)",
                         fix="point at the folder that holds one sub-folder per class")
     return rows.to_frame(bad, names_from_train=False, ratios=ratios, seed=seed)
