@@ -66,19 +66,37 @@ class TokenCounts:
     unknown: np.ndarray
 
 
-def count_tokens(texts: Sequence[str], tokenizer, *, batch_size: int = 8192) -> TokenCounts:
+# A batch holds at most this many characters: a tokenizer's output takes ~100 bytes per token,
+# so 8,192 articles of 900 characters at once would take ~0.7 GB; titles still go 8,192 at a time.
+BATCH_CHARS = 1_000_000
+
+
+def text_batches(texts: Iterable[str], batch_size: int, max_chars: int = BATCH_CHARS) -> Iterable[list[str]]:
+    """``texts`` in lists of at most ``batch_size`` texts and (beyond the first) ``max_chars``."""
+    batch: list[str] = []
+    chars = 0
+    for text in texts:
+        if batch and (len(batch) >= batch_size or chars + len(text) > max_chars):
+            yield batch
+            batch, chars = [], 0
+        batch.append(text)
+        chars += len(text)
+    if batch:
+        yield batch
+
+
+def count_tokens(texts: Iterable[str], tokenizer, *, batch_size: int = 8192) -> TokenCounts:
     """Tokenise ``texts`` in batches with a fast tokenizer; no truncation, no special tokens.
 
-    Batches keep memory flat on long articles; the fast (Rust) tokenizer parallelises within a
-    batch, so 50k headlines take about a second.
+    Batches (capped in texts and in characters) keep memory flat on long articles; the fast
+    (Rust) tokenizer parallelises within a batch, so 50k headlines take about a second.
     """
     unk_id = tokenizer.unk_token_id
     tokens: list[int] = []
     unknown: list[int] = []
-    texts = list(texts)
-    for start in range(0, len(texts), batch_size):
+    for batch in text_batches(texts, batch_size):
         encoded = tokenizer(
-            texts[start : start + batch_size],
+            batch,
             add_special_tokens=False,
             truncation=False,
             return_attention_mask=False,
@@ -211,10 +229,8 @@ def unknown_pieces(
     character, or a whole word the WordPiece vocabulary cannot spell).
     """
     unk_id = tokenizer.unk_token_id
-    texts = list(texts)
     counter: Counter[str] = Counter()
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start : start + batch_size]
+    for batch in text_batches(texts, batch_size):
         encoded = tokenizer(
             batch,
             add_special_tokens=False,
@@ -254,19 +270,35 @@ def char_width_shares(texts: Iterable[str]) -> dict[str, float]:
     corpus that mixes both splits its statistics; NFKC normalisation folds them together.
     """
     counts: Counter[str] = Counter()
+    width_of: dict[str, str] = {}  # one unicodedata lookup per distinct character, not per character
     texts_with_full = 0
     n_texts = 0
     for text in texts:
         n_texts += 1
-        kinds = [char_width(c) for c in text if not c.isspace()]
-        counts.update(kinds)
-        texts_with_full += "full" in kinds
+        has_full = False
+        for char, n in Counter(text).items():
+            if char.isspace():
+                continue
+            kind = width_of.get(char)
+            if kind is None:
+                kind = width_of[char] = char_width(char)
+            counts[kind] += n
+            has_full = has_full or kind == "full"
+        texts_with_full += has_full
     total = sum(counts.values())
     shares = {
         kind: (counts[kind] / total if total else 0.0) for kind in ("full", "half", "wide", "other")
     }
     shares["texts_with_full_width"] = texts_with_full / n_texts if n_texts else 0.0
     return shares
+
+
+def char_length_percentiles(dataset, qs: Sequence[float] = PERCENTILES) -> dict[str, dict[str, float]]:
+    """``percentiles`` of the character length of *every* text, per split, read from disk in
+    blocks: what a sample cannot promise (the longest article, the exact mean)."""
+    lengths = dataset.text_column().char_lengths()
+    splits = dataset.split_array()
+    return {s: percentiles(lengths[splits == s], qs) for s in dict.fromkeys(splits)}
 
 
 # --- quality --------------------------------------------------------------------------------
@@ -277,16 +309,36 @@ def short_texts(frame: pd.DataFrame, min_chars: int) -> pd.DataFrame:
     their split, label, original row index and non-space length, shortest first."""
     stripped = frame["text"].str.replace(r"\s+", "", regex=True).str.len()
     found = frame.loc[stripped < min_chars, ["split", "label", "text"]].copy()
-    found.insert(0, "row", found.index)
+    found.insert(0, "row", found.index.to_numpy(dtype=np.int64))
     found["chars"] = stripped[found.index].astype(int)
     return found.sort_values(["chars", "row"], kind="stable").reset_index(drop=True)
+
+
+def short_texts_of(dataset, min_chars: int) -> pd.DataFrame:
+    """``short_texts`` of a :class:`~nbutils.data.Dataset`, streaming its texts from disk: the
+    same rows (and ``row`` numbers) as ``short_texts(dataset.frame, ...)`` without the frame."""
+    rows, texts = [], []
+    for row, text in enumerate(dataset.text_column()):
+        if len(text) >= min_chars and sum(map(len, text.split())) >= min_chars:
+            continue  # str.split() and the regex \s agree on what is whitespace
+        rows.append(row)
+        texts.append(text)
+    rows = np.asarray(rows, dtype=np.int64)
+    text_array = np.empty(len(texts), dtype=object)
+    text_array[:] = texts
+    found = pd.DataFrame({"split": dataset.split_array()[rows], "label": dataset.label_array()[rows],
+                          "text": text_array}, index=rows)
+    return short_texts(found, min_chars)
 
 
 def short_text_summary(
     frame: pd.DataFrame, min_chars: int, label_names: Sequence[str], *, max_examples: int = 5
 ) -> dict[str, Any]:
-    """Counts of empty and short texts per split, with a few examples (label names, not ids)."""
-    found = short_texts(frame, min_chars)
+    """Counts of empty and short texts per split, with a few examples (label names, not ids).
+
+    ``frame`` is a DataFrame (text, label, split) or a Dataset, whose texts are then streamed.
+    """
+    found = short_texts(frame, min_chars) if isinstance(frame, pd.DataFrame) else short_texts_of(frame, min_chars)
     # "row" (a position in the combined table) would be mistaken for a line of the user's file
     examples = found.head(max_examples).drop(columns="row")
     examples["label"] = [label_names[i] for i in examples["label"]]

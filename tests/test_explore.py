@@ -184,6 +184,33 @@ def test_short_texts_finds_empty_and_short_ones():
     ]
 
 
+def test_streamed_statistics_equal_the_frame_ones():
+    """Short texts and character lengths streamed from a Dataset's stored texts give what the
+    in-memory frame gives (Unicode spaces such as U+3000 count as spaces in both)."""
+    from nbutils.data import Dataset
+
+    frame = make_frame([("正常的新闻标题", 0, "train"), ("  ", 1, "train"), ("短 标", 0, "dev"),
+                        ("好", 1, "test"), ("\u3000\u3000好\u3000", 0, "train"), ("a b c d", 1, "dev")])
+    ds = Dataset(frame, NAMES, source="mem", format="table")
+    streamed = explore.short_texts_of(ds, 3).to_dict(orient="records")
+    assert streamed == explore.short_texts(frame.astype({"text": object}), 3).to_dict(orient="records")
+    assert explore.short_texts_of(ds, 3)["row"].tolist() == [1, 3, 4, 2]
+    assert explore.short_text_summary(ds, 3, NAMES) == explore.short_text_summary(frame, 3, NAMES)
+    by_split = explore.char_length_percentiles(ds)
+    assert by_split["train"] == explore.percentiles([7, 2, 4])
+    assert by_split["dev"]["max"] == 7 and by_split["test"]["mean"] == 1
+
+
+def test_token_batches_are_capped_in_characters(tiny_tokenizer):
+    texts = ["中" * 600_000, "国", "猫" * 500_000, "狗"]
+    batches = list(explore.text_batches(texts, batch_size=8192))
+    assert [len(b) for b in batches] == [2, 2]  # 1,000,000 characters at most per batch after its first
+    assert [t for b in batches for t in b] == texts
+    assert [len(b) for b in explore.text_batches(["ab"] * 5, batch_size=2)] == [2, 2, 1]
+    counts = explore.count_tokens(iter(["中国", "猫 狗 熊"]), tiny_tokenizer, batch_size=1)
+    assert counts.tokens.tolist() == [2, 3] and counts.unknown.tolist() == [0, 1]
+
+
 # --- characteristic n-grams
 
 
