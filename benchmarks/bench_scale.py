@@ -7,8 +7,9 @@ class joined until a length drawn around ~900 characters (log-normal, some far l
 raw-corpus folder (one ``.txt`` per train article, one sub-folder per class). Everything goes to
 ``--work`` (default: a fresh folder in /tmp) and is deleted at the end unless ``--keep``.
 
-Each step runs in its own process; wall time and peak RSS come from ``os.wait4`` (the kernel's
-``ru_maxrss`` of that process and of every process it waited for, e.g. a notebook kernel):
+Each step runs in its own process under ``/usr/bin/time``; wall time and peak RSS are what it
+reports (the kernel's ``ru_maxrss`` of the process and of the children it waited for, e.g. the
+notebook kernel):
 
 - ``check``         ``nbutils data check`` of the cnews folder
 - ``check-corpus``  ``nbutils data check --format corpus`` of the corpus folder
@@ -122,13 +123,14 @@ def make_model(vocab: Path, names, out: Path) -> Path:
 def measured(cmd: list[str], env: dict, log: Path) -> dict:
     """Run ``cmd``; wall seconds, peak RSS (MB) of it and its waited-for children, load average."""
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
+    # /usr/bin/time forks the step from its own small image: a child forked from this process
+    # would report this process's peak RSS as its own (Linux keeps the high-water mark across exec).
+    timing = log.with_suffix(".time")
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    result = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
+        rc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", str(timing), *cmd], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, cwd=REPO).returncode
+    wall, max_kb = timing.read_text().split()[-2:]
+    result = {"wall_s": float(wall), "peak_rss_mb": int(max_kb) / 1024, "rc": rc,
               "load_before": load_before[0], "load_after": os.getloadavg()[0]}
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("BENCH_SCALE "):
@@ -217,7 +219,9 @@ def driver_predict(data: str, model: str, out: str) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
-        {"_train": driver_train, "_explore": driver_explore, "_predict": driver_predict}[sys.argv[1]](*sys.argv[2:])
+        drivers = {"_train": driver_train, "_explore": driver_explore, "_predict": driver_predict,
+                   "_model": lambda vocab, titles, out: make_model(Path(vocab), read_titles(Path(titles))[0], Path(out))}
+        drivers[sys.argv[1]](*sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="50000,500000", help="train articles per size, comma-separated")
@@ -248,7 +252,10 @@ def main() -> None:
 
 def run(args, sizes, old_sizes, steps, work: Path) -> None:
     names, _ = read_titles(Path(args.titles))
-    model = make_model(Path(args.vocab), names, work / "model")
+    # in a child process: this one stays small (torch is never imported here)
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "_model", args.vocab, args.titles,
+                    str(work / "model")], check=True)
+    model = work / "model" / "clf"
     arms = {"new": str(REPO)}
     if old_sizes & set(sizes):
         arms["old"] = str(old_tree(args.old_ref, work / "old-code"))

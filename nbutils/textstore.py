@@ -6,7 +6,7 @@ pandas/Arrow copy another 1.6 GB), so loading, checking and fine-tuning would al
 data. Here the texts go once into an anonymous temporary file (deleted by the operating system
 when the store is closed or the process ends, even after a crash) and memory holds only two
 8-byte numbers per text: where it starts in the file and a 64-bit digest used to find copies
-(``group_ids``). Reads use ``os.pread``, so the page cache, not the process, holds the bytes,
+(``group_ids``, Python's ``hash`` of the bytes). Reads use ``os.pread``, so the page cache, not the process, holds the bytes,
 and forked DataLoader workers can read concurrently.
 
 The digest is only a fast first pass: texts with the same digest are compared in full before they
@@ -15,7 +15,6 @@ are called copies, so a hash collision cannot merge two different texts.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import weakref
@@ -29,7 +28,8 @@ _READ_BLOCK = 1 << 22  # bytes read at once when walking a column in order
 
 
 def _digest(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    # Python's own 64-bit hash of bytes: fast, and only ever compared within this process
+    return hash(data)
 
 
 class TextStore:
@@ -39,7 +39,7 @@ class TextStore:
         self._file = tempfile.TemporaryFile(dir=dir)  # already unlinked on POSIX
         self._fd = self._file.fileno()
         self._starts = array("q", [0])  # row i is bytes [_starts[i], _starts[i+1])
-        self._digests = array("Q")
+        self._digests = array("q")
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._closer = weakref.finalize(self, self._file.close)
@@ -89,7 +89,7 @@ class TextStore:
                 for i in range(first, last)]
 
     def digests(self) -> np.ndarray:
-        return np.frombuffer(self._digests, dtype=np.uint64) if len(self) else np.zeros(0, np.uint64)
+        return np.frombuffer(self._digests, dtype=np.int64) if len(self) else np.zeros(0, np.int64)
 
     def byte_lengths(self) -> np.ndarray:
         return np.diff(np.frombuffer(self._starts, dtype=np.int64))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from nbutils.data import load_dataset
+from nbutils.data import Dataset, load_dataset
 from nbutils.errors import NbutilsError
 from nbutils.live import LiveCurves, QuietProgress, history_frame
 from nbutils.metrics import classification_metrics
@@ -315,8 +315,9 @@ def test_user_errors(tiny_model, small_data, tmp_path, monkeypatch):
     with pytest.raises(NbutilsError, match="no weights"):
         finetune(small_data, broken, tmp_path / "b", quick())
 
-    bad = small_data.subsample({"train": 8, "dev": 8, "test": 8})
-    bad.frame.loc[bad.frame.index[0], "label"] = 99
+    frame = small_data.subsample({"train": 8, "dev": 8, "test": 8}).frame.copy()
+    frame.loc[frame.index[0], "label"] = 99
+    bad = Dataset(frame, small_data.label_names, source="bad", format="titles")
     with pytest.raises(NbutilsError, match="label id 99"):
         finetune(bad, tiny_model, tmp_path / "c", quick())
 
