@@ -104,7 +104,7 @@ def make_model(vocab: Path, names, out: Path) -> Path:
     import torch
     import transformers
 
-    from nbutils.models import make_random_bert
+    from nbutils.random_bert import make_random_bert
 
     base = make_random_bert(vocab, out / "base", hidden_size=128, num_layers=2, num_heads=2,
                             intermediate_size=512)
@@ -203,7 +203,7 @@ def driver_explore(data: str, out: str) -> None:
 
 
 def driver_predict(data: str, model: str, out: str) -> None:
-    from nbutils.predict import predict
+    from nbutils import predict
 
     path = Path(data) / "cnews.test.txt"
     with open(path, encoding="utf-8") as f:  # read as a user would pass a file of texts

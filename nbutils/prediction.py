@@ -94,13 +94,27 @@ class Predictor:
         if not texts:
             columns = ["text", "label", "confidence", *[f"prob_{n}" for n in self.label_names]]
             return pd.DataFrame(columns=columns + ["n_tokens", "truncated"])
+        import numpy as np
+
+        from nbutils.tokenization import char_chunks
+
         cut = self.truncator(max_length, truncation)
-        full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        input_ids = [cut.cut(ids) for ids in full]
-        frame = prediction_frame(texts, self.logits(input_ids, batch_size), self.label_names)
+        logits = np.empty((len(texts), len(self.label_names)), dtype=np.float32)
+        n_tokens = np.empty(len(texts), dtype=np.int64)
+        cut_tokens = np.empty(len(texts), dtype=np.int64)
+        # Chunks of at most 4,096 texts and ~1M characters: the whole-text token lists (needed
+        # for n_tokens) of 100k long articles at once would take gigabytes.
+        for start, end in char_chunks(texts):
+            full = self.tokenizer(texts[start:end], add_special_tokens=True, truncation=False, verbose=False,
+                                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            input_ids = [cut.cut(ids) for ids in full]
+            logits[start:end] = self.logits(input_ids, batch_size)
+            n_tokens[start:end] = [len(ids) for ids in full]
+            cut_tokens[start:end] = [len(ids) for ids in input_ids]
+        frame = prediction_frame(texts, logits, self.label_names)
         frame = frame.rename(columns={"pred": "label"})
-        frame["n_tokens"] = [len(ids) for ids in full]
-        frame["truncated"] = [len(a) > len(b) for a, b in zip(full, input_ids, strict=True)]
+        frame["n_tokens"] = n_tokens
+        frame["truncated"] = n_tokens > cut_tokens
         return frame
 
 
@@ -113,7 +127,9 @@ def prediction_frame(texts, logits, label_names, labels=None):
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     pred = probs.argmax(-1)
-    frame = pd.DataFrame({"text": list(texts)})
+    text = np.empty(len(texts), dtype=object)  # the caller's strings, not an Arrow copy of them
+    text[:] = list(texts)
+    frame = pd.DataFrame({"text": text})
     if labels is not None:
         frame["label"] = [label_names[i] for i in labels]
     frame["pred"] = [label_names[i] for i in pred]

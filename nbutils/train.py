@@ -9,7 +9,9 @@ are opt-in: they cut padding further but, on titles whose length tracks their cl
 batches class-skewed. What we add:
 
 - texts of any length cut on token ids (``nbutils.tokenization``: ``head``, ``tail`` or
-  ``head+tail``, Sun et al. 2019), tokenized once per split;
+  ``head+tail``, Sun et al. 2019), tokenized per batch as training reads them (the texts stay on
+  disk in the dataset's ``TextStore``), so memory and the wait for the first step do not grow
+  with the corpus;
 - metrics on the full gathered predictions, files in the run-directory contract
   (model/, history.csv, metrics.json, test_predictions.csv, curves PNG);
 - resume: an interrupted run restarts from its last checkpoint in the same ``out_dir``, and only
@@ -36,7 +38,7 @@ from transformers import Trainer
 
 from nbutils.errors import NbutilsError
 from nbutils.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
-from nbutils.tokenization import TRUNCATIONS, EncodedTexts
+from nbutils.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode
 
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
 CHECKPOINTS = "checkpoints"
@@ -187,15 +189,21 @@ class LengthBucketTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         if self.group_by_length and isinstance(dataset, EncodedTexts):
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return LengthBucketSampler([len(ids) for ids in dataset.input_ids], batch)
+        if self.group_by_length and isinstance(dataset, TextsToEncode):
+            return LengthBucketSampler(dataset.token_lengths(), batch)
         return super()._get_train_sampler(train_dataset)
 
 
 def _split(dataset, name: str):
-    texts, labels = list(dataset.texts(name)), [int(x) for x in dataset.labels(name)]
-    if not texts:
+    """(texts, labels) of one split; texts stay on disk where the dataset keeps them there."""
+    if hasattr(dataset, "text_column"):
+        texts, labels = dataset.text_column(name), [int(x) for x in dataset.label_array(name)]
+    else:
+        texts, labels = list(dataset.texts(name)), [int(x) for x in dataset.labels(name)]
+    if not len(texts):
         raise NbutilsError(f"the {name} split is empty", fix=f"the dataset needs {name} examples")
     n_labels = len(dataset.label_names)
     bad = next((i for i, y in enumerate(labels) if not 0 <= y < n_labels), None)
@@ -262,7 +270,6 @@ def finetune(
     from nbutils.io import atomic_dir, write_json
     from nbutils.live import LiveCurves, history_frame, progress_kwargs, use_progress_style
     from nbutils.measurement import ThroughputClock, process_peak_memory_mb
-    from nbutils.prediction import prediction_frame
     from nbutils.resume import (
         FINGERPRINT,
         check_resume,
@@ -272,7 +279,7 @@ def finetune(
     )
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
-    from nbutils.tokenization import Truncator, encode_cached
+    from nbutils.tokenization import TokenizingCollator, Truncator
 
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
@@ -304,19 +311,17 @@ def finetune(
         raise NbutilsError("prepare_model froze every parameter; nothing would train")
 
     truncator = Truncator(tokenizer, config.max_length, config.truncation, config.head_tokens)
-    key = f"{Path(model_dir).resolve() if Path(model_dir).exists() else model_dir}|{len(tokenizer)}"
     limits = {"train": config.max_train_samples, "dev": config.max_eval_samples,
               "test": config.max_test_samples}
     if any(limits.values()):  # stratified, the same rows for the same seed
         dataset = dataset.subsample({k: n or None for k, n in limits.items()}, seed=config.seed)
     splits = {name: _split(dataset, name) for name in ("train", "dev", "test")}
-    encoded = {
-        name: EncodedTexts(encode_cached(truncator, texts, key), labels)
-        for name, (texts, labels) in splits.items()
-    }
+    # Tokenized per batch by the collator: nothing waits for the whole corpus to be tokenized,
+    # and memory holds one batch of ids (benchmarks/bench_scale.py measures both).
+    encoded = {name: TextsToEncode(texts, labels, truncator) for name, (texts, labels) in splits.items()}
     if teacher is not None:  # fitted on the train split only; dev/test keep plain labels
         targets = teacher.targets(*splits["train"], len(label_names))
-        encoded["train"] = EncodedTexts(encoded["train"].input_ids, splits["train"][1], targets=targets)
+        encoded["train"] = TextsToEncode(*splits["train"], truncator, targets=targets)
 
     def compute_metrics(eval_pred):
         from nbutils.metrics import classification_metrics
@@ -358,7 +363,8 @@ def finetune(
         report_to="none",
         **choice.training_args(),
         **progress_kwargs(config.headless),
-        **config.extra_training_args,
+        **{"remove_unused_columns": False,  # the collator needs each example's "text"
+           **config.extra_training_args},
     )
     curves = LiveCurves(curves_png or out_dir / CURVES_FIGURE, headless=config.headless, title=title)
     clock = ThroughputClock()
@@ -380,7 +386,8 @@ def finetune(
         train_dataset=encoded["train"],
         eval_dataset=encoded["dev"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if choice.device == "cuda" else None),
+        data_collator=TokenizingCollator(truncator, DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=8 if choice.device == "cuda" else None)),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         optimizers=optimizers,
@@ -474,8 +481,8 @@ def finetune(
                     "head_tokens": truncator.head, "label_names": label_names,
                 })
         _write_csv(out_dir / HISTORY, history)
-        _write_csv(out_dir / PREDICTIONS, prediction_frame(
-            splits["test"][0], test_out.predictions, label_names, labels=splits["test"][1]))
+        _write_predictions_csv(out_dir / PREDICTIONS, splits["test"][0], test_out.predictions,
+                               label_names, splits["test"][1])
         write_scalars(out_dir / TENSORBOARD_DIR, {
             f"{split}/{name}": m[name] for split, m in (("dev", dev_m), ("test", test_m))
             for name in ("accuracy", "macro_f1")}, step=trainer.state.global_step)
@@ -487,6 +494,18 @@ def finetune(
         train_runtime_s=runtime, train_samples_per_second=clock.samples / runtime,
         peak_memory_mb=peak_mb, trainable_params=trainable_params, total_params=total_params,
     )
+
+
+def _write_predictions_csv(path: Path, texts, logits, label_names, labels, chunk: int = 10_000) -> None:
+    """test_predictions.csv written 10,000 rows at a time: the texts are read from disk per chunk."""
+    from nbutils.io import atomic_file
+    from nbutils.prediction import prediction_frame
+
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+        for start in range(0, len(texts), chunk):
+            frame = prediction_frame(list(texts[start:start + chunk]), logits[start:start + chunk],
+                                     label_names, labels=labels[start:start + chunk])
+            frame.to_csv(out, index=False, header=start == 0)
 
 
 def _write_csv(path: Path, frame) -> None:

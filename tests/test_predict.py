@@ -152,3 +152,31 @@ def test_cpu_prediction_stays_fp32(classifier_dir, monkeypatch):
     predictor = Predictor(classifier_dir, device="cpu")
     assert predictor.choice.precision == "fp32"
     assert next(predictor.model.parameters()).dtype == torch.float32
+
+
+def test_chunked_prediction_gives_the_labels_of_the_all_at_once_path(classifier_dir, monkeypatch):
+    """Long texts are predicted in chunks (bounded memory); labels and n_tokens equal the old
+    path's: every text tokenized whole, cut, and all batches formed from one length sort."""
+    import random
+
+    from nbutils import tokenization
+
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(TITLES) for _ in range(rng.randrange(1, 60))) for _ in range(120)]
+    predictor = Predictor(classifier_dir, device="cpu")
+    cut = predictor.truncator(64, "head+tail")
+    full = predictor.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    reference = predictor.logits([cut.cut(ids) for ids in full], batch_size=16).argmax(-1)
+    chunks = []
+
+    def chunks_of_seven(t):  # many small chunks, each sorted and batched on its own
+        chunks.extend((a, min(a + 7, len(t))) for a in range(0, len(t), 7))
+        return iter(chunks)
+
+    monkeypatch.setattr(tokenization, "char_chunks", chunks_of_seven)
+    frame = predictor(texts, batch_size=16, max_length=64, truncation="head+tail")
+    assert [LABELS.index(x) for x in frame["label"]] == reference.tolist()
+    assert frame["n_tokens"].tolist() == [len(ids) for ids in full]
+    assert frame["truncated"].tolist() == [len(ids) > 64 for ids in full]
+    assert frame["text"].tolist() == texts
+    assert len(chunks) == 18
