@@ -138,7 +138,7 @@ def measured(cmd: list[str], env: dict, log: Path) -> dict:
     return result
 
 
-def step_command(step: str, data: Path, model: Path, out: Path) -> list[str]:
+def step_command(step: str, data: Path, model: Path, out: Path, vocab: Path) -> list[str]:
     me = [sys.executable, str(Path(__file__).resolve())]
     if step == "check":
         return [sys.executable, "-m", "nbutils.cli", "data", "check", str(data)]
@@ -148,7 +148,7 @@ def step_command(step: str, data: Path, model: Path, out: Path) -> list[str]:
     if step.startswith("train"):
         return [*me, "_train", str(data), str(model), str(out), step.removeprefix("train")]
     if step == "explore":
-        return [*me, "_explore", str(data), str(out)]
+        return [*me, "_explore", str(data), str(out), str(vocab.parent)]
     if step == "predict":
         return [*me, "_predict", str(data), str(model), str(out)]
     raise ValueError(step)
@@ -187,7 +187,7 @@ def driver_train(data: str, model: str, out: str, max_length: str) -> None:
     print("BENCH_SCALE " + json.dumps({**first, "load_s": load_s}), flush=True)
 
 
-def driver_explore(data: str, out: str) -> None:
+def driver_explore(data: str, out: str, vocab_dir: str) -> None:
     import papermill
 
     nb = Path(os.environ.get("PYTHONPATH", str(REPO)).split(":")[0]) / "notebooks" / "02_explore_data.ipynb"
@@ -196,7 +196,7 @@ def driver_explore(data: str, out: str) -> None:
     papermill.execute_notebook(
         str(nb), str(run_dir / "02.ipynb"), kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
         parameters={"run_dir": str(run_dir), "headless": True, "data_dir": data, "data_format": "cnews",
-                    "explore_vocab_dir": str(REPO / "data/raw/bert-base-chinese-vocab")})
+                    "explore_vocab_dir": vocab_dir})
     stats = json.loads((run_dir / "explore" / "stats.json").read_text(encoding="utf-8"))
     print("BENCH_SCALE " + json.dumps({"recommended_max_length": stats.get("recommended_max_length"),
                                        "sampled_texts": stats.get("length_sample", {}).get("texts")}), flush=True)
@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="50000,500000", help="train articles per size, comma-separated")
     parser.add_argument("--old-sizes", default="50000", help="sizes at which the old code also runs")
     parser.add_argument("--old-ref", default="aac2b1a", help="commit whose code is the old arm")
+    parser.add_argument("--old-steps", default="check,check-corpus,train128,explore,predict",
+                        help="steps the old arm runs (train512 tokenizes like train128: same memory growth)")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {STEPS}")
     parser.add_argument("--titles", default=str(REPO / "data/raw/thucnews-titles"))
     parser.add_argument("--vocab", default=str(REPO / "data/raw/bert-base-chinese-vocab/vocab.txt"))
@@ -267,13 +269,13 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
               f"{sum(made['bytes'].values()) / 1e6:.0f} MB in all (made in {made['seconds']:.0f} s)", flush=True)
         for step in steps:
             for arm, code in arms.items():
-                if arm == "old" and n not in old_sizes:
+                if arm == "old" and (n not in old_sizes or step not in args.old_steps.split(",")):
                     continue
                 out = work / f"out-{n}-{step}-{arm}"
                 out.mkdir()
                 env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
                        "TOKENIZERS_PARALLELISM": "true"}
-                r = measured(step_command(step, data, model, out), env, out / "log.txt")
+                r = measured(step_command(step, data, model, out, Path(args.vocab)), env, out / "log.txt")
                 r.update(size=n, step=step, arm=arm)
                 if step == "predict" and (out / "labels.npy").exists():
                     r["labels_file"] = str(out / "labels.npy")
