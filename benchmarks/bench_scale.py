@@ -227,6 +227,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="50000,500000", help="train articles per size, comma-separated")
     parser.add_argument("--old-sizes", default="50000", help="sizes at which the old code also runs")
     parser.add_argument("--old-ref", default="aac2b1a", help="commit whose code is the old arm")
+    parser.add_argument("--old-code", default="", help="a folder holding the old code (instead of --old-ref)")
     parser.add_argument("--old-steps", default="check,check-corpus,train128,explore,predict",
                         help="steps the old arm runs (train512 tokenizes like train128: same memory growth)")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {STEPS}")
@@ -260,7 +261,7 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
     model = work / "model" / "clf"
     arms = {"new": str(REPO)}
     if old_sizes & set(sizes):
-        arms["old"] = str(old_tree(args.old_ref, work / "old-code"))
+        arms["old"] = args.old_code or str(old_tree(args.old_ref, work / "old-code"))
     results = []
     for n in sizes:
         data = work / f"cnews-{n}"
