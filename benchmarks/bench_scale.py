@@ -64,7 +64,7 @@ def read_titles(titles_dir: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def write_articles(path: Path, n: int, names, per_class, rng: np.random.Generator, corpus: Path | None) -> int:
-    """``n`` pseudo-articles, classes balanced; returns bytes written."""
+    """``n`` pseudo-articles, classes balanced; returns characters written."""
     labels = rng.permutation(np.arange(n) % len(names))
     # ~900 characters on average (median ~780), a long tail up to 20,000
     lengths = np.clip(rng.lognormal(mean=np.log(780), sigma=0.55, size=n), 120, 20000).astype(int)
@@ -96,7 +96,8 @@ def make_data(titles_dir: Path, out: Path, n: int, seed: int) -> dict:
     sizes = {}
     for split, count, corpus in (("train", n, out.parent / f"{out.name}-corpus"), ("val", n // 10, None),
                                  ("test", n // 5, None)):
-        sizes[split] = write_articles(out / f"cnews.{split}.txt", count, names, per_class, rng, corpus)
+        write_articles(out / f"cnews.{split}.txt", count, names, per_class, rng, corpus)
+        sizes[split] = (out / f"cnews.{split}.txt").stat().st_size
     return {"seconds": time.perf_counter() - t0, "bytes": sizes}
 
 
@@ -120,7 +121,7 @@ def make_model(vocab: Path, names, out: Path) -> Path:
 # --- measuring ------------------------------------------------------------------------------
 
 
-def measured(cmd: list[str], env: dict, log: Path) -> dict:
+def measured(cmd: list[str], env: dict, log: Path, cwd: str) -> dict:
     """Run ``cmd``; wall seconds, peak RSS (MB) of it and its waited-for children, load average."""
     load_before = os.getloadavg()
     # /usr/bin/time forks the step from its own small image: a child forked from this process
@@ -128,7 +129,7 @@ def measured(cmd: list[str], env: dict, log: Path) -> dict:
     timing = log.with_suffix(".time")
     with open(log, "w") as out:
         rc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", str(timing), *cmd], env=env, stdout=out,
-                            stderr=subprocess.STDOUT, cwd=REPO).returncode
+                            stderr=subprocess.STDOUT, cwd=cwd).returncode
     wall, max_kb = timing.read_text().split()[-2:]
     result = {"wall_s": float(wall), "peak_rss_mb": int(max_kb) / 1024, "rc": rc,
               "load_before": load_before[0], "load_after": os.getloadavg()[0]}
@@ -276,7 +277,8 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
                 out.mkdir()
                 env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
                        "TOKENIZERS_PARALLELISM": "true"}
-                r = measured(step_command(step, data, model, out, Path(args.vocab)), env, out / "log.txt")
+                # cwd = the arm's code: `python -m` puts the working directory first on sys.path
+                r = measured(step_command(step, data, model, out, Path(args.vocab)), env, out / "log.txt", code)
                 r.update(size=n, step=step, arm=arm)
                 if step == "predict" and (out / "labels.npy").exists():
                     r["labels_file"] = str(out / "labels.npy")
