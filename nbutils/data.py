@@ -22,7 +22,7 @@ format also collapses whitespace runs inside an article, whose line breaks are l
 from __future__ import annotations
 
 import csv
-import io
+import hashlib
 import json
 import re
 from array import array
@@ -167,6 +167,23 @@ class Dataset:
     def split_array(self) -> np.ndarray:
         """The split name of every row (object array)."""
         return np.asarray(SPLITS, dtype=object)[self._splits]
+
+    def content_fingerprint(self) -> str:
+        """A hash of what is in the dataset (texts, labels, splits, class names), not of where.
+
+        Two copies of the same data give the same value wherever they live; shifting one label
+        or editing one text changes it. blake2b over the columns: about 1 s per GB of text.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(json.dumps(self.label_names, ensure_ascii=False).encode("utf-8"))
+        digest.update(len(self._texts).to_bytes(8, "little"))
+        for text in self._texts:  # streamed from the TextStore; length-prefixed, so no
+            data = text.encode("utf-8", "surrogatepass")  # separator can be forged inside a text
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+        digest.update(np.ascontiguousarray(self._labels, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(self._splits, dtype=np.int8).tobytes())
+        return digest.hexdigest()
 
     def sizes(self) -> dict[str, int]:
         counts = np.bincount(self._splits, minlength=len(SPLITS))
@@ -321,10 +338,17 @@ def detect_format(path: str | Path) -> str:
         raise DataError(path, None, f"cannot tell the dataset format of a {path.suffix or 'suffix-less'} file",
                         fix="pass a folder, or a .csv/.tsv/.jsonl file; expected " + _EXPECTED_LAYOUTS)
     names = {p.name for p in path.iterdir()}
-    if "class.txt" in names and "train.txt" in names:
-        return "titles"
-    if any(n.startswith("cnews.") and n.endswith(".txt") for n in names):
-        return "cnews"
+    tables = sorted(n for n in names if Path(n).stem in _TABLE_STEMS and Path(n).suffix.lower() in _TABLE_SUFFIXES)
+    text_layout = ("titles" if "class.txt" in names and "train.txt" in names
+                   else "cnews" if any(n.startswith("cnews.") and n.endswith(".txt") for n in names) else None)
+    if text_layout and tables:
+        # Picking one would silently ignore the other set of files.
+        raise DataError(path, None, f"both {text_layout} files and table files ({', '.join(tables)}) are here; "
+                        "cannot tell which one is the dataset",
+                        fix=f"pass format='{text_layout}' or format='table' (CLI: --data-format), "
+                            "or move one set of files into its own folder")
+    if text_layout:
+        return text_layout
     if "train.txt" in names:
         # train.txt without class.txt: cnews-style if the first row starts with a label name.
         first = _first_data_line(path / "train.txt")
@@ -332,9 +356,9 @@ def detect_format(path: str | Path) -> str:
             return "cnews"
         raise DataError(path / "class.txt", None, "missing class.txt next to train.txt (text<TAB>label_id rows)",
                         fix="add class.txt with one class name per line, in label-id order")
-    if any(Path(n).stem in _TABLE_STEMS and Path(n).suffix.lower() in _TABLE_SUFFIXES for n in names):
+    if tables:
         return "table"
-    if any(sub.is_dir() and not sub.name.startswith(".") and any(sub.glob("*.txt"))
+    if any(sub.is_dir() and not sub.name.startswith(".") and any(_article_files(sub))
            for sub in path.iterdir()):
         return "corpus"
     found = ", ".join(sorted(names)[:12]) or "nothing"
@@ -365,11 +389,47 @@ def _decode(path: Path) -> tuple[str, bool]:
     reported or skipped without losing the rest of the file.
     """
     data = path.read_bytes()
+    if _looks_utf16(data):
+        raise _utf16_error(path)
     try:
         text, clean = data.decode("utf-8"), True
     except UnicodeDecodeError:
         text, clean = data.decode("utf-8", "surrogateescape"), False
+    if "\r" in text and "\n" not in text:
+        # Classic-Mac line ends (CR only): those CRs are the lines; without this the whole file
+        # is one line and every row is reported as one row with hundreds of fields.
+        text = text.replace("\r", "\n")
     return text.removeprefix("\ufeff"), clean
+
+
+def _utf16_error(path: Path) -> DataError:
+    return DataError(path, None, "the file is UTF-16 (Windows 'Unicode'), not UTF-8",
+                     fix=f"convert it: `iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8`, and load the "
+                         "converted file (or save as 'UTF-8' in your editor)")
+
+
+def _line_separator(path: Path) -> bytes:
+    """b"\n", or b"\r" for a classic-Mac file (CR line ends, no LF at all); UTF-16 is refused.
+    Without this a CR-only file is one line whose rows all land in one row."""
+    with open(path, "rb") as file:
+        head = file.read(1 << 16)
+    if _looks_utf16(head):
+        raise _utf16_error(path)
+    if b"\r" in head and b"\n" not in head and b"\n" not in path.read_bytes():
+        return b"\r"
+    return b"\n"
+
+
+def _looks_utf16(data: bytes) -> bool:
+    """A UTF-16 byte-order mark, or (no BOM) NUL bytes in every other position of the start."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = data[:2000]
+    if len(head) < 4 or b"\x00" not in head:
+        return False
+    # ASCII and CJK text in UTF-16 both put many NULs on one parity; UTF-8 text has none.
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    return max(even, odd) >= len(head) // 8
 
 
 def _undecodable(text: str) -> bool:
@@ -387,8 +447,12 @@ def _lines(path: Path, bad: _BadRows) -> Iterator[tuple[int, str]]:
     break on \\x1c, \\x85, \\u2028... inside text. A line with bytes that are not UTF-8 is bad on
     its own; "\\n" never occurs inside a multi-byte character, so the other lines are unaffected.
     """
+    if _line_separator(path) == b"\r":
+        raws = (part + b"\n" for part in path.read_bytes().split(b"\r"))  # rare and old: read whole
+    else:
+        raws = None
     with open(path, "rb") as file:
-        for number, raw in enumerate(file, 1):
+        for number, raw in enumerate(raws if raws is not None else file, 1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # BOM
                 raw = raw[3:]
             try:
@@ -524,12 +588,16 @@ class _NamedRows:
         self._file_code: dict[Path, int] = {}
         self.file_codes = array("i")
         self.lines = array("q")  # -1: no line number
+        self.integer_rows: list[int] = []  # rows whose label was a JSON integer, not a string
 
     @property
     def labels(self) -> list[str]:
         return [self.label_list[c] for c in self.label_codes]
 
-    def add(self, text: str, label: str, split: str | None, path: Path, line: int | None) -> None:
+    def add(self, text: str, label: str, split: str | None, path: Path, line: int | None,
+            *, integer_label: bool = False) -> None:
+        if integer_label:
+            self.integer_rows.append(len(self.label_codes))
         self.store.append(text)
         code = self._label_code.get(label)
         if code is None:
@@ -548,16 +616,46 @@ class _NamedRows:
         line = self.lines[i]
         return self.files[self.file_codes[i]], None if line < 0 else line
 
-    def to_frame(self, bad: _BadRows, *, names_from_train: bool, ratios=None, seed: int = 42) -> _Columns:
+    def _suspect_rows(self, bad: _BadRows, label_codes: np.ndarray, swapped_fix: str) -> np.ndarray:
+        """Rows that would silently become a class of their own: swapped label/text, or an
+        integer label among label names. Returns their row numbers."""
+        suspects = []
+        counts = np.bincount(label_codes, minlength=len(self.label_list)) if len(label_codes) else np.zeros(0, int)
+        for code in np.flatnonzero(counts == 1):  # a label seen once: a swapped row's "label" is its text
+            i = int(np.flatnonzero(label_codes == code)[0])
+            text, label = self.store.read(i), self.label_list[code]
+            if text != label and text in self._label_code:
+                bad(*self.where(i), f"label and text look swapped: the label {label[:40]!r} occurs only "
+                    f"here and the text is the class name {text!r}", swapped_fix)
+                suspects.append(i)
+        if self.integer_rows:
+            integer_set = set(self.integer_rows)
+            named = {self.label_list[c] for i, c in enumerate(label_codes) if i not in integer_set}
+            if named and not all(re.fullmatch(r"-?\d+", n) for n in named):
+                for i in self.integer_rows:
+                    label = self.label_list[label_codes[i]]
+                    if label not in named:
+                        bad(*self.where(i), f"integer label {label} among label names "
+                            f"({', '.join(sorted(named)[:5])}...)",
+                            "write the class name as a string, like the other rows")
+                        suspects.append(i)
+        return np.array(sorted(set(suspects)), dtype=np.int64)
+
+    def to_frame(self, bad: _BadRows, *, names_from_train: bool, ratios=None, seed: int = 42,
+                 swapped_fix: str = "put the class name in the label field and the text in the text field") -> _Columns:
         """Label names from the train rows (or all rows), then ids, then the split if needed."""
         label_codes = np.frombuffer(self.label_codes, dtype=np.int32) if self.label_codes else np.zeros(0, np.int32)
         splits = np.frombuffer(self.splits, dtype=np.int8) if self.splits else np.zeros(0, np.int8)
-        used = np.unique(label_codes[splits == 0] if names_from_train else label_codes)
+        suspect = np.zeros(len(label_codes), dtype=bool)
+        suspect[self._suspect_rows(bad, label_codes, swapped_fix)] = True
+        naming = ((splits == 0) if names_from_train else np.ones(len(label_codes), dtype=bool)) & ~suspect
+        used = np.unique(label_codes[naming])
         names = order_label_names(self.label_list[c] for c in used)
         ids = {name: i for i, name in enumerate(names)}
         id_of_code = np.array([ids.get(name, -1) for name in self.label_list], dtype=np.int64)
         row_ids = id_of_code[label_codes] if len(label_codes) else np.zeros(0, np.int64)
-        for i in np.flatnonzero(row_ids < 0):
+        row_ids[suspect] = -2  # already reported
+        for i in np.flatnonzero(row_ids == -1):
             label = self.label_list[label_codes[i]]
             bad(*self.where(int(i)), f"unknown label {label!r}: not among the train split's labels "
                 f"({', '.join(names)})",
@@ -607,9 +705,11 @@ def _read_titles(folder: Path, bad: _BadRows):
     texts = TextStore()
     labels = array("q")
     splits = array("b")
+    trained: set[int] = set()
+    # Files come in split order (train first), so dev/test rows can be checked against train's classes.
     for split, path in _split_files(folder, ("{stem}.txt",), "titles").items():
         for number, line in _lines(path, bad):
-            fields = line.split("\t")
+            fields = _drop_empty_tail(line.split("\t"), 2)
             if len(fields) != 2:
                 if len(fields) == 1:
                     bad(path, number, "no TAB separator (expected text<TAB>label_id)",
@@ -631,10 +731,23 @@ def _read_titles(folder: Path, bad: _BadRows):
                 bad(path, number, f"label id {label_id} is outside class.txt ({n_classes} classes, ids 0..{n_classes - 1})",
                     "fix the label id, or add the missing class names to class.txt")
                 continue
+            if split == "train":
+                trained.add(label_id)
+            elif label_id not in trained:
+                bad(path, number, f"class {names[label_id]!r} (id {label_id}) has no train rows, "
+                    "so a model cannot learn it", "add training rows for this class, or fix the label id")
+                continue
             texts.append(text)
             labels.append(label_id)
             splits.append(SPLITS.index(split))
     return _Columns(texts.column(), np.array(labels, dtype=np.int64), np.array(splits, dtype=np.int8), names)
+
+
+def _drop_empty_tail(fields: list[str], wanted: int) -> list[str]:
+    """Fields beyond ``wanted`` that are all blank (a trailing TAB or comma) are dropped."""
+    if len(fields) > wanted and not any(f.strip() for f in fields[wanted:]):
+        return fields[:wanted]
+    return fields
 
 
 def _read_cnews(folder: Path, bad: _BadRows):
@@ -653,15 +766,24 @@ def _read_cnews(folder: Path, bad: _BadRows):
                 bad(path, number, "empty text", "remove the line or fill in the text")
             else:
                 rows.add(text, label, split, path, number)
-    return rows.to_frame(bad, names_from_train=True)
+    return rows.to_frame(bad, names_from_train=True, swapped_fix="write label_name<TAB>text")
+
+
+def _article_files(class_dir: Path) -> list[Path]:
+    """A class folder's article files: ``*.txt`` in any letter case, hidden files left out."""
+    return [p for p in class_dir.iterdir()
+            if p.suffix.lower() == ".txt" and not p.name.startswith(".") and p.is_file()]
 
 
 def _read_corpus(folder: Path, bad: _BadRows, ratios, seed: int):
     rows = _NamedRows()
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     for class_dir in class_dirs:
+        for nested in sorted(p for p in class_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            bad(nested, None, f"nested folder inside class folder {class_dir.name!r}: its files are not read",
+                f"move its .txt files up into {class_dir.name}/, or make it a class folder of its own")
         # Sorted so the split depends only on the seed, never on the file system's listing order.
-        for path in sorted(class_dir.glob("*.txt")):
+        for path in sorted(_article_files(class_dir)):
             data = path.read_bytes()
             try:
                 content = data.decode("utf-8").removeprefix("\ufeff")
@@ -724,6 +846,7 @@ def _read_table_file(path: Path, bad: _BadRows, text_column: str, label_column: 
             bad(path, number, f"{text_column!r} is not a string ({type(text).__name__})",
                 "store the text as a string")
             continue
+        integer_label = isinstance(label, int)
         text, label = text.strip(), str(label).strip()
         if not text:
             bad(path, number, "empty text", "remove the row or fill in the text")
@@ -738,7 +861,7 @@ def _read_table_file(path: Path, bad: _BadRows, text_column: str, label_column: 
             if row_split is None:
                 bad(path, number, f"unknown split {value!r}", "use train, dev (or val) or test")
                 continue
-        rows.add(text, label, row_split, path, number)
+        rows.add(text, label, row_split, path, number, integer_label=integer_label)
     return bool(has_split)
 
 
@@ -750,22 +873,75 @@ def _missing_columns(path: Path, columns, wanted) -> None:
                         fix="pass text_column=/label_column= (CLI: --text-column/--label-column) naming yours")
 
 
+class _LineFeed:
+    """The file's physical lines for ``csv.reader``, restartable at any line after a bad row."""
+
+    def __init__(self, text: str):
+        lines = text.split("\n")  # never splitlines(): it also breaks on \x1c, \u2028... in text
+        self.lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+        self.pos = 0  # index of the next line to hand out; line number = index + 1
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self.pos >= len(self.lines):
+            raise StopIteration
+        self.pos += 1
+        return self.lines[self.pos - 1]
+
+
+def _quote_problem(err: csv.Error | None, n_lines: int, at_end: bool) -> str:
+    if err is not None and "expected after" in str(err):
+        return ("malformed quotes: a double quote inside a quoted field is not doubled, or text "
+                "follows the closing quote")
+    if at_end:
+        return "unbalanced double quote: the quoted field opened on this line never closes before the end of the file"
+    return (f"unbalanced double quote: the quoted field opened on this line runs over {n_lines} lines "
+            "and does not end as a row")
+
+
 def _delimited_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator[tuple[int, dict]]:
+    """Rows of a CSV/TSV file. Quoted fields may span lines, but a quote that does not close
+    where a row ends costs only its own line: reading restarts on the next line, so one stray
+    quote cannot swallow the rest of the file. TSV is a no-quoting format by convention, so a
+    TSV line that is not well-formed quoting is read literally (its quotes are text)."""
     text, clean = _decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if kind == "tsv" else ",")
+    delimiter = "\t" if kind == "tsv" else ","
+    feed = _LineFeed(text)
+    reader = csv.reader(feed, delimiter=delimiter, strict=True)
     header = None
-    next_line = 1
     while True:
-        start = next_line
+        start = feed.pos
+        problem = None
         try:
             fields = next(reader)
         except StopIteration:
             break
         except csv.Error as err:
-            next_line = reader.line_num + 1
-            bad(path, start, f"unreadable {kind.upper()} row: {err}", "check the quoting of this row")
-            continue
-        next_line = reader.line_num + 1
+            problem = _quote_problem(err, feed.pos - start, "end of data" in str(err))
+        else:
+            spans = feed.pos - start
+            if spans > 1 and header is not None:
+                fields = _drop_empty_tail(fields, len(header))
+                # a multi-line row is well-formed only with the header's field count and the
+                # line breaks inside the text column
+                labels_broken = any("\n" in f for c, f in zip(header, fields, strict=False) if c != wanted[0])
+                if len(fields) != len(header) or labels_broken:
+                    problem = _quote_problem(None, spans, False)
+        if problem is not None:
+            feed.pos = start + 1
+            reader = csv.reader(feed, delimiter=delimiter, strict=True)  # a fresh reader, no half-read field
+            if kind == "tsv":
+                fields = feed.lines[start].rstrip("\r\n").split("\t")
+            elif header is None:
+                raise DataError(path, start + 1, f"header row: {problem}",
+                                fix="the first row must name the columns, without stray quotes")
+            else:
+                bad(path, start + 1, problem,
+                    'close the quote on this line, or write a quote that is part of the text as two ("")'
+                    " inside a quoted field")
+                continue
         if not fields or not any(f.strip() for f in fields):
             continue
         if header is None:
@@ -773,14 +949,15 @@ def _delimited_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator
             _missing_columns(path, header, wanted)
             continue
         if not clean and any(_undecodable(f) for f in fields):
-            bad(path, start, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
+            bad(path, start + 1, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
             continue
+        fields = _drop_empty_tail(fields, len(header))
         if len(fields) != len(header):
             sep = "TAB" if kind == "tsv" else "comma"
-            bad(path, start, f"expected {len(header)} {sep}-separated fields (as in the header), found {len(fields)}",
+            bad(path, start + 1, f"expected {len(header)} {sep}-separated fields (as in the header), found {len(fields)}",
                 f"quote fields that contain a {sep} with double quotes")
             continue
-        yield start, dict(zip(header, fields, strict=True))
+        yield start + 1, dict(zip(header, fields, strict=True))
     if header is None:
         raise DataError(path, None, "empty table (no header row)", fix="the first row must name the columns")
 
