@@ -124,6 +124,11 @@ def load_run(run_dir: str | Path) -> RunData:
             setattr(data, name, _read(path, name))
         except Exception as err:  # noqa: BLE001 - a broken file must not stop the whole report
             data.problems[name] = f"{type(err).__name__}: {err}"
+    if data.manifest is not None:
+        from nbutils.runlock import effective_status
+
+        # "running" with no live runner holding the run's lock: the runner was killed
+        data.manifest["status"] = effective_status(paths.root, data.manifest)
     if data.predictions is not None:
         for col in ("text", "label", "pred"):
             data.predictions[col] = data.predictions[col].astype(str)
@@ -503,8 +508,11 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
             lines.append(f"Layer freezing: highest mean test accuracy {_pct(means.max())}, {who}.")
         except NbutilsError as err:
             lines.append(f"Layer freezing results could not be summarised: {err.message}")
-    missing = [SOURCES[n][0] for n in ("finetune_metrics", "freezing_results", "pretrain_metrics",
-                                       "explore_stats") if getattr(data, n) is None]
+    stages = ("finetune_metrics", "freezing_results", "pretrain_metrics", "explore_stats")
+    unreadable = [n for n in stages if n in data.problems]
+    missing = [SOURCES[n][0] for n in stages if getattr(data, n) is None and n not in data.problems]
+    for name in unreadable:  # there, but broken: "not in this run" would send the reader looking elsewhere
+        lines.append(f"Could not read `{SOURCES[name][0]}`: {data.problems[name]}.")
     if missing:
         lines.append("Not in this run: " + ", ".join(f"`{m}`" for m in missing) + ".")
     if dataset:
@@ -590,6 +598,11 @@ def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, 
     if not paths.root.is_dir():
         raise NbutilsError(f"run directory {paths.root} does not exist",
                            fix="pass a folder under runs/ (`ls runs/`)")
+    stage_dirs = (paths.convert, paths.explore, paths.pretrain, paths.finetune, paths.freezing)
+    if not paths.manifest.is_file() and not any(d.is_dir() for d in stage_dirs):
+        # a report written into a dataset or the repository would be litter, not a report
+        raise NbutilsError(f"{paths.root} is not a run directory (no manifest.json and no stage folders)",
+                           fix="pass a folder under runs/ (`ls runs/`), made by `nbutils run` or the notebooks")
     declared = papermill.inspect_notebook(str(notebook))
     recorded = {}
     if paths.manifest.is_file():

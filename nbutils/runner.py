@@ -40,8 +40,9 @@ KERNEL_NAME = "python3"
 PATH_SUFFIXES = ("_dir", "_path", "_file")
 # `*_source` may be a hub id ("bert-base-chinese"); it is a path only if it exists as one.
 SOURCE_SUFFIX = "_source"
-# Always injected by the runner, never taken from a profile.
-RUNNER_PARAMETERS = {"run_dir", "headless"}
+# Always injected by the runner, never taken from a profile (``overwrite`` comes from --overwrite:
+# replacing a stage's finished results is a decision for one command, not a profile default).
+RUNNER_PARAMETERS = {"run_dir", "headless", "overwrite"}
 MANIFEST_PACKAGES = (
     "nbutils", "torch", "transformers", "tokenizers", "accelerate", "safetensors", "numpy",
     "pandas", "scikit-learn", "papermill", "nbconvert", "matplotlib", "seaborn",
@@ -66,9 +67,12 @@ def discover_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
-    """Pick notebooks by number: ``"04"``, ``"1,4"`` or ``"02-04"``."""
-    if not only:
+    """Pick notebooks by number: ``"04"``, ``"1,4"`` or ``"02-04"``; ``None`` picks all."""
+    if only is None:
         return notebooks
+    if not only.strip():
+        # an empty selection (e.g. `--only "$STAGES"` with STAGES unset) must not mean "everything"
+        raise NbutilsError("--only '' selects no notebook", fix="use numbers like 04, 1,4 or 02-04, or omit --only")
     wanted: set[int] = set()
     for part in only.split(","):
         part = part.strip()
@@ -78,6 +82,9 @@ def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
                                fix="use numbers like 04, 1,4 or 02-04")
         lo = int(match.group(1))
         hi = int(match.group(2) or lo)
+        if hi < lo:
+            raise NbutilsError(f"--only {only!r}: the range {part!r} runs backwards",
+                               fix=f"write it low to high: {hi:02d}-{lo:02d}")
         wanted.update(range(lo, hi + 1))
     chosen = [p for p in notebooks if int(p.name[:2]) in wanted]
     missing = wanted - {int(p.name[:2]) for p in chosen}
@@ -196,7 +203,7 @@ def resolve_paths(params: dict[str, Any], root: Path = REPO_ROOT) -> dict[str, A
 
 def plan_parameters(
     notebooks: list[NotebookParameters], values: dict[str, Any], run_dir: Path,
-    *, known: set[str] | None = None,
+    *, known: set[str] | None = None, overwrite: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Per notebook, the parameters to inject; a key in no notebook of ``known`` is an error.
 
@@ -205,6 +212,10 @@ def plan_parameters(
     """
     if known is None:
         known = set().union(*(nb.declared for nb in notebooks)) if notebooks else set()
+    reserved = sorted(set(values) & RUNNER_PARAMETERS)
+    if reserved:
+        raise NbutilsError(f"parameter(s) {reserved} are set by the runner, not by a profile or -p",
+                           fix="use --run-dir for run_dir and --overwrite for overwrite; headless is always True")
     unknown = sorted(set(values) - known - RUNNER_PARAMETERS)
     if unknown:
         raise NbutilsError(
@@ -220,6 +231,8 @@ def plan_parameters(
                 injected[name] = str(run_dir)
             elif name == "headless":
                 injected[name] = True
+            elif name == "overwrite":
+                injected[name] = bool(overwrite)
             elif name in values:
                 injected[name] = cast_to_declared(nb.name, name, values[name],
                                                   spec.get("inferred_type_name"))
@@ -292,7 +305,7 @@ def describe_failure(err: BaseException, notebook: str, executed: Path) -> str:
     if count is not None:
         where += f" (execution count {count})"
     lines = [f"FAILED {notebook}, {where}", f"  {ename}: {evalue}"]
-    source = _cell_source(executed, count)
+    source = _failing_line(getattr(err, "traceback", None) or [], count) or _cell_source(executed, count)
     if source:
         lines.insert(1, f"  in: {source}")
     traceback = getattr(err, "traceback", None) or []
@@ -301,6 +314,25 @@ def describe_failure(err: BaseException, notebook: str, executed: Path) -> str:
         lines += ["  traceback (last lines):"] + [f"    {line}" for line in tail]
     lines.append(f"  executed notebook kept at {executed}")
     return "\n".join(lines)
+
+
+def _failing_line(traceback: list[str], exec_count: int | None) -> str:
+    """The cell's line that raised, from IPython's traceback ("Cell In[7], line 12" + an arrow)."""
+    text = _clean("\n".join(traceback))
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = re.search(r"Cell In\[(\d+)\], line (\d+)", line)
+        if not match or (exec_count is not None and int(match.group(1)) != exec_count):
+            continue
+        # the frame's code follows, the failing line marked with "---->" (the first frame in the
+        # cell is the cell's own statement: the call that failed, not a line inside a function)
+        for code in lines[i + 1:]:
+            arrow = re.match(r"\s*-+>\s*\d+\s?(.*)", code)
+            if arrow:
+                return arrow.group(1).strip()[:120]
+            if re.search(r"Cell In\[|File ", code):
+                break
+    return ""
 
 
 def _cell_source(executed: Path, exec_count: int | None) -> str:
@@ -333,9 +365,14 @@ def run_pipeline(
     cell_timeout: int = 4 * 3600,
     notebook_dir: Path | None = None,
     runs_dir: Path | None = None,
+    overwrite: bool = False,
     log=print,
 ) -> Path:
-    """Execute the selected notebooks into a run directory and return its path."""
+    """Execute the selected notebooks into a run directory and return its path.
+
+    ``overwrite`` is passed to notebooks that declare an ``overwrite`` parameter (03, 04, 05):
+    with it a re-entry (``only``) may replace that stage's finished results.
+    """
     import papermill
 
     notebook_dir = notebook_dir or NOTEBOOK_DIR
@@ -356,29 +393,64 @@ def run_pipeline(
         root = new_run_dir(profile, runs_dir)
     else:
         root = Path(run_dir).resolve()
-        if root.exists() and any(root.iterdir()) and not only:
+        if root.exists() and not root.is_dir():
+            raise NbutilsError(f"--run-dir {root} is a file, not a folder", fix="pass a run directory")
+        non_empty = root.is_dir() and any(root.iterdir())
+        if non_empty and only is None:
             raise NbutilsError(
                 f"{root} already exists; a run directory is never overwritten",
                 fix="omit --run-dir for a new run, or add --only NN to (re)run stages in it",
             )
+        if non_empty and not RunPaths(root).manifest.is_file():
+            # --only re-enters a run; it must not scatter notebooks/ and manifest.json into
+            # some other folder (a dataset, the repository...)
+            raise NbutilsError(f"{root} is not a run directory (it has files but no manifest.json)",
+                               fix="pass a folder made by `nbutils run` (runs/<timestamp>-<profile>), "
+                                   "or an empty or new folder")
         root.mkdir(parents=True, exist_ok=True)
     paths = RunPaths(root)
     try:
-        plan = plan_parameters(inspected, values, root, known=known)
+        plan = plan_parameters(inspected, values, root, known=known, overwrite=overwrite)
     except NbutilsError:
         if run_dir is None:
             root.rmdir()  # nothing was written: do not leave an empty run behind
         raise
-    paths.notebooks.mkdir(exist_ok=True)
+    from nbutils.runlock import RunLock
 
+    with RunLock(root):
+        return _execute(papermill, inspected, plan, paths, profile, values, cell_timeout, log)
+
+
+def _execute(papermill, inspected, plan, paths: RunPaths, profile: str, values: dict,
+             cell_timeout: int, log) -> Path:
+    """The run itself; the caller holds the run directory's lock."""
+    root = paths.root
+    paths.notebooks.mkdir(exist_ok=True)
     manifest = _load_or_new_manifest(paths, profile, values)
-    manifest["status"] = "running"
+    reentry = manifest["reentries"][-1] if manifest.get("reentries") else None
+    before = manifest.get("status")  # a re-entry never turns a finished run into a failed one
+    if reentry is None:
+        manifest["status"] = "running"
+    else:
+        reentry["status"] = "running"
+        if before != "ok":
+            manifest["status"] = "running"
     write_json(paths.manifest, manifest)
     log(f"run directory: {root}")
     log(f"device: {manifest['device']}")
     log(current_policy().describe())
     log(f"load average (1, 5, 15 min) at start: {manifest['load_average']['start']}")
     started = time.monotonic()
+
+    def finish(status: str) -> None:
+        if reentry is None or before != "ok":
+            manifest["status"] = status
+        manifest["ended"] = _now()
+        manifest.setdefault("load_average", {})["end"] = machine_load()
+        if reentry is not None:
+            reentry.update(status=status, ended=_now())
+        write_json(paths.manifest, manifest)
+
     for index, nb in enumerate(inspected, 1):
         executed = _fresh_output_path(paths.notebooks / nb.path.name)
         entry = {"name": nb.name, "status": "running", "started": _now(),
@@ -399,21 +471,33 @@ def run_pipeline(
             entry.update(status=status, duration_s=round(time.monotonic() - t0, 2),
                          error=f"{getattr(err, 'ename', type(err).__name__)}: "
                                f"{_clean(getattr(err, 'evalue', str(err)))}")
-            manifest.update(status=status, ended=_now())
-            manifest["load_average"]["end"] = machine_load()
-            write_json(paths.manifest, manifest)
+            finish(status)
             if interrupted:
                 raise
             raise RunFailed(describe_failure(err, nb.name, executed)) from err
         entry.update(status="ok", duration_s=round(time.monotonic() - t0, 2))
+        _record_parameters(manifest, reentry, plan[nb.name])
         write_json(paths.manifest, manifest)
         log(f"      ok in {entry['duration_s']:.1f} s")
-    manifest.update(status="ok", ended=_now())
-    manifest["load_average"]["end"] = machine_load()
-    write_json(paths.manifest, manifest)
+    finish("ok")
     log(f"load average (1, 5, 15 min) at the end: {manifest['load_average']['end']}")
     log(f"done in {time.monotonic() - started:.0f} s: {root}")
     return root
+
+
+def _record_parameters(manifest: dict, reentry: dict | None, injected: dict[str, Any]) -> None:
+    """After a notebook of a re-entry succeeds, the run's parameter table shows the values it ran
+    with (the report reads this table); the values they replaced go into the re-entry record."""
+    if reentry is None:
+        return
+    table = manifest.setdefault("parameters", {})
+    for name, value in injected.items():
+        if name in RUNNER_PARAMETERS:
+            continue
+        value = _plain(value)
+        if name in table and table[name] != value:
+            reentry.setdefault("replaced", {}).setdefault(name, table[name])
+        table[name] = value
 
 
 def _fresh_output_path(path: Path) -> Path:
@@ -431,8 +515,18 @@ def _load_or_new_manifest(paths: RunPaths, profile: str, values: dict[str, Any])
     if paths.manifest.exists():
         from nbutils.io import read_json
 
-        manifest = read_json(paths.manifest)
+        try:
+            manifest = read_json(paths.manifest)
+        except ValueError as err:
+            raise NbutilsError(f"{paths.manifest} is not valid JSON ({err})",
+                               fix="restore it from a backup, or run the stages into a new run directory") from None
         manifest.setdefault("notebooks", [])
+        if manifest.get("status") == "running":
+            # We hold the lock, so the runner that wrote "running" is dead (SIGKILL, power cut).
+            for stale in manifest["notebooks"]:
+                if stale.get("status") == "running":
+                    stale.update(status="interrupted", error="the runner stopped without finishing (killed?)")
+            manifest["status"] = "interrupted"
         manifest.setdefault("reentries", []).append(
             {"at": _now(), "profile": profile, "parameters": _plain(values),
              "threads": current_policy().as_dict(), "load_average_start": machine_load()})
@@ -471,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a profile parameter (YAML-typed: 3, 1e-5, true, [1,2], text)")
     parser.add_argument("--only", help="run only these notebooks: 04, 1,4 or 02-04")
     parser.add_argument("--run-dir", help="run directory (default: runs/<timestamp>-<profile>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --only: let stages that already finished (03, 04, 05) replace their results")
     parser.add_argument("--cell-timeout", type=int, default=4 * 3600,
                         help="seconds one cell may run before the run fails (default 4 h)")
     return parser
@@ -488,9 +584,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     overrides = dict(parse_override(p) for p in args.param)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal or ssh session: the same orderly stop
+        signal.signal(signal.SIGHUP, _exit_on_sigterm)
     try:
         run_pipeline(args.profile, overrides, only=args.only, run_dir=args.run_dir,
-                     cell_timeout=args.cell_timeout)
+                     cell_timeout=args.cell_timeout, overwrite=args.overwrite)
     except RunFailed as err:
         print(f"\n{err}", file=sys.stderr)
         return 1

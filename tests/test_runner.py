@@ -109,7 +109,7 @@ def test_failure_names_notebook_cell_and_error_and_keeps_the_notebook(project, c
     text = str(info.value)
     # cell 3 of the executed notebook: papermill inserts the injected-parameters cell
     assert "FAILED 02_boom, cell 3" in text
-    assert "in: x = 1" in text  # the failing cell's first line
+    assert "in: raise ValueError('the data is bad')" in text  # the failing line, not the cell's first
     assert "ValueError: the data is bad" in text
     run = next((tmp / "runs").iterdir())
     assert (run / "notebooks" / "02_boom.ipynb").is_file()
