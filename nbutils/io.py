@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,64 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+class LeftoverWarning(UserWarning):
+    """A hidden temporary file or folder of an earlier, killed write was found (and removed)."""
+
+
+# The temp name carries the writer's host and pid (".NAME.tmp-HOST-PID-RANDOM"), so a later write
+# can tell a leftover of a killed process (SIGKILL, power cut: no `finally` ran) from a live one.
+_HOST = re.sub(r"[^A-Za-z0-9]", "", platform.node())[:24] or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or cannot tell: leave it alone
+    return True
+
+
+def clean_leftovers(path: str | Path) -> list[Path]:
+    """Remove hidden temporaries of ``path`` left by dead writers on this host; warn about them.
+
+    Leftovers of another host, of a live process, or in the older name format without a pid are
+    only reported (a warning naming them), never removed. Returns the removed paths.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-(?:(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-)?")
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match:
+            continue
+        pid = match.group("pid")
+        if pid is not None and match.group("host") == _HOST:
+            if _pid_alive(int(pid)):
+                continue  # a write in progress
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+            warnings.warn(f"removed {entry}: an unfinished write of {path.name} by process {pid}, "
+                          "which was killed before it could clean up", LeftoverWarning, stacklevel=3)
+        else:
+            warnings.warn(f"found {entry}: an unfinished write of {path.name} (by an older nbutils or "
+                          "another host); delete it if no other process is writing there",
+                          LeftoverWarning, stacklevel=3)
+    return removed
+
+
 def _tmp_sibling(path: Path, *, directory: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}.tmp-"
+    clean_leftovers(path)
+    prefix = f".{path.name}.tmp-{_HOST}-{os.getpid()}-"
     if directory:
         name = tempfile.mkdtemp(prefix=prefix, dir=path.parent)
         os.chmod(name, 0o777 & ~_UMASK)  # mkdtemp's 0700 would stick to the renamed result
