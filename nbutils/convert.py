@@ -167,33 +167,72 @@ def open_source(src: str | Path, *, config: str | Path | None = None, vocab: str
         if src_path.suffix == ".zip":
             if not src_path.is_file():
                 raise NbutilsError(f"{src_path}: file not found", fix="check the path of the checkpoint zip")
-            tmp = unzipped = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".unzip-", dir=work_dir)))
-            try:
-                with zipfile.ZipFile(src_path) as zf:
-                    zf.extractall(tmp)  # extractall drops absolute paths and "..": no writes outside tmp
-            except (zipfile.BadZipFile, EOFError, OSError) as err:
-                raise NbutilsError(f"{src_path}: cannot unzip ({err})", fix="download the zip again") from None
-            indexes = sorted(tmp.rglob("*.index"))
-            if not indexes:
-                raise NbutilsError(f"{src_path}: no *.index file inside the zip", fix="this zip holds no TF checkpoint")
-            src_path = indexes[0].parent
-        if not src_path.exists() and not src_path.with_name(src_path.name + ".index").exists():
+            unzipped = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".unzip-", dir=work_dir)))
+        with _named_inside_zip(Path(src).expanduser(), unzipped):
+            if unzipped is not None:
+                src_path = _unzip_checkpoint(src_path, unzipped)
+            yield _resolve_source(str(src), src_path, config, vocab, unzipped)
+
+
+@contextlib.contextmanager
+def _named_inside_zip(zip_path: Path, unzipped: Path | None):
+    """Errors name files inside a zip as ``x.zip!/member``, never the temporary folder, which is
+    gone by the time the user reads the message."""
+    try:
+        yield
+    except NbutilsError as err:
+        if unzipped is not None:
+            err.message = err.message.replace(str(unzipped), f"{zip_path}!")
+            err.fix = err.fix.replace(str(unzipped), f"{zip_path}!") if err.fix else err.fix
+            err.args = (str(err),)
+        raise
+
+
+def _is_zip_junk(name: str) -> bool:
+    """macOS's resource forks (``__MACOSX/``, ``._name``) and Finder files: not checkpoint data."""
+    parts = Path(name).parts
+    return "__MACOSX" in parts or any(p.startswith("._") or p == ".DS_Store" for p in parts)
+
+
+def _unzip_checkpoint(zip_path: Path, tmp: Path) -> Path:
+    """Unpack the zip (without macOS junk) into ``tmp``; the folder of its one checkpoint."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = [m for m in zf.namelist() if not _is_zip_junk(m)]
+            zf.extractall(tmp, members)  # extractall drops absolute paths and "..": no writes outside tmp
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise NbutilsError(f"{zip_path}: cannot unzip ({err})", fix="download the zip again") from None
+    indexes = sorted(tmp.rglob("*.index"))
+    if not indexes:
+        raise NbutilsError(f"{zip_path}: no *.index file inside the zip", fix="this zip holds no TF checkpoint")
+    folders = sorted({p.parent for p in indexes})
+    if len(folders) > 1 or (len(indexes) > 1 and not (folders[0] / "checkpoint").is_file()):
+        # Picking one would convert a checkpoint the user may not have meant, without a word.
+        names = ", ".join(f"{zip_path}!/{p.relative_to(tmp).as_posix()}" for p in indexes)
+        raise NbutilsError(f"{zip_path} holds {len(indexes)} checkpoints: {names}",
+                           fix="unzip it and pass the prefix of the one you want "
+                               "(e.g. .../bert_model.ckpt), or zip only that one")
+    return folders[0]  # one checkpoint, or several with TF's `checkpoint` file naming the latest
+
+
+def _resolve_source(given: str, src_path: Path, config, vocab, unzipped: Path | None) -> Source:
+    if not src_path.exists() and not src_path.with_name(src_path.name + ".index").exists():
+        raise NbutilsError(
+            f"{src_path}: no such checkpoint (neither the path nor {src_path.name}.index exists)",
+            fix="pass the checkpoint folder, its prefix (…/bert_model.ckpt), its .index or a .data-* file",
+        )
+    prefix = checkpoint_prefix(src_path)
+    folder = prefix.parent
+    config_path = Path(config) if config else folder / "bert_config.json"
+    vocab_path = Path(vocab) if vocab else folder / "vocab.txt"
+    for path, what, flag in ((config_path, "bert_config.json", "--config"), (vocab_path, "vocab.txt", "--vocab")):
+        if not path.is_file():
             raise NbutilsError(
-                f"{src_path}: no such checkpoint (neither the path nor {src_path.name}.index exists)",
-                fix="pass the checkpoint folder, its prefix (…/bert_model.ckpt), its .index or a .data-* file",
+                f"{path}: {what} not found next to the checkpoint",
+                fix=f"pass it with {flag} (run_classifier.py output folders hold no config/vocab: "
+                "use the ones of the model you fine-tuned from)",
             )
-        prefix = checkpoint_prefix(src_path)
-        folder = prefix.parent
-        config_path = Path(config) if config else folder / "bert_config.json"
-        vocab_path = Path(vocab) if vocab else folder / "vocab.txt"
-        for path, what, flag in ((config_path, "bert_config.json", "--config"), (vocab_path, "vocab.txt", "--vocab")):
-            if not path.is_file():
-                raise NbutilsError(
-                    f"{path}: {what} not found next to the checkpoint",
-                    fix=f"pass it with {flag} (run_classifier.py output folders hold no config/vocab: "
-                    "use the ones of the model you fine-tuned from)",
-                )
-        yield Source(str(src), prefix, config_path, vocab_path, unzipped)
+    return Source(given, prefix, config_path, vocab_path, unzipped)
 
 
 def read_bert_config(path: str | Path) -> dict:
@@ -205,7 +244,18 @@ def read_bert_config(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_CONFIG_KEYS if not isinstance(cfg.get(k), int)]
     if missing:
         raise NbutilsError(f"{path}: missing or non-integer keys {missing}", fix="use Google's bert_config.json for this checkpoint")
+    check_attention_heads(cfg, path)
     return cfg
+
+
+def check_attention_heads(cfg: dict, where: str | Path) -> None:
+    """hidden_size must split evenly into num_attention_heads (each head gets hidden/heads
+    dimensions); otherwise the written model cannot be loaded by transformers."""
+    hidden, heads = cfg.get("hidden_size"), cfg.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and (heads < 1 or hidden % heads):
+        raise NbutilsError(f"{where}: hidden_size={hidden} is not a multiple of num_attention_heads={heads}",
+                           fix="use the bert_config.json of this checkpoint; each attention head needs "
+                               "hidden_size / num_attention_heads dimensions (e.g. 768 / 12)")
 
 
 # --- planning: which tensor goes where --------------------------------------------------------

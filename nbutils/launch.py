@@ -32,10 +32,13 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=f.default)
 
 
-def _load_dataset(data_dir: str, data_format: str):
+def _load_dataset(data_dir: str, data_format: str, on_bad_rows: str = "raise"):
     from nbutils import data
 
-    return data.load_dataset(data_dir, format=data_format)
+    dataset = data.load_dataset(data_dir, format=data_format, on_bad_rows=on_bad_rows)
+    if dataset.skipped and int(os.environ.get("RANK", "0")) == 0:
+        print(f"left out {len(dataset.skipped)} bad row(s) (--on-bad-rows skip), e.g. {dataset.skipped[0]}")
+    return dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="model folder (or hub id)")
     parser.add_argument("--data", required=True, help="dataset folder or file")
     parser.add_argument("--data-format", default="auto")
+    parser.add_argument("--on-bad-rows", choices=("raise", "skip"), default="raise",
+                        help="raise: stop at the first bad row (file:line, reason); skip: leave bad rows out")
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds checkpoints)")
     parser.add_argument("--curves-png", default=None)
     parser.add_argument("--overwrite", action="store_true")
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = {f.name for f in dataclasses.fields(FinetuneConfig)} - {"extra_training_args", "headless"}
     config = FinetuneConfig(**{k: getattr(args, k) for k in names}, headless=True)
-    dataset = _load_dataset(args.data, args.data_format)
+    dataset = _load_dataset(args.data, args.data_format, args.on_bad_rows)
     result = finetune(dataset, args.model, args.out, config, curves_png=args.curves_png,
                       overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -27,20 +27,28 @@ class Predictor:
     """A loaded model + tokenizer + truncation settings, reusable across calls (e.g. a widget)."""
 
     def __init__(self, model_dir: str | Path, device: str = "auto"):
-        from transformers import AutoModelForSequenceClassification
+        from safetensors import SafetensorError
 
         from nbutils.device import choose_device
         from nbutils.model_folder import check_model_dir
         from nbutils.tokenization import check_vocab_matches, load_tokenizer
 
         self.model_dir = Path(model_dir)
-        check_model_dir(self.model_dir)
+        try:
+            check_model_dir(self.model_dir)  # reads the weights' header
+        except (SafetensorError, OSError) as err:
+            raise _corrupt_weights(self.model_dir, err) from None
         # On a CPU the weights stay fp32 (the "predict" policy in nbutils.device); GPUs predict
         # in half precision.
         self.choice = choose_device(device, task="predict")
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(self.model_dir), attn_implementation=self.choice.attn_implementation
-        )
+        model, info = _load_classifier(self.model_dir, self.choice.attn_implementation)
+        if any(key.startswith("classifier.") for key in info.get("missing_keys", ())):
+            # transformers would add a random head and answer with LABEL_0/LABEL_1 at ~50%
+            raise NbutilsError(
+                f"{self.model_dir} was never fine-tuned: it has no classifier weights (only the "
+                "pre-trained encoder), so every answer would come from a random head",
+                fix="fine-tune it first (`nbutils train --model ... --out OUT` or notebook 04), then "
+                    "predict with OUT/model (runs/<run>/finetune/model)")
         if not getattr(model.config, "id2label", None) or model.config.num_labels < 2:
             raise NbutilsError(f"{self.model_dir} has no classification labels", fix="fine-tune it first")
         self.tokenizer = load_tokenizer(self.model_dir)
@@ -54,7 +62,17 @@ class Predictor:
     def truncator(self, max_length: int | None, truncation: str | None):
         from nbutils.tokenization import Truncator
 
-        length = max_length or self.train_config.get("max_length") or min(self.max_positions, 512)
+        if max_length is not None and max_length < 1:
+            raise NbutilsError(f"max_length={max_length}: must be a positive number of tokens",
+                               fix="omit it to cut texts as in training, or pass e.g. --max-length 128")
+        if max_length is None and not self.train_config.get("max_length"):
+            # guessing would cut texts differently from training without a word
+            raise NbutilsError(
+                f"{self.model_dir / 'finetune_config.json'} is missing: the max_length and truncation "
+                "this model was fine-tuned with are unknown",
+                fix="pass --max-length (max_length=) as used in training, or predict with the folder "
+                    "`nbutils train` / notebook 04 wrote (it holds finetune_config.json)")
+        length = max_length or self.train_config["max_length"]
         return Truncator(
             self.tokenizer,
             length,
@@ -93,7 +111,7 @@ class Predictor:
             raise NbutilsError(f"batch_size={batch_size}", fix="use a positive batch size")
         if not texts:
             columns = ["text", "label", "confidence", *[f"prob_{n}" for n in self.label_names]]
-            return pd.DataFrame(columns=columns + ["n_tokens", "truncated"])
+            return pd.DataFrame(columns=columns + ["n_tokens", "truncated", "empty"])
         import numpy as np
 
         from nbutils.tokenization import char_chunks
@@ -115,6 +133,8 @@ class Predictor:
         frame = frame.rename(columns={"pred": "label"})
         frame["n_tokens"] = n_tokens
         frame["truncated"] = n_tokens > cut_tokens
+        # an empty or blank text still gets a label (the model's prior), which means nothing: flag it
+        frame["empty"] = [not t.strip() for t in texts]
         return frame
 
 
@@ -137,6 +157,27 @@ def prediction_frame(texts, logits, label_names, labels=None):
     for i, name in enumerate(label_names):
         frame[f"prob_{name}"] = probs[:, i]
     return frame
+
+
+def _load_classifier(model_dir: Path, attn_implementation):
+    """The model and transformers' loading info; a truncated or corrupt weights file is named."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir), attn_implementation=attn_implementation, output_loading_info=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as err:
+        raise _corrupt_weights(model_dir, err) from None
+
+
+def _corrupt_weights(model_dir: Path, err: Exception) -> NbutilsError:
+    weights = next((model_dir / n for n in ("model.safetensors", "pytorch_model.bin")
+                    if (model_dir / n).is_file()), model_dir)
+    size = f" ({weights.stat().st_size:,} bytes)" if weights.is_file() else ""
+    return NbutilsError(f"{weights}{size} cannot be read ({type(err).__name__}: {str(err)[:200]}): "
+                        "the file is truncated or corrupt (an interrupted copy or download?)",
+                        fix="copy or download the model folder again and compare the file size")
 
 
 def _as_texts(texts) -> list[str]:
@@ -229,8 +270,10 @@ def _read_lines(path: str) -> list[str]:
     if path == "-":
         return [line.rstrip("\r\n") for line in sys.stdin]
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise NbutilsError(f"{file}: file not found", fix="pass a text file with one text per line")
+    if file.is_dir():
+        raise NbutilsError(f"{file} is a folder", fix="pass a text file with one text per line")
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -249,15 +292,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="write all columns as CSV here instead of printing a table")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per text (default: as in training, from finetune_config.json)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch: a fine-tuned model folder; onnx / onnx-int8: a folder written by "
                              "`nbutils export-onnx` (ONNX Runtime on the CPU)")
     args = parser.parse_args(argv)
-    texts = list(args.texts) + (_read_lines(args.file) if args.file else [])
+    from_file = _read_lines(args.file) if args.file else []
+    texts = list(args.texts) + from_file
     if not texts:
+        if args.file:
+            raise NbutilsError(f"no texts to classify: --file {args.file} is empty",
+                               fix="pass a UTF-8 file with one text per line")
         raise NbutilsError("no texts to classify", fix="pass TEXT arguments or --file")
+    if args.max_length is not None and args.max_length < 1:
+        raise NbutilsError(f"--max-length {args.max_length}: must be a positive number of tokens",
+                           fix="omit it to cut texts as in training, or pass e.g. --max-length 128")
     frame = predict(texts, args.model, batch_size=args.batch_size, max_length=args.max_length,
                     device=args.device, backend=args.backend)
     if args.output:
@@ -269,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shown = frame[["label", "confidence", "text"]].copy()
         shown["text"] = [t if len(t) <= 60 else t[:57] + "..." for t in shown["text"]]
+        shown.loc[frame["empty"].to_numpy(dtype=bool), "text"] = "(empty text: the label means nothing)"
         shown["confidence"] = shown["confidence"].map("{:.3f}".format)
         print(shown.to_string(index=False))
+        if frame["empty"].any():
+            print(f"note: {int(frame['empty'].sum())} empty or blank text(s); see the 'empty' column of --output")
     return 0

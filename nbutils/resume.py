@@ -50,7 +50,9 @@ def run_fingerprint(model_dir, dataset, config, split_sizes: dict, setup: dict |
     settings = {k: v for k, v in asdict(config).items() if k not in COSMETIC_FIELDS}
     fingerprint = {
         "model_dir": str(path.resolve()) if path.exists() else str(model_dir),
-        "dataset_source": str(getattr(dataset, "source", "")),
+        # the data's content, not its path: the same files elsewhere may resume, shifted labels
+        # with unchanged row counts may not (a subsample is fixed by this plus config's seed/sizes)
+        "data_content": dataset.content_fingerprint() if hasattr(dataset, "content_fingerprint") else None,
         "split_sizes": dict(split_sizes),
         "config": settings,
         "training_setup": setup or {},

@@ -18,6 +18,7 @@ from nbutils.prediction import Predictor, main, predict
 from nbutils.random_bert import make_random_bert
 
 LABELS = ["体育", "财经", "科技"]
+TRAINED_WITH = {"max_length": 128, "truncation": "head", "head_tokens": 0}
 TITLES = [
     "中华女子学院：本科层次仅1专业招男生",
     "两天价网站背后重重迷雾：做个网站究竟要多少钱",
@@ -42,6 +43,7 @@ def classifier_dir(tmp_path_factory, vocab_dir):
         model.classifier.weight.normal_(0, 2.0)
     model.save_pretrained(out)
     transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    write_json(out / "finetune_config.json", TRAINED_WITH)  # as nbutils.train saves it
     return out
 
 
@@ -91,7 +93,7 @@ def test_uses_the_training_truncation(classifier_dir, tmp_path):
         assert frame.loc[0, "label"] == tail_only.loc[0, "label"]
         np.testing.assert_allclose(frame.loc[0, "confidence"], tail_only.loc[0, "confidence"], atol=1e-6)
     finally:
-        (classifier_dir / "finetune_config.json").unlink()
+        write_json(classifier_dir / "finetune_config.json", TRAINED_WITH)
 
 
 def test_cli_table_file_and_csv(classifier_dir, tmp_path, capsys):
