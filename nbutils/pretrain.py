@@ -454,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_dir", help="BERT model folder (e.g. runs/<run>/convert/model)")
     parser.add_argument("out_dir", help="output folder (model/, history.csv, metrics.json, loss.png)")
     parser.add_argument("--format", default="auto", help="dataset format (see nbutils.data)")
+    parser.add_argument("--on-bad-rows", choices=("raise", "skip"), default="raise",
+                        help="raise: stop at the first bad row (file:line, reason); skip: leave bad rows out")
     defaults = PretrainConfig()
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -470,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nbutils.data import load_dataset
 
-    dataset = load_dataset(args.data, format=args.format)
+    dataset = load_dataset(args.data, format=args.format, on_bad_rows=args.on_bad_rows)
     config = PretrainConfig(max_steps=args.max_steps,
                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                             max_length=args.max_length, whole_word_masking=args.whole_word_masking,
