@@ -29,6 +29,7 @@ import torch
 import transformers
 
 from nbutils.data import load_dataset
+from nbutils.io import write_json
 from nbutils.onnx_export import export_onnx
 from nbutils.paths import REPO_ROOT
 from nbutils.prediction import OnnxPredictor, Predictor
@@ -55,6 +56,9 @@ def random_classifier(vocab: str, label_names, out: Path, hidden: int, layers: i
         model.classifier.weight.normal_(0, 2.0)
     model.save_pretrained(out / "clf")
     transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out / "clf")
+    # what nbutils.train saves next to a model: prediction cuts texts to this length
+    write_json(out / "clf" / "finetune_config.json",
+               {"max_length": min(model.config.max_position_embeddings, 512), "truncation": "head", "head_tokens": 0})
     return out / "clf"
 
 

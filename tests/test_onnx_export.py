@@ -41,6 +41,9 @@ def tiny(tmp_path_factory, vocab_dir):
         model.classifier.weight.normal_(0, 2.0)
     model.save_pretrained(root / "clf")
     transformers.AutoTokenizer.from_pretrained(base).save_pretrained(root / "clf")
+    # as nbutils.train saves it (prediction refuses to guess the training max_length)
+    (root / "clf" / "finetune_config.json").write_text(
+        json.dumps({"max_length": 64, "truncation": "head", "head_tokens": 0}), encoding="utf-8")
     report = export_onnx(root / "clf", root / "export")
     return {"base": base, "clf": root / "clf", "export": root / "export", "report": report}
 
