@@ -73,6 +73,10 @@ FILES: tuple[RunFile, ...] = (
     RunFile("manifest", "", "manifest.json",
             "profile, injected parameters, git commit, packages, device, per-notebook status and "
             "time, `run_schema_version`", readers=("report",)),
+    RunFile("runner_lock", "", ".runner.lock",
+            "held (`flock`) while a runner writes; its pid, host and start time. A manifest saying "
+            "\"running\" with no holder belongs to a killed runner (read as \"interrupted\")",
+            readers=("report",)),
     RunFile("executed_notebooks", "notebooks", "<NN_name>.ipynb",
             "the executed copy of each notebook (a re-run adds `<NN_name>.2.ipynb`)", readers=("report",)),
     RunFile("converted_model", "convert", MODEL, "Hugging Face BERT folder (+ its conversion report)",

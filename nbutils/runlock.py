@@ -22,13 +22,14 @@ import platform
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
+from nbutils.run_contract import FILE
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs are not protected against a second writer
     fcntl = None  # type: ignore[assignment]
 
-LOCK_NAME = ".runner.lock"
+LOCK_NAME = FILE["runner_lock"].name  # .runner.lock in the run directory
 
 
 class RunLock:
