@@ -9,14 +9,21 @@ NBUTILS_DATA_MIRROR ?= $(abspath ../shared/data):$(abspath ../shared/models)
 export NBUTILS_DATA_MIRROR
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data demo smoke full run report figures test test-fast lint format bench clean-runs
+.PHONY: help setup git-filter data demo smoke full run report figures test test-fast lint format bench clean-runs
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## install torch (pinned) then nbutils with dev tools, editable
+setup: ## install torch (pinned) then nbutils with dev tools, editable; the nbstripout git filter
 	$(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
 	$(PYTHON) -m pip install -e ".[dev]"
+	@$(MAKE) --no-print-directory git-filter
+
+git-filter: ## strip notebook outputs on `git add` (.gitattributes names the filter): save notebooks freely
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		$(PYTHON) -m nbstripout --install --attributes .gitattributes && \
+		echo "nbstripout git filter installed: notebook outputs stay out of diffs and commits"; \
+	else echo "not a git clone: no git filter installed"; fi
 
 data: ## fetch THUCNews titles + the bert-base-chinese vocabulary into data/raw
 	nbutils data fetch thucnews-titles

@@ -482,6 +482,9 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
                 ],
                 "output": {"model.safetensors": {"bytes": (tmp / "model.safetensors").stat().st_size, "crc32c": f"{file_crc:08x}"}},
             }
+            origin = _carry_weights_origin(source.prefix.parent, tmp)
+            if origin is not None:
+                report["weights_origin"] = origin
             write_json(tmp / CONVERSION_REPORT, report)
     return report
 
@@ -632,7 +635,18 @@ def export(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fals
         write_json(tmp / "bert_config.json", google_cfg)
         with open(tmp / "vocab.txt", "w", encoding="utf-8", newline="\n") as fh:
             fh.write("".join(t + "\n" for t in tokens))
+        _carry_weights_origin(model_dir, tmp)
     return Path(out_dir)
+
+
+def _carry_weights_origin(src_folder: Path, dst_folder: Path) -> dict | None:
+    """Random demo weights stay labelled as random through export and conversion."""
+    from nbutils.weights import WEIGHTS_ORIGIN, weights_origin
+
+    if not (src_folder / WEIGHTS_ORIGIN).is_file():
+        return None
+    shutil.copyfile(src_folder / WEIGHTS_ORIGIN, dst_folder / WEIGHTS_ORIGIN)
+    return weights_origin(dst_folder)
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -174,5 +174,6 @@ def choose_device(preference: str = "auto", precision: str = "auto", *, task: st
         why = "asked for fp32"
     if pref == "auto":
         why = "no CUDA or MPS device found; " + why
-    name = f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    name = f"CPU ({threads} thread{'' if threads == 1 else 's'})"
     return DeviceChoice("cpu", prec == "bf16", False, "sdpa", 0, name, asked + why)

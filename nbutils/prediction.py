@@ -21,11 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
+from nbutils.weights import quiet_weight_files
 
 
 class Predictor:
     """A loaded model + tokenizer + truncation settings, reusable across calls (e.g. a widget)."""
 
+    @quiet_weight_files()  # no "Loading weights" bar under the prediction box at every headline
     def __init__(self, model_dir: str | Path, device: str = "auto"):
         from safetensors import SafetensorError
 

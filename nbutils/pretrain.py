@@ -39,6 +39,7 @@ from typing import Any
 
 from nbutils.errors import NbutilsError
 from nbutils.run_contract import HISTORY, LOSS_FIGURE, METRICS, MODEL
+from nbutils.weights import quiet_weight_files, weights_origin, write_weights_origin
 
 HISTORY_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "elapsed_s", "tokens_seen")
 
@@ -279,6 +280,7 @@ def masked_token_accuracy(model, features: list[dict], collator, *, batch_size: 
 
 
 # --------------------------------------------------------------------------- the step
+@quiet_weight_files()  # no "Loading weights" / "Writing model shards" bars around the training bar
 def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: str | Path,
                          config: PretrainConfig | None = None, *, figure_path: str | Path | None = None,
                          overwrite: bool = False) -> PretrainResult:
@@ -392,6 +394,11 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             setattr(model.config, key, value)
         model.config.save_pretrained(str(model_out))
         tokenizer.save_pretrained(str(model_out))
+        start = weights_origin(model_dir)
+        write_weights_origin(model_out, pretrained=True, how=(
+            f"masked-LM pre-trained {steps} steps here (masked-token accuracy {before['masked_token_accuracy']:.1%} "
+            f"-> {after['masked_token_accuracy']:.1%}) from {model_dir}"
+            + (" (random weights before)" if start["pretrained"] is False else "")))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
         history = _history_frame(trainer.state.log_history)

@@ -10,6 +10,7 @@ from pathlib import Path
 from nbutils.errors import NbutilsError
 from nbutils.io import atomic_dir
 from nbutils.vocab import build_tokenizer
+from nbutils.weights import write_weights_origin
 
 
 def make_random_bert(
@@ -45,4 +46,6 @@ def make_random_bert(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         shutil.copyfile(vocab_file, tmp / "vocab.txt")
+        write_weights_origin(tmp, pretrained=False,
+                             how=f"random initialisation (seed {seed}) by nbutils.random_bert.make_random_bert")
     return Path(out_dir)

@@ -35,6 +35,8 @@ from nbutils.run_contract import FILE, PREDICTION_COLUMNS
 
 REPORT_NOTEBOOK = REPO_ROOT / "notebooks" / "06_report.ipynb"
 REPORT_NAME = "06_report"
+HIDDEN_CELL_TAG = "remove-cell"  # cells of the report notebook left out of report.html
+
 # What each input is, where it lives in the run directory, and which notebook writes it: the
 # files of the run-directory contract that RunData holds (JSON objects and CSV tables).
 _INPUTS = ("manifest", "conversion", "explore_stats", "pretrain_metrics", "pretrain_history",
@@ -219,7 +221,10 @@ def model_overview(data: RunData) -> Any:
     if ft:
         train = ft.get("train") or {}
         device = ft.get("device") or {}
+        origin = ft.get("model_weights") or {}
         rows += [("fine-tuned from", ft.get("model_source")),
+                 ("starting weights", ("RANDOM, never pre-trained: " if origin.get("pretrained") is False else "")
+                  + origin["how"] if origin.get("how") else None),
                  ("parameters", f"{train['total_params']:,}" if train.get("total_params") else None),
                  ("classes", len(ft.get("label_names") or []) or None),
                  ("fine-tuning device", f"{device.get('name', device.get('device', '?'))}, "
@@ -467,6 +472,16 @@ def distillation_note(d: dict) -> str:
             + f"), weight alpha={d.get('alpha')}; dev and test texts were never shown to the teacher")
 
 
+def random_weights_note(data: RunData) -> str | None:
+    """Markdown that says loudly that the fine-tuned model started from random weights, or None."""
+    origin = (data.finetune_metrics or {}).get("model_weights") or {}
+    if origin.get("pretrained") is not False:
+        return None
+    return ("**Warning: the fine-tuned model started from random weights that were never pre-trained** "
+            f"({origin.get('how')}). Its scores measure the architecture trained from scratch, not a "
+            "pre-trained BERT; run masked-LM pre-training (notebook 03) or convert a pre-trained checkpoint.")
+
+
 def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str = "Run report",
                      dataset: str | None = None) -> str:
     """A short Markdown summary of the key numbers, for a README, an issue or an e-mail."""
@@ -477,6 +492,9 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
                   f"git commit: `{(manifest.get('git_commit') or 'unknown')[:12]}`",
                   f"Device: {manifest.get('device') or 'unknown'}"]
     lines.append("")
+    note = random_weights_note(data)
+    if note:
+        lines += [note, ""]
     metrics = data.finetune_metrics or {}
     test = metrics.get("test")
     lines += ["| model | split | examples | accuracy | macro F1 |", "| --- | --- | --- | --- | --- |"]
@@ -535,6 +553,10 @@ def find_executed_notebook(paths: RunPaths, name: str = REPORT_NAME) -> Path | N
         return None
     for entry in reversed(entries):
         if entry.get("name") == name and entry.get("executed_path"):
+            # Only the execution in progress: a finished one is an earlier run's saved copy (the
+            # notebook now open in JupyterLab on that run directory is not it).
+            if entry.get("status") != "running":
+                return None
             path = paths.root / entry["executed_path"]
             return path if path.is_file() else None
     return None
@@ -562,6 +584,8 @@ def render_html(executed_notebook: str | Path, out_html: str | Path, *, title: s
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed_notebook), as_version=4)
+    # The notebook's introduction (tagged remove-cell) speaks to whoever runs it, not to the reader.
+    nb.cells = [c for c in nb.cells if HIDDEN_CELL_TAG not in c.metadata.get("tags", [])]
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", [])
@@ -581,6 +605,43 @@ def render_html(executed_notebook: str | Path, out_html: str | Path, *, title: s
     out_html.parent.mkdir(parents=True, exist_ok=True)
     write_text(out_html, body)
     return out_html
+
+
+def report_files(paths: RunPaths) -> list[str]:
+    """The report's files and the run's figures, relative to the run directory; temporary
+    files (dot-names, such as a rebuild's work folder) are not results and are not listed."""
+    found = [*paths.report.glob("*.*"), *paths.figures.glob("*.png")]
+    return sorted(p.relative_to(paths.root).as_posix() for p in found if not p.name.startswith("."))
+
+
+def kernel_parameters(namespace: dict[str, Any], notebook: Path = REPORT_NOTEBOOK) -> dict[str, Any]:
+    """The report notebook's parameters as a running kernel holds them (JupyterLab), relative
+    paths made absolute against the kernel's working folder (the notebook's own)."""
+    import papermill
+
+    from nbutils.runner import PATH_SUFFIXES
+
+    values = {}
+    for name in papermill.inspect_notebook(str(notebook)):
+        if name in namespace:
+            value = namespace[name]
+            if isinstance(value, str) and value and name.endswith(PATH_SUFFIXES):
+                value = str(Path(value).resolve())
+            values[name] = value
+    return values
+
+
+def write_html_from_kernel(paths: RunPaths, namespace: dict[str, Any]) -> Path:
+    """report.html for a report notebook run in JupyterLab.
+
+    A kernel cannot read its own notebook's outputs (JupyterLab has not saved them, and may
+    never), so the notebook is executed once more, headless, with the very parameters the
+    kernel holds (:func:`build_report`); under ``nbutils run`` papermill has saved the outputs
+    and :func:`render_html` exports them directly.
+    """
+    values = {k: v for k, v in kernel_parameters(namespace).items()
+              if k not in ("run_dir", "headless", "report_write_html")}
+    return build_report(paths.root, values)
 
 
 def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, *,

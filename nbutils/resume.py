@@ -64,18 +64,16 @@ def run_fingerprint(model_dir, dataset, config, split_sizes: dict, setup: dict |
     return json.loads(json.dumps(fingerprint, default=str))
 
 
-def check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
-    """Refuse to resume checkpoints of a different model, dataset or configuration."""
+def resume_problem(ckpt_dir: Path, fingerprint: dict) -> str | None:
+    """Why the checkpoints in ``ckpt_dir`` must not be resumed with ``fingerprint`` (None: they may)."""
     saved_path = ckpt_dir / FINGERPRINT
-    fix = (f"use a new out_dir for the changed run, or delete {ckpt_dir} to start over "
-           "(or pass overwrite=True)")
     if not saved_path.is_file():
-        raise NbutilsError(f"{ckpt_dir} holds checkpoints but no {FINGERPRINT}: "
-                           "cannot tell which model, data and settings they were trained with", fix=fix)
+        return (f"{ckpt_dir} holds checkpoints but no {FINGERPRINT}: "
+                "cannot tell which model, data and settings they were trained with")
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
     if "training_setup" not in saved:
-        raise NbutilsError(f"{saved_path} was written by an older nbutils that did not record the trainable "
-                           "parameters and precision, so resuming cannot be checked", fix=fix)
+        return (f"{saved_path} was written by an older nbutils that did not record the trainable "
+                "parameters and precision, so resuming cannot be checked")
     diffs = []
     for key in sorted(set(saved) | set(fingerprint)):
         old, new = saved.get(key), fingerprint.get(key)
@@ -85,5 +83,14 @@ def check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
         elif old != new:
             diffs.append(f"{key}: {old!r} -> {new!r}")
     if diffs:
-        raise NbutilsError(f"cannot resume from {ckpt_dir}: the checkpoints belong to a different run "
-                           f"({'; '.join(diffs)})", fix=fix)
+        return f"the checkpoints in {ckpt_dir} belong to a different run ({'; '.join(diffs)})"
+    return None
+
+
+def check_resume(ckpt_dir: Path, fingerprint: dict) -> None:
+    """Refuse to resume checkpoints of a different model, dataset or configuration."""
+    problem = resume_problem(ckpt_dir, fingerprint)
+    if problem:
+        raise NbutilsError(f"cannot resume: {problem}",
+                           fix=f"use a new out_dir for the changed run, or delete {ckpt_dir} to start over "
+                               "(or pass overwrite=True)")

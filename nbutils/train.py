@@ -39,6 +39,7 @@ from transformers import Trainer
 from nbutils.errors import NbutilsError
 from nbutils.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
 from nbutils.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode
+from nbutils.weights import quiet_weight_files
 
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
 CHECKPOINTS = "checkpoints"
@@ -114,13 +115,14 @@ def load_model(model_dir: str | Path, label_names: Sequence[str], choice=None):
 
     from nbutils.model_folder import check_model_dir, is_local_path
     from nbutils.tokenization import check_vocab_matches, load_tokenizer
+    from nbutils.weights import load_pretrained
 
     if is_local_path(model_dir):
         check_model_dir(model_dir)  # missing files, vocabulary that does not fit the weights
     id2label = dict(enumerate(label_names))
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir),
+        model = load_pretrained(
+            AutoModelForSequenceClassification, model_dir,
             num_labels=len(label_names),
             id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
@@ -233,6 +235,7 @@ def _schedule(n_train: int, config: FinetuneConfig, world_size: int = 1) -> dict
     }
 
 
+@quiet_weight_files()  # one training bar, not one "Writing model shards" bar per checkpoint
 def finetune(
     dataset,
     model_dir: str | Path,
@@ -255,7 +258,10 @@ def finetune(
     AdamW groups. If ``out_dir/checkpoints`` holds a checkpoint of an interrupted run, training
     resumes from it, unless the model, data or settings changed (an error says what differs).
     A finished ``out_dir`` (metrics.json or model/ present) is never overwritten unless
-    ``overwrite=True``, which also discards old checkpoints. ``teacher`` (e.g.
+    ``overwrite=True``. With ``overwrite=True`` a finished run is replaced (its checkpoints and
+    metrics.json go when the new training starts, the other files are replaced when it ends), an
+    interrupted one with the same fingerprint still resumes (so a notebook re-run after Kernel >
+    Interrupt continues), and checkpoints of a different run are discarded. ``teacher`` (e.g.
     ``nbutils.distill.SvmTeacher``) adds soft targets for the train split and supplies the loss.
     """
     import torch
@@ -274,6 +280,7 @@ def finetune(
         FINGERPRINT,
         check_resume,
         last_checkpoint,
+        resume_problem,
         run_fingerprint,
         training_setup,
     )
@@ -283,7 +290,8 @@ def finetune(
 
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
-    if (out_dir / METRICS).exists() and not overwrite:
+    finished = (out_dir / METRICS).exists()
+    if finished and not overwrite:
         raise NbutilsError(
             f"{out_dir} already holds a finished fine-tuning run (metrics.json)",
             fix="choose a new out_dir (a new run dir) or pass overwrite=True",
@@ -303,6 +311,11 @@ def finetune(
     label_names = [str(n) for n in dataset.label_names]
 
     model, tokenizer = load_model(model_dir, label_names, choice)
+    from nbutils.weights import random_weights_warning, weights_origin
+
+    warning = random_weights_warning(model_dir)
+    if warning and int(os.environ.get("RANK", "0")) == 0:
+        print(f"\n{'!' * 100}\n{warning}\n{'!' * 100}\n", flush=True)
     if prepare_model is not None:
         prepare_model(model)
     total_params = sum(p.numel() for p in model.parameters())
@@ -409,10 +422,20 @@ def finetune(
     # fingerprint before any rank decides whether to resume.
     with args.main_process_first(local=False, desc="checkpoint check"):
         if overwrite and trainer.is_world_process_zero():
-            # A finished run's checkpoints would otherwise be "resumed" into 0 more steps, and
-            # its TensorBoard events would mix with this run's.
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-            shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
+            if finished:
+                # A finished run's checkpoints would otherwise be "resumed" into 0 more steps, its
+                # metrics.json would mark a later interrupted replacement as finished, and its
+                # TensorBoard events would mix with this run's.
+                print(f"replacing the finished run in {out_dir} (overwrite=True)")
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+                shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
+                (out_dir / "metrics.json").unlink()
+            elif last_checkpoint(ckpt_dir):
+                problem = resume_problem(ckpt_dir, fingerprint)
+                if problem:
+                    print(f"starting over (overwrite=True): {problem}")
+                    shutil.rmtree(ckpt_dir, ignore_errors=True)
+                    shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
         resume = last_checkpoint(ckpt_dir)
         if resume:
             check_resume(ckpt_dir, fingerprint)
@@ -465,6 +488,8 @@ def finetune(
         },
         "device": choice.as_dict(),
         "model_source": str(model_dir),
+        # {"pretrained": False, ...}: these scores are of random weights fine-tuned (the demo without 03)
+        "model_weights": weights_origin(model_dir),
         "config": asdict(config),
     }
     if teacher is not None:

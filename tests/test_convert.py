@@ -15,6 +15,7 @@ from nbutils.cli import main as cli
 from nbutils.convert import convert, export, verify_conversion
 from nbutils.errors import NbutilsError
 from nbutils.tfcheckpoint import TFCheckpoint, write_checkpoint
+from nbutils.weights import weights_origin
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 PRETRAIN = FIXTURES / "pretrain"
@@ -256,8 +257,11 @@ def test_round_trip_random_bert_export_convert_identical_tensors_and_logits(rand
 
     export(random_bert, tmp_path / "google")
     assert sorted(p.name for p in (tmp_path / "google").iterdir()) == [
-        "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index", "vocab.txt"]
-    convert(tmp_path / "google", tmp_path / "back")
+        "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index", "vocab.txt",
+        "weights_origin.json"]  # random weights stay labelled random through Google's layout
+    report = convert(tmp_path / "google", tmp_path / "back")
+    assert report["weights_origin"]["pretrained"] is False
+    assert weights_origin(tmp_path / "back")["pretrained"] is False
     before, after = load_file(random_bert / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
     assert set(before) == set(after)
     for name in before:

@@ -102,3 +102,18 @@ def test_fused_adamw_matches_the_plain_update():
             opt.step()
     for a, b in zip(weights, twins, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_cpu_name_counts_threads_in_english():
+    import torch
+
+    from nbutils.device import choose_device
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert choose_device("cpu", "fp32").name == "CPU (1 thread)"
+        torch.set_num_threads(2)
+        assert choose_device("cpu", "fp32").name == "CPU (2 threads)"
+    finally:
+        torch.set_num_threads(before)

@@ -93,3 +93,21 @@ def test_report_is_self_contained(smoke_run: RunPaths):
     assert re.search(r'<img[^>]+src="data:image/png;base64,', html)
     assert not re.search(r'<img[^>]+src="(?!data:)', html), "every image is embedded"
     assert (smoke_run.report / "summary.md").is_file()
+
+
+def test_running_every_notebook_again_in_the_same_run_dir_replaces_it(smoke_run: RunPaths, titles_dir, vocab_dir):
+    """Run All a second time (JupyterLab's `overwrite = True`): no notebook refuses, each stage's
+    results are replaced. Runs last in this module: it rewrites what the tests above inspected."""
+    before = json.loads((smoke_run.finetune / "metrics.json").read_text())
+    overrides = {"data_dir": str(titles_dir), "demo_vocab_dir": str(vocab_dir),
+                 "explore_vocab_dir": str(vocab_dir)}
+    run_pipeline("smoke", overrides, only="01-06", run_dir=smoke_run.root, cell_timeout=600,
+                 overwrite=True, log=lambda *_: None)
+    manifest = json.loads(smoke_run.manifest.read_text())
+    assert manifest["status"] == "ok"
+    second = manifest["notebooks"][len(discover_notebooks()):]
+    assert [n["status"] for n in second] == ["ok"] * len(discover_notebooks())
+    assert all(n["parameters"].get("overwrite", True) is True for n in second)
+    after = json.loads((smoke_run.finetune / "metrics.json").read_text())
+    assert after["train"]["resumed_from"] is None and after["train"]["steps"] == before["train"]["steps"]
+    assert after["test"]["accuracy"] == before["test"]["accuracy"]  # same seed, same run again

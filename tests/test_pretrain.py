@@ -97,6 +97,8 @@ def test_writes_the_contract_files(pretrained):
     assert pd.read_csv(out / "history.csv")["step"].tolist() == pretrained.history["step"].tolist()
     config = json.loads((out / "model" / "config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["BertForMaskedLM"]
+    origin = json.loads((out / "model" / "weights_origin.json").read_text(encoding="utf-8"))
+    assert origin["pretrained"] is True and "masked-LM pre-trained 80 steps" in origin["how"]
 
 
 def test_writes_tensorboard_events(pretrained):

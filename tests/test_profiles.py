@@ -5,8 +5,12 @@ from __future__ import annotations
 import nbformat
 import pytest
 
+from nbutils.paths import REPO_ROOT
 from nbutils.runner import (
+    NOTEBOOK_DIR,
     PARAMS_DIR,
+    PATH_SUFFIXES,
+    RUNNER_PARAMETERS,
     discover_notebooks,
     inspect_parameters,
     load_profile,
@@ -29,6 +33,18 @@ def test_profile_keys_match_notebook_parameters(profile, tmp_path):
     for nb in inspected:
         assert plan[nb.name]["run_dir"] == str(tmp_path)
         assert plan[nb.name]["headless"] is True
+        if "overwrite" in nb.declared:  # a headless run never replaces a stage unless told to
+            assert plan[nb.name]["overwrite"] is False
+    again = plan_parameters(inspected, load_profile(profile), tmp_path, overwrite=True)  # --overwrite
+    assert all(again[nb.name].get("overwrite", True) is True for nb in inspected)
+
+
+@pytest.mark.parametrize("stage", ["01", "03", "04", "05"])
+def test_a_notebook_rerun_in_jupyterlab_replaces_its_stage(stage):
+    """The stages that refuse to overwrite declare `overwrite`, True by default (Run All twice works)."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith(stage))
+    spec = inspect_parameters(path).declared.get("overwrite")
+    assert spec is not None and spec["inferred_type_name"] == "bool" and spec["default"] == "True"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -60,3 +76,39 @@ def test_no_parameter_decides_by_the_clock():
     for profile in PROFILES:
         names = [k for k in load_profile(profile) if clock.search(k)]
         assert not names, f"params/{profile}.yaml has time-based parameters {names}"
+
+
+def _default_value(spec):
+    import ast
+
+    return ast.literal_eval(spec["default"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defaults_equal_the_demo_profile(path):
+    """`jupyter lab` (the notebooks' own defaults) and `make demo` run the same experiment.
+
+    Paths are compared after resolving: a notebook's defaults are relative to notebooks/, the
+    profile's to the repository root. Runner-injected parameters (run_dir, headless, ...) differ
+    by design.
+    """
+    demo = load_profile("demo")
+    mismatches = []
+    for name, spec in inspect_parameters(path).declared.items():
+        if name in RUNNER_PARAMETERS or name not in demo:
+            continue
+        default, wanted = _default_value(spec), demo[name]
+        if name.endswith(PATH_SUFFIXES) and default:
+            same = (NOTEBOOK_DIR / default).resolve() == (REPO_ROOT / wanted).resolve()
+        else:
+            same = default == wanted and type(default) is type(wanted)  # True is not 1
+        if not same:
+            mismatches.append(f"{name}: notebook {default!r}, params/demo.yaml {wanted!r}")
+    assert not mismatches, (f"{path.name}'s parameters cell disagrees with params/demo.yaml "
+                            "(change both together):\n  " + "\n  ".join(mismatches))
+
+
+def test_every_demo_key_is_some_notebooks_default():
+    """The other direction: no demo value that only `make demo` uses and JupyterLab never sees."""
+    declared = {name for p in NOTEBOOKS for name in inspect_parameters(p).declared}
+    assert set(load_profile("demo")) <= declared

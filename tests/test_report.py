@@ -275,6 +275,20 @@ def test_a_distilled_model_is_disclosed(tmp_path, data_dir):
     assert "distilled from" in report.model_overview(data).index
 
 
+def test_random_starting_weights_are_said_loudly(tmp_path, data_dir):
+    paths = make_run(tmp_path / "run", data_dir)
+    data = report.load_run(paths.root)
+    assert report.random_weights_note(data) is None  # no record: nothing claimed
+    metrics = json.loads((paths.finetune / "metrics.json").read_text())
+    metrics["model_weights"] = {"pretrained": False, "how": "random initialisation (seed 42)"}
+    (paths.finetune / "metrics.json").write_text(json.dumps(metrics))
+    data = report.load_run(paths.root)
+    note = report.random_weights_note(data)
+    assert "never pre-trained" in note and "seed 42" in note
+    assert note in report.summary_markdown(data, title="T")
+    assert report.model_overview(data).loc["starting weights", "value"].startswith("RANDOM, never pre-trained")
+
+
 def test_baseline_inputs_follow_the_finetuning_subsample(data_dir):
     from nbutils.data import load_dataset
 
@@ -350,6 +364,9 @@ def test_report_notebook_exports_itself_under_the_runner(run):
     """As `nbutils run` executes it: the last cell finds its saved copy in the manifest."""
     executed = run.notebooks / "06_report.ipynb"
     run.notebooks.mkdir()
+    manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
+    manifest["notebooks"][-1]["status"] = "running"  # as the runner records it while executing
+    run.manifest.write_text(json.dumps(manifest), encoding="utf-8")
     papermill.execute_notebook(
         str(report.REPORT_NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False,
         cwd=str(report.REPORT_NOTEBOOK.parent),
@@ -372,6 +389,34 @@ def test_report_notebook_exports_itself_under_the_runner(run):
     assert summary.startswith("# Synthetic run") and "83.33%" in summary
     for name in ("confusion_matrix", "per_class_f1", "finetune_curves", "pretrain_loss"):
         assert run.figure("report", name).is_file(), name
+
+
+def test_report_notebook_in_jupyterlab_writes_report_html(run):
+    """Run as JupyterLab runs it (no manifest entry in progress, outputs never saved): the last
+    cell still writes report.html, which opens on the report, not the notebook's introduction,
+    and lists no temporary file."""
+    papermill.execute_notebook(
+        str(report.REPORT_NOTEBOOK), str(run.root / "as_in_jupyterlab.ipynb"), kernel_name="python3",
+        progress_bar=False, cwd=str(report.REPORT_NOTEBOOK.parent),
+        parameters={"run_dir": str(run.root), "headless": False, "data_dir": str(run.root.parent / "data"),
+                    "data_format": "titles", "report_title": "Interactive run", "report_baseline": False})
+    html = (run.report / "report.html").read_text(encoding="utf-8")
+    _check_html(html)
+    assert "Interactive run" in html
+    intro = nbformat.read(report.REPORT_NOTEBOOK, as_version=4).cells[0].source.splitlines()[2]
+    assert intro not in html  # the developer introduction is left out
+    assert ".06_report-" not in html
+    assert (run.report / "06_report.ipynb").is_file()  # the headless copy that became the HTML
+    assert not [p for p in run.report.iterdir() if p.name.startswith(".")]
+
+
+def test_report_file_list_leaves_out_temporary_files(run):
+    run.report.mkdir()
+    (run.report / "summary.md").write_text("x")
+    (run.report / ".06_report-abc123").mkdir()
+    (run.report / ".report.html.tmp-xyz").write_text("half")
+    assert report.report_files(run) == sorted(["report/summary.md", *[
+        p.relative_to(run.root).as_posix() for p in run.figures.glob("*.png")]])
 
 
 def test_rebuild_of_a_run_missing_stages(tmp_path, data_dir):

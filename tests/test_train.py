@@ -118,6 +118,9 @@ def test_run_writes_the_contract_files(finished, small_data):
     # the steps alone take less time than train() with its evaluations and checkpoints
     assert metrics["train"]["step_samples_per_second"] > metrics["train"]["samples_per_second"]
     assert metrics["device"]["device"] == "cpu"
+    # tiny_model is make_random_bert's: metrics.json must say these were never pre-trained weights
+    assert metrics["model_weights"]["pretrained"] is False
+    assert "random initialisation" in metrics["model_weights"]["how"]
 
     history = pd.read_csv(out / "history.csv")
     assert list(history.columns[:7]) == ["step", "epoch", "loss", "learning_rate", "eval_loss",
@@ -252,6 +255,40 @@ def test_resume_refuses_checkpoints_of_a_different_run(tiny_model, small_data, t
     again = finetune(small_data, tiny_model, out, quick(), overwrite=True)
     assert again.metrics["train"]["resumed_from"] is None
     assert again.metrics["train"]["steps"] == 6
+
+
+def test_random_weights_are_announced_loudly_where_the_model_is_loaded(tiny_model, small_data, tmp_path, capsys):
+    finetune(small_data, tiny_model, tmp_path / "ft", quick(max_steps=1, eval_steps=1), save_model=False)
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "RANDOM weights that were never pre-trained" in out and "notebook 03" in out
+
+
+def test_overwrite_resumes_an_interrupted_run_and_replaces_a_finished_one(tiny_model, small_data, tmp_path):
+    """What a notebook re-run does (its `overwrite` defaults to True in JupyterLab): Run All after
+    Kernel > Interrupt continues; Run All after a finished run trains again; a changed setting
+    starts over instead of failing."""
+    out = tmp_path / "finetune"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(small_data, tiny_model, out, quick(), extra_callbacks=[StopAt(3)], overwrite=True)
+    resumed = finetune(small_data, tiny_model, out, quick(), overwrite=True)
+    assert resumed.metrics["train"]["resumed_from"].endswith("checkpoint-2")
+    assert resumed.metrics["train"]["steps"] == 4
+
+    # A finished run is replaced, and an interrupted replacement is not mistaken for finished.
+    with pytest.raises(KeyboardInterrupt):
+        finetune(small_data, tiny_model, out, quick(), extra_callbacks=[StopAt(3)], overwrite=True)
+    assert not (out / "metrics.json").exists()
+    again = finetune(small_data, tiny_model, out, quick(), overwrite=True)
+    assert again.metrics["train"]["resumed_from"].endswith("checkpoint-2")
+    replaced = finetune(small_data, tiny_model, out, quick(), overwrite=True)
+    assert replaced.metrics["train"]["resumed_from"] is None and replaced.metrics["train"]["steps"] == 6
+
+    # Checkpoints of other settings are discarded, not resumed and not an error.
+    with pytest.raises(KeyboardInterrupt):
+        finetune(small_data, tiny_model, out, quick(), extra_callbacks=[StopAt(3)], overwrite=True)
+    changed = finetune(small_data, tiny_model, out, quick(learning_rate=1e-4), overwrite=True)
+    assert changed.metrics["train"]["resumed_from"] is None and changed.metrics["train"]["steps"] == 6
+    assert json.loads((out / "metrics.json").read_text())["config"]["learning_rate"] == 1e-4
 
 
 def test_existing_model_folder_is_refused_before_training(tiny_model, small_data, tmp_path):
