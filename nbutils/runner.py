@@ -370,7 +370,7 @@ def run_pipeline(
 ) -> Path:
     """Execute the selected notebooks into a run directory and return its path.
 
-    ``overwrite`` is passed to notebooks that declare an ``overwrite`` parameter (03, 04, 05):
+    ``overwrite`` is passed to notebooks that declare an ``overwrite`` parameter (01, 03, 04, 05):
     with it a re-entry (``only``) may replace that stage's finished results.
     """
     import papermill
