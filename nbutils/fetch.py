@@ -322,10 +322,11 @@ def main(argv: list[str]) -> int:
     p_fetch.add_argument("--force", action="store_true", help="fetch again even if the files are present")
 
     p_check = sub.add_parser("check", help="load a dataset; print sizes, class balance, bad rows, duplicates, leakage")
-    p_check.add_argument("path")
-    p_check.add_argument("--format", default="auto", choices=["auto", "titles", "cnews", "table", "corpus"])
-    p_check.add_argument("--text-column", default="text")
-    p_check.add_argument("--label-column", default="label")
+    p_check.add_argument("path", help="dataset folder or file to read and check")
+    p_check.add_argument("--format", default="auto", choices=["auto", "titles", "cnews", "table", "corpus"],
+                         help="dataset layout (default: auto, detected from the files)")
+    p_check.add_argument("--text-column", default="text", help="table formats: the text column (default: text)")
+    p_check.add_argument("--label-column", default="label", help="table formats: the label column (default: label)")
     p_check.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows instead of failing")
     p_check.add_argument("--examples", type=int, default=5, help="examples shown per finding")
 

@@ -15,21 +15,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from nbutils.config_flags import add_config_flags, config_from_args, config_to_argv
 from nbutils.errors import NbutilsError
 from nbutils.train import FinetuneConfig, finetune
 
-
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(FinetuneConfig):
-        if f.name in ("extra_training_args", "headless"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
-                                metavar="BOOL")
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=f.default)
+# FinetuneConfig fields that are not flags: the CLI is always headless, and arbitrary
+# TrainingArguments do not fit a flag.
+NOT_FLAGS = ("extra_training_args", "headless")
 
 
 def _load_dataset(data_dir: str, data_format: str, on_bad_rows: str = "raise"):
@@ -48,20 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="model folder (or hub id)")
     parser.add_argument("--data", required=True, help="dataset folder or file")
-    parser.add_argument("--data-format", default="auto")
+    parser.add_argument("--data-format", default="auto",
+                        help="auto | titles | cnews | table | corpus (see nbutils.data; default: auto)")
     parser.add_argument("--on-bad-rows", choices=("raise", "skip"), default="raise",
                         help="raise: stop at the first bad row (file:line, reason); skip: leave bad rows out")
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds checkpoints)")
-    parser.add_argument("--curves-png", default=None)
-    parser.add_argument("--overwrite", action="store_true")
-    _add_config_args(parser)
+    parser.add_argument("--curves-png", default=None, help="also save the training curves here (default: OUT/curves.png only)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT and its checkpoints")
+    add_config_flags(parser, FinetuneConfig, skip=NOT_FLAGS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)} - {"extra_training_args", "headless"}
-    config = FinetuneConfig(**{k: getattr(args, k) for k in names}, headless=True)
+    names = [f.name for f in dataclasses.fields(FinetuneConfig) if f.name not in NOT_FLAGS]
+    config = config_from_args(FinetuneConfig, args, names, headless=True)
     dataset = _load_dataset(args.data, args.data_format, args.on_bad_rows)
     result = finetune(dataset, args.model, args.out, config, curves_png=args.curves_png,
                       overwrite=args.overwrite)
@@ -73,12 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def config_argv(config: FinetuneConfig) -> list[str]:
     """``config`` as ``nbutils train`` flags (what a notebook passes to a torchrun launch)."""
-    argv = []
-    for f in dataclasses.fields(FinetuneConfig):
-        if f.name in ("extra_training_args", "headless"):
-            continue
-        argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
-    return argv
+    return config_to_argv(config, skip=NOT_FLAGS)
 
 
 def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:

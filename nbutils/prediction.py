@@ -293,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="a UTF-8 file with one text per line ('-' = stdin)")
     parser.add_argument("--output", help="write all columns as CSV here instead of printing a table")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per text (default: as in training, from finetune_config.json)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto | cuda | cpu | mps (default: auto)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch: a fine-tuned model folder; onnx / onnx-int8: a folder written by "
                              "`nbutils export-onnx` (ONNX Runtime on the CPU)")

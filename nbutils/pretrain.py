@@ -49,18 +49,18 @@ class PretrainConfig:
     """How long and how to pre-train: ``max_steps`` optimizer steps, whatever the clock says."""
 
     max_steps: int = 1000  # optimizer steps (the budget)
-    batch_size: int = 32
+    batch_size: int = 32  # texts per optimizer step
     learning_rate: float = 5e-5  # 5e-5 continues a pretrained BERT; 5e-4..1e-3 for small ones from scratch
     warmup_ratio: float = 0.06  # share of the steps spent warming the learning rate up
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # AdamW weight decay
     max_length: int = 64  # tokens per text incl. [CLS]/[SEP]; headlines need ~40
-    mlm_probability: float = 0.15
+    mlm_probability: float = 0.15  # share of tokens selected for prediction (80% masked, 10% random, 10% kept)
     whole_word_masking: bool = False  # mask whole (jieba) words instead of single characters
     heldout_size: int = 500  # texts kept out of training to measure masked-token accuracy
-    seed: int = 42
+    seed: int = 42  # seeds initialisation, data order, masks and the held-out split
     device: str = "auto"  # "auto", "cuda", "cpu" or "mps" (see nbutils.device)
     precision: str = "auto"  # "auto", "bf16", "fp16" or "fp32" (see nbutils.device)
-    logging_steps: int = 10
+    logging_steps: int = 10  # optimizer steps between loss log lines (and history.csv rows)
     headless: bool = True  # quiet progress lines instead of bars; figure only as PNG
     masked_only_head: bool = True  # run the vocabulary decoder on masked positions only
     dropout: float | None = None  # dropout while pre-training (None: the model's own); saved model keeps its own
@@ -456,35 +456,23 @@ def _history_frame(log_history: list[dict]):
 # --------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     """``nbutils pretrain DATA MODEL_DIR OUT_DIR``: MLM on the data's training split only."""
+    from nbutils.config_flags import add_config_flags, config_from_args
+
     parser = argparse.ArgumentParser(prog="nbutils pretrain", description=main.__doc__)
     parser.add_argument("data", help="dataset folder or file (the train split is used, never dev/test)")
     parser.add_argument("model_dir", help="BERT model folder (e.g. runs/<run>/convert/model)")
     parser.add_argument("out_dir", help="output folder (model/, history.csv, metrics.json, loss.png)")
-    parser.add_argument("--format", default="auto", help="dataset format (see nbutils.data)")
+    parser.add_argument("--format", default="auto", help="dataset format (see nbutils.data; default: auto)")
     parser.add_argument("--on-bad-rows", choices=("raise", "skip"), default="raise",
                         help="raise: stop at the first bad row (file:line, reason); skip: leave bad rows out")
-    defaults = PretrainConfig()
-    parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
-    parser.add_argument("--whole-word-masking", action="store_true")
-    parser.add_argument("--heldout-size", type=int, default=defaults.heldout_size)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--precision", default=defaults.precision)
-    parser.add_argument("--dropout", type=float, default=None, help="dropout while pre-training (default: the model's)")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    names = add_config_flags(parser, PretrainConfig, skip=("headless",))
     args = parser.parse_args(argv)
 
     from nbutils.data import load_dataset
 
     dataset = load_dataset(args.data, format=args.format, on_bad_rows=args.on_bad_rows)
-    config = PretrainConfig(max_steps=args.max_steps,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            max_length=args.max_length, whole_word_masking=args.whole_word_masking,
-                            heldout_size=args.heldout_size, seed=args.seed, device=args.device,
-                            precision=args.precision, dropout=args.dropout)
+    config = config_from_args(PretrainConfig, args, names)
     result = continue_pretraining(dataset.texts("train"), args.model_dir, args.out_dir, config,
                                   overwrite=args.overwrite)
     m = result.metrics

@@ -52,24 +52,24 @@ class FinetuneConfig:
     max_length: int = 128  # tokens per text, including [CLS] and [SEP]
     truncation: str = "head"  # head | tail | head+tail (which tokens of a long text to keep)
     head_tokens: int = 0  # head+tail: tokens kept from the start; 0 = Sun et al.'s 128 of 510, scaled
-    epochs: float = 3.0
-    batch_size: int = 32  # per device
-    eval_batch_size: int = 128
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    eval_strategy: str = "epoch"  # "epoch" or "steps"
+    epochs: float = 3.0  # passes over the training split (fractions allowed)
+    batch_size: int = 32  # training examples per step, per device
+    eval_batch_size: int = 128  # examples per batch when evaluating and predicting
+    learning_rate: float = 5e-5  # AdamW peak learning rate (after warmup, then linear decay)
+    weight_decay: float = 0.01  # AdamW weight decay (not on biases and LayerNorm weights)
+    warmup_ratio: float = 0.1  # share of the steps spent warming the learning rate up, in [0, 1)
+    eval_strategy: str = "epoch"  # evaluate (and checkpoint) every "epoch" or every eval_steps "steps"
     eval_steps: int = 0  # > 0 evaluates (and checkpoints) every N optimizer steps
     early_stopping_patience: int = 2  # evaluations without dev macro-F1 gain; 0 = off
-    gradient_accumulation_steps: int = 1
-    seed: int = 42
+    gradient_accumulation_steps: int = 1  # batches summed per optimizer step (effective batch = batch_size x this)
+    seed: int = 42  # seeds the head initialisation, data order and subsampling
     device: str = "auto"  # auto | cuda | cpu | mps
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on CUDA and on CPUs with native bf16)
     # Length buckets cut padding but make batches class-skewed where length goes with class; on
     # THUCNews titles (256x4 BERT, 150 steps, 3 seeds; benchmarks/bench_train.py) they took the
     # speed-up over the older repos' way from ~1.75x to 2.03x but dev accuracy from 0.576 to 0.474,
     # so they are opt-in.
-    group_by_length: bool = False
+    group_by_length: bool = False  # batches of similar length: less padding, but class-skewed batches on titles (above)
     max_steps: int = -1  # > 0 overrides epochs
     max_train_samples: int = 0  # 0 = all
     max_eval_samples: int = 0  # dev examples used (0 = all)
@@ -78,7 +78,7 @@ class FinetuneConfig:
     headless: bool = True  # quiet progress lines instead of bars, no inline figure
     save_total_limit: int = 2  # checkpoints kept for resume (the best one is always kept)
     keep_checkpoints: bool = False  # delete checkpoints/ after a successful run
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = 0  # batch-loading worker processes (0: in the training process)
     extra_training_args: dict = field(default_factory=dict)  # any other TrainingArguments
 
     def __post_init__(self):
