@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("nbutils.onnx_export:main", "export a fine-tuned model to ONNX (fp32 + int8) for ONNX Runtime"),
     "figures": ("nbutils.readme_figures:main", "redraw the README figures (figures/*.png) from a run"),
     "report": ("nbutils.report:main", "rebuild the HTML report of a run directory"),
-    "threads": ("nbutils.threads:main", "show the device, precision and CPU thread policy chosen here, and why"),
+    "threads": ("nbutils.device:main", "show the device, precision and CPU thread policy chosen here, and why"),
 }
 
 

@@ -177,3 +177,17 @@ def choose_device(preference: str = "auto", precision: str = "auto", *, task: st
     threads = torch.get_num_threads()
     name = f"CPU ({threads} thread{'' if threads == 1 else 's'})"
     return DeviceChoice("cpu", prec == "bf16", False, "sdpa", 0, name, asked + why)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``nbutils threads``: the device line and CPU thread policy in effect here, and the load."""
+    import argparse
+    import json
+
+    argparse.ArgumentParser(prog="nbutils threads", description=main.__doc__).parse_args(argv)
+    from nbutils.threads import current_policy, machine_load
+
+    print(choose_device().describe())
+    print(f"load average (1, 5, 15 min): {machine_load()}")
+    print(json.dumps({**current_policy().as_dict(), "load_average": machine_load()}))
+    return 0

@@ -25,7 +25,7 @@ environment before ``import torch``; ``import nbutils`` puts it there (``nbutils
 and every way torch runs here imports nbutils first: the CLI, the runner (its papermill kernels
 inherit the environment), the notebooks in JupyterLab (their imports load nbutils before
 anything that loads torch; tests/test_threads.py checks each) and the ``torchrun`` workers
-(``python -m nbutils.train``, which inherit it too). This module never imports torch.
+(``python -m nbutils.launch``, which inherit it too). This module never imports torch.
 """
 
 from __future__ import annotations
@@ -192,21 +192,3 @@ def machine_load() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``nbutils threads``: the device line and CPU thread policy in effect here, and the load."""
-    import argparse
-    import json
-
-    argparse.ArgumentParser(prog="nbutils threads", description=main.__doc__).parse_args(argv)
-    from nbutils.device import choose_device
-
-    print(choose_device().describe())
-    print(f"load average (1, 5, 15 min): {machine_load()}")
-    print(json.dumps({**current_policy().as_dict(), "load_average": machine_load()}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -85,7 +85,7 @@ def test_cli_applies_the_policy_before_torch_loads():
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
 def test_omp_num_threads_overrides():
-    proc = run([sys.executable, "-m", "nbutils.threads"], clean_env(OMP_NUM_THREADS=str(DEFAULT)))
+    proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env(OMP_NUM_THREADS=str(DEFAULT)))
     assert effective_threads(proc.stderr) == [DEFAULT]
     shown = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shown["torch_threads"] == DEFAULT and shown["source"] == "OMP_NUM_THREADS"
@@ -93,7 +93,7 @@ def test_omp_num_threads_overrides():
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
 def test_the_switch_turns_the_policy_off():
-    proc = run([sys.executable, "-m", "nbutils.threads"], clean_env(**{threads.SWITCH: "off"}))
+    proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env(**{threads.SWITCH: "off"}))
     assert effective_threads(proc.stderr) == [DEFAULT]
 
 
