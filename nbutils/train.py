@@ -429,7 +429,7 @@ def finetune(
                 print(f"replacing the finished run in {out_dir} (overwrite=True)")
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
                 shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
-                (out_dir / "metrics.json").unlink()
+                (out_dir / METRICS).unlink()
             elif last_checkpoint(ckpt_dir):
                 problem = resume_problem(ckpt_dir, fingerprint)
                 if problem:
