@@ -71,8 +71,8 @@ class RunFile:
 
 FILES: tuple[RunFile, ...] = (
     RunFile("manifest", "", "manifest.json",
-            "profile, injected parameters, git commit, packages, device, per-notebook status and "
-            "time, `run_schema_version`", readers=("report",)),
+            "profile, injected parameters, git commit, packages, device, CPU thread policy, load "
+            "average at start and end, per-notebook status and time, `run_schema_version`", readers=("report",)),
     RunFile("runner_lock", "", ".runner.lock",
             "held (`flock`) while a runner writes; its pid, host and start time. A manifest saying "
             "\"running\" with no holder belongs to a killed runner (read as \"interrupted\")",
