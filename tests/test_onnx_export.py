@@ -53,7 +53,7 @@ def test_export_writes_both_graphs_and_a_checked_report(tiny):
     assert (export / ONNX_FILE).is_file() and (export / INT8_FILE).is_file()
     assert (export / INT8_FILE).stat().st_size < (export / ONNX_FILE).stat().st_size / 2
     report = json.loads((export / "onnx_export.json").read_text(encoding="utf-8"))
-    assert report["max_abs_logit_diff"]["fp32"] <= FP32_TOLERANCE
+    assert report["max_abs_logit_diff"]["fp32"] <= FP32_TOLERANCE * max(1, report["max_abs_logit"])
     assert [2, 64] in report["checked_shapes"]  # a full-length batch was checked too
     assert not [p for p in export.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
 
