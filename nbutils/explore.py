@@ -447,9 +447,11 @@ def page_of(frame: pd.DataFrame, page: int, page_size: int) -> pd.DataFrame:
 # --- the tokenizer to count with ------------------------------------------------------------
 
 
-def load_tokenizer(vocab_dir: str | Path | None, model_dir: str | Path):
+def counting_tokenizer(vocab_dir: str | Path | None, model_dir: str | Path):
     """The WordPiece tokenizer to measure with: ``vocab_dir/vocab.txt`` if it exists, else the
-    tokenizer saved with the converted model in ``model_dir``. Returns (tokenizer, source path)."""
+    tokenizer saved with the converted model in ``model_dir``. Returns (tokenizer, source path).
+    (Training and prediction load a model folder's tokenizer with
+    ``nbutils.tokenization.load_tokenizer``.)"""
     if vocab_dir and (Path(vocab_dir) / "vocab.txt").is_file():
         from nbutils.vocab import build_tokenizer
 

@@ -336,7 +336,7 @@ def strategy_curves(history, metric: str = "eval_accuracy"):
 
     fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(12, 4.2))
     several = history.groupby("strategy")["seed"].nunique().max() > 1
-    # Length-grouped batches make the raw loss jump from batch to batch (the same jumps in every
+    # Small batches make the raw loss jump from batch to batch (the same jumps in every
     # strategy); a rolling mean over a tenth of the logged points shows the trend.
     losses = history.dropna(subset=["loss"]).copy()
     window = max(1, losses.groupby(["strategy", "seed"]).size().min() // 10)

@@ -147,17 +147,17 @@ def test_char_width_shares_ignore_spaces():
     assert shares["texts_with_full_width"] == pytest.approx(1 / 3)
 
 
-def test_load_tokenizer_prefers_the_vocab_then_the_model_folder(tmp_path, tiny_tokenizer):
+def test_counting_tokenizer_prefers_the_vocab_then_the_model_folder(tmp_path, tiny_tokenizer):
     vocab_dir = tmp_path  # the tiny_tokenizer fixture wrote vocab.txt here
-    tokenizer, source = explore.load_tokenizer(vocab_dir, tmp_path / "no-model")
+    tokenizer, source = explore.counting_tokenizer(vocab_dir, tmp_path / "no-model")
     assert source == vocab_dir / "vocab.txt" and len(tokenizer) == 11
     model_dir = tmp_path / "model"
     tiny_tokenizer.save_pretrained(model_dir)
-    tokenizer, source = explore.load_tokenizer(tmp_path / "empty", model_dir)
+    tokenizer, source = explore.counting_tokenizer(tmp_path / "empty", model_dir)
     assert source == model_dir
     assert explore.count_tokens(["中国熊"], tokenizer).unknown.tolist() == [1]
     with pytest.raises(NbutilsError, match="no vocab.txt"):
-        explore.load_tokenizer("", tmp_path / "no-model")
+        explore.counting_tokenizer("", tmp_path / "no-model")
 
 
 # --- quality
