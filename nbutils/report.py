@@ -664,13 +664,13 @@ def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, 
         # a report written into a dataset or the repository would be litter, not a report
         raise NbutilsError(f"{paths.root} is not a run directory (no manifest.json and no stage folders)",
                            fix="pass a folder under runs/ (`ls runs/`), made by `nbutils run` or the notebooks")
-    declared = papermill.inspect_notebook(str(notebook))
+    from nbutils.runner import cast_to_declared, execute_notebook, inspect_parameters, resolve_paths
+
+    declared = inspect_parameters(Path(notebook)).declared
     recorded = {}
     if paths.manifest.is_file():
         recorded = {k: v for k, v in (read_json(paths.manifest).get("parameters") or {}).items()
                     if k in declared}
-    from nbutils.runner import cast_to_declared, resolve_paths
-
     values = {**resolve_paths({**recorded, **(parameters or {})}),
               "run_dir": str(paths.root), "headless": True, "report_write_html": False}
     unknown = sorted(set(values) - set(declared))
@@ -685,9 +685,7 @@ def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, 
     with tempfile.TemporaryDirectory(prefix=f".{REPORT_NAME}-", dir=paths.report) as tmp:
         tmp_nb = Path(tmp) / executed.name
         try:
-            papermill.execute_notebook(str(notebook), str(tmp_nb), parameters=values,
-                                       kernel_name="python3", cwd=str(notebook.parent),
-                                       execution_timeout=timeout, progress_bar=False)
+            execute_notebook(Path(notebook), tmp_nb, values, timeout=timeout)
         except papermill.PapermillExecutionError as err:
             os.replace(tmp_nb, failed)  # keep the evidence; the previous HTML stays as it was
             raise NbutilsError(

@@ -95,6 +95,21 @@ def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
     return chosen
 
 
+def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any], *, timeout: int,
+                     progress_bar: bool = False) -> None:
+    """Execute ``notebook`` into ``output`` with ``parameters`` the one way this project does:
+    kernel ``python3``, the notebook's folder as working directory, a per-cell timeout, and the
+    output saved after every cell (a killed run leaves its progress). ``nbutils run`` and
+    ``nbutils report`` both execute through here; papermill's errors propagate."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
+        cwd=str(Path(notebook).parent), execution_timeout=timeout, progress_bar=progress_bar,
+        log_output=False, request_save_on_cell_execute=True,
+    )
+
+
 def inspect_parameters(path: Path) -> NotebookParameters:
     import papermill
 
@@ -373,7 +388,6 @@ def run_pipeline(
     ``overwrite`` is passed to notebooks that declare an ``overwrite`` parameter (01, 03, 04, 05):
     with it a re-entry (``only``) may replace that stage's finished results.
     """
-    import papermill
 
     notebook_dir = notebook_dir or NOTEBOOK_DIR
     runs_dir = runs_dir or RUNS_DIR
@@ -418,10 +432,10 @@ def run_pipeline(
     from nbutils.runlock import RunLock
 
     with RunLock(root):
-        return _execute(papermill, inspected, plan, paths, profile, values, cell_timeout, log)
+        return _execute(inspected, plan, paths, profile, values, cell_timeout, log)
 
 
-def _execute(papermill, inspected, plan, paths: RunPaths, profile: str, values: dict,
+def _execute(inspected, plan, paths: RunPaths, profile: str, values: dict,
              cell_timeout: int, log) -> Path:
     """The run itself; the caller holds the run directory's lock."""
     root = paths.root
@@ -460,11 +474,8 @@ def _execute(papermill, inspected, plan, paths: RunPaths, profile: str, values: 
         log(f"[{index}/{len(inspected)}] {nb.name} ... (run elapsed {time.monotonic() - started:.0f} s)")
         t0 = time.monotonic()
         try:
-            papermill.execute_notebook(
-                str(nb.path), str(executed), parameters=plan[nb.name], kernel_name=KERNEL_NAME,
-                cwd=str(nb.path.parent), execution_timeout=cell_timeout,
-                progress_bar=sys.stderr.isatty(), log_output=False, request_save_on_cell_execute=True,
-            )
+            execute_notebook(nb.path, executed, plan[nb.name], timeout=cell_timeout,
+                             progress_bar=sys.stderr.isatty())
         except BaseException as err:  # noqa: BLE001 - record every way a notebook can stop
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
             status = "interrupted" if interrupted else "failed"
