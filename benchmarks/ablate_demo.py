@@ -62,6 +62,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                             "ft_epochs": 4.0}),
     "electra1500_ft4": ("ELECTRA 1,500 steps (a CPU ELECTRA step cost ~1.9 MLM steps), 4 epochs",
                         {"recipe": "electra", "pt_steps": 1500, "ft_epochs": 4.0}),
+    "distill_a08": ("distil alpha 0.8, 2 epochs", {"distill_alpha": 0.8}),
     "distill_a08_ft4": ("distil alpha 0.8, 4 epochs", {"distill_alpha": 0.8, "ft_epochs": 4.0}),
     "ls01_ft4": ("label smoothing 0.1, 4 epochs", {"label_smoothing": 0.1, "ft_epochs": 4.0}),
     "ft4_lr1e3": ("4 epochs at lr 1e-3", {"ft_epochs": 4.0, "ft_lr": 1e-3}),
@@ -98,9 +99,35 @@ def settings_of(name: str, tiny: bool, timing: int = 0) -> dict:
     return s
 
 
+PRETRAIN_KEYS = ("hidden", "layers", "heads", "intermediate", "recipe", "pt_steps", "pt_batch", "pt_lr",
+                 "pt_max_length", "mask", "pt_dropout", "pt_warmup", "gen_layers", "disc_weight")
+
+
+def reused_pretraining(pretrained: str, s: dict) -> dict:
+    """The metrics of an earlier pre-training (``<dir>/metrics.json`` + ``<dir>/model``), if it is this variant's."""
+    import json as _json
+
+    folder = Path(pretrained)
+    metrics = _json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    cfg, model = metrics["config"], metrics["model"]
+    seen = {"hidden": model["hidden_size"], "layers": model["num_layers"], "heads": model["num_heads"],
+            "intermediate": model["intermediate_size"], "recipe": metrics.get("recipe", "mlm"),
+            "pt_steps": metrics["steps"], "pt_batch": cfg["batch_size"], "pt_lr": cfg["learning_rate"],
+            "pt_max_length": cfg["max_length"], "mask": cfg["mlm_probability"], "pt_dropout": cfg["dropout"],
+            "pt_warmup": cfg["warmup_ratio"]}
+    differ = {k: (seen[k], s[k]) for k in seen if seen[k] != s[k]}
+    if differ or s["recipe"] == "electra":
+        raise ValueError(f"--from-pretrained {folder} was pre-trained differently from this variant: {differ}")
+    return metrics
+
+
 def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, tiny: bool, threads: int,
-            timing: int = 0) -> dict:
-    """One variant and seed, start to finish, in this process; a CSV row (errors included)."""
+            timing: int = 0, pretrained: str = "") -> dict:
+    """One variant and seed, start to finish, in this process; a CSV row (errors included).
+
+    ``pretrained``: reuse that earlier pre-training (same settings as the variant's, checked) and
+    fine-tune from it; its steps and seconds are reported as they were measured then.
+    """
     s = settings_of(name, tiny, timing)
     row = {"variant": name, "seed": seed, "recipe": s["recipe"],
            "shape": f"{s['hidden']}x{s['layers']}", "device": device, "status": "ok", "error": ""}
@@ -126,7 +153,8 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
         ds = load_dataset(data_dir)
         with tempfile.TemporaryDirectory(prefix=f"ablate-{name}-{seed}-") as tmp:
             tmp = Path(tmp)
-            model_dir = make_random_bert(Path(vocab_dir) / "vocab.txt", tmp / "init", hidden_size=s["hidden"],
+            reuse = bool(pretrained) and s["recipe"] != "none"
+            model_dir = None if reuse else make_random_bert(Path(vocab_dir) / "vocab.txt", tmp / "init", hidden_size=s["hidden"],
                                          num_layers=s["layers"], num_heads=s["heads"],
                                          intermediate_size=s["intermediate"], max_position_embeddings=128, seed=seed)
             train_texts = ds.texts("train")
@@ -136,7 +164,13 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
             # CPU seconds of this process per stage (tokenizing, scoring, teacher fit included): with
             # one thread on a loaded machine they track what a quiet machine's wall clock would show.
             cpu0 = time.process_time()
-            if s["recipe"] != "none":
+            if reuse:
+                pre_metrics = reused_pretraining(pretrained, s)
+                row["pretrain_steps"] = pre_metrics["steps"]
+                row["pretrain_s"] = round(pre_metrics["train_runtime_s"], 2)
+                row["pretrain_metric"] = f"reused mlm_acc={pre_metrics['masked_token_accuracy']:.4f}"
+                model_dir = Path(pretrained) / "model"
+            elif s["recipe"] != "none":
                 common = dict(max_steps=s["pt_steps"], batch_size=s["pt_batch"], learning_rate=s["pt_lr"],
                               max_length=s["pt_max_length"], mlm_probability=s["mask"], dropout=s["pt_dropout"],
                               warmup_ratio=s["pt_warmup"], heldout_size=s.get("heldout", 500), seed=seed,
@@ -263,11 +297,15 @@ def main(argv=None) -> int:
                         help="time K pre-training and K fine-tuning steps per variant (ms/step columns; "
                              "accuracies then mean nothing)")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument("--from-pretrained", default="", metavar="DIR",
+                        help="fine-tune from this earlier pre-training (DIR/metrics.json + DIR/model, e.g. a demo "
+                             "run's pretrain/) instead of pre-training again; variants that pre-train differently fail")
     parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "SEED", "ROW_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:  # one run, launched by a parallel sweep: the row goes to a JSON file
         name, seed, row_file = args.worker
-        row = run_one(name, int(seed), args.device, args.data, args.vocab, args.tiny, args.threads, args.timing)
+        row = run_one(name, int(seed), args.device, args.data, args.vocab, args.tiny, args.threads, args.timing,
+                      args.from_pretrained)
         Path(row_file).write_text(json.dumps(row, ensure_ascii=False), encoding="utf-8")
         return 0
 
@@ -318,7 +356,7 @@ def main(argv=None) -> int:
               f"(pt {row.get('pretrain_s', '')} s / {row.get('pretrain_steps', '')} steps, "
               f"ft {row.get('finetune_s', '')} s / {row.get('finetune_steps', '')} steps) {row['error']}", flush=True)
 
-    job_args = (args.device, args.data, args.vocab, args.tiny, args.threads, args.timing)
+    job_args = (args.device, args.data, args.vocab, args.tiny, args.threads, args.timing, args.from_pretrained)
     if args.jobs <= 1:
         for name, seed in todo:
             record(run_one(name, seed, *job_args))
@@ -335,7 +373,8 @@ def main(argv=None) -> int:
             row_file.parent.mkdir(exist_ok=True)
             cmd = [sys.executable, __file__, "--worker", name, str(seed), str(row_file), "--device", args.device,
                    "--data", args.data, "--vocab", args.vocab, "--threads", str(args.threads),
-                   "--timing", str(args.timing), *(["--tiny"] if args.tiny else [])]
+                   "--timing", str(args.timing), "--from-pretrained", args.from_pretrained,
+                   *(["--tiny"] if args.tiny else [])]
             with (out / "rows" / f"{name}-{seed}.log").open("w") as log:
                 code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
             if row_file.exists():
