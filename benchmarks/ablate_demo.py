@@ -17,6 +17,9 @@ teacher is fitted on the train split only (cross-fitted; ``nbutils.distill``).
     python benchmarks/ablate_demo.py --tiny --device cpu --out benchmarks/out/ablation-tiny   # ~2 min check
     python benchmarks/ablate_demo.py --device cuda --seeds 42 43 44 --jobs 12 --out OUT/ablation
     python benchmarks/ablate_demo.py --device cpu --variants demo ft4 --seeds 42 --out benchmarks/out/abl
+    python benchmarks/ablate_demo.py --device cpu --variants distill distill_a08 --seeds 42 \
+        --from-pretrained runs/<demo run>/pretrain --out benchmarks/out/abl-ft   # fine-tuning variants only
+    python benchmarks/ablate_demo.py --timing 200 --variants demo electra_ft4 --seeds 42 --out OUT  # CPU cost
 
 Writes ``runs.csv`` (one row per variant and seed, rewritten after every finished run, so an
 interrupted sweep keeps what it finished) and ``summary.csv`` / ``summary.md`` (mean +- std

@@ -37,8 +37,8 @@ def test_teacher_scores_each_text_without_having_seen_it():
     assert info["folds"] == 3
 
 
-def test_teacher_learns_real_titles(titles_dir):
-    ds = load_dataset(titles_dir).subsample({"train": 600}, seed=0)
+def test_teacher_learns_real_titles(real_titles_dir):
+    ds = load_dataset(real_titles_dir).subsample({"train": 600}, seed=0)
     probs, info = crossfit_teacher_probs(ds.texts("train"), ds.labels("train"), 10, folds=3)
     assert info["oof_accuracy"] > 0.4  # chance 0.1: the targets carry real knowledge
     assert info["scale"] > 0
