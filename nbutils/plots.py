@@ -81,6 +81,17 @@ def save_figure(fig: plt.Figure, path: str | Path, *, dpi: int = 120) -> Path:
     return Path(path)
 
 
+def show_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (e.g. ``RunPaths.figure(stage, name)``, where the report
+    finds it), show it in the notebook, and close it (no second copy when the cell ends)."""
+    from IPython.display import display
+
+    saved = save_figure(fig, path)
+    display(fig)
+    plt.close(fig)
+    return saved
+
+
 # --- 02 explore data ------------------------------------------------------------------------
 
 
