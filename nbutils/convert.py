@@ -46,6 +46,7 @@ from nbutils.model_folder import check_model_dir, is_local_path
 from nbutils.run_contract import CONVERSION_REPORT
 from nbutils.tfcheckpoint import TFCheckpoint, checkpoint_prefix, write_checkpoint
 from nbutils.vocab import read_vocab, write_tokenizer_files
+from nbutils.weights import quiet_weight_files
 
 # Keys of Google's bert_config.json (what export writes and convert requires).
 GOOGLE_CONFIG_KEYS = (
@@ -500,6 +501,7 @@ def variable_table(report: dict):
     return pd.DataFrame(rows, columns=["tf_name", "shape", "dtype", "mapped_to"]).sort_values("tf_name", ignore_index=True)
 
 
+@quiet_weight_files()  # notebook 01: a table, not a "Loading weights" bar
 def verify_conversion(model_dir: str | Path, src: str | Path | None = None, *, config: str | Path | None = None,
                       vocab: str | Path | None = None) -> dict:
     """Load ``model_dir`` with transformers and compare every parameter with the checkpoint.

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
+from nbutils.weights import quiet_weight_files
 
 
+@quiet_weight_files()  # notebooks 01 and 03 call it per probe: no "Loading weights" bar each time
 def masked_lm_top_k(model_dir: str | Path, text: str, k: int = 5) -> list[list[tuple[str, float]]]:
     """Top-``k`` (token, probability) for each [MASK] in ``text``, from the folder's MLM head."""
     import torch

@@ -10,9 +10,10 @@ from pathlib import Path
 from nbutils.errors import NbutilsError
 from nbutils.io import atomic_dir
 from nbutils.vocab import build_tokenizer
-from nbutils.weights import write_weights_origin
+from nbutils.weights import quiet_weight_files, write_weights_origin
 
 
+@quiet_weight_files()  # no "Writing model shards" bar for one small file
 def make_random_bert(
     vocab_file: str | Path,
     out_dir: str | Path,
