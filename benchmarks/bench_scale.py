@@ -19,6 +19,10 @@ notebook kernel):
   first optimizer step
 - ``explore``       notebook 02 through papermill with its default parameters (sampling)
 - ``predict``       ``nbutils.predict`` of every test article (N/5: 100k at N=500k), max_length 128
+- ``tokenize``      the choice behind per-batch tokenization, three ways of producing the train
+  split's ids at max_length 512, head+tail, each in its own process: ``whole`` (the old way:
+  every article tokenized whole, then cut), ``windowed`` (every article, only its kept ends
+  tokenized), ``per-batch`` (what training now does before its first step: one batch of 32)
 
 The "old" arm is the same step run on another commit's code (``--old-ref``, default the commit
 before this work), extracted with ``git archive`` and put first on PYTHONPATH; it runs only at
@@ -44,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ("check", "check-corpus", "train128", "train512", "explore", "predict")
+STEPS = ("check", "check-corpus", "train128", "train512", "explore", "predict", "tokenize")
 _T0 = time.perf_counter()  # process start, for the driver sub-commands
 
 
@@ -152,6 +156,8 @@ def step_command(step: str, data: Path, model: Path, out: Path, vocab: Path) -> 
         return [*me, "_explore", str(data), str(out), str(vocab.parent)]
     if step == "predict":
         return [*me, "_predict", str(data), str(model), str(out)]
+    if step.startswith("tokenize-"):
+        return [*me, "_tokenize", str(data), str(model), step.removeprefix("tokenize-")]
     raise ValueError(step)
 
 
@@ -203,6 +209,26 @@ def driver_explore(data: str, out: str, vocab_dir: str) -> None:
                                        "sampled_texts": stats.get("length_sample", {}).get("texts")}), flush=True)
 
 
+def driver_tokenize(data: str, model: str, way: str) -> None:
+    from nbutils.data import load_dataset
+    from nbutils.tokenization import Truncator, load_tokenizer
+
+    texts = load_dataset(data, "cnews").text_column("train")
+    tokenizer = load_tokenizer(model)
+    cut = Truncator(tokenizer, 512, "head+tail")
+    t0 = time.perf_counter()
+    if way == "whole":
+        full = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        ids = [cut.cut(x) for x in full]
+    elif way == "windowed":
+        ids = [x for a in range(0, len(texts), 4096) for x in cut(list(texts[a:a + 4096]))]
+    else:
+        ids = cut(list(texts[:32]))
+    seconds = time.perf_counter() - t0
+    print("BENCH_SCALE " + json.dumps({"tokenize_s": seconds, "texts": len(ids),
+                                       "tokens": sum(map(len, ids))}), flush=True)
+
+
 def driver_predict(data: str, model: str, out: str) -> None:
     from nbutils import predict
 
@@ -221,6 +247,7 @@ def driver_predict(data: str, model: str, out: str) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
         drivers = {"_train": driver_train, "_explore": driver_explore, "_predict": driver_predict,
+                   "_tokenize": driver_tokenize,
                    "_model": lambda vocab, titles, out: make_model(Path(vocab), read_titles(Path(titles))[0], Path(out))}
         drivers[sys.argv[1]](*sys.argv[2:])
         return
@@ -244,6 +271,9 @@ def main() -> None:
     unknown = set(steps) - set(STEPS)
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}")
+    if "tokenize" in steps:  # three ways, each measured in its own process (new code only)
+        i = steps.index("tokenize")
+        steps[i:i + 1] = ["tokenize-whole", "tokenize-windowed", "tokenize-per-batch"]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder {work}; {os.cpu_count()} CPUs; load average {os.getloadavg()}", flush=True)
@@ -271,7 +301,8 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
               f"{sum(made['bytes'].values()) / 1e6:.0f} MB in all (made in {made['seconds']:.0f} s)", flush=True)
         for step in steps:
             for arm, code in arms.items():
-                if arm == "old" and (n not in old_sizes or step not in args.old_steps.split(",")):
+                if arm == "old" and (n not in old_sizes or step not in args.old_steps.split(",")
+                                     or step.startswith("tokenize-")):
                     continue
                 out = work / f"out-{n}-{step}-{arm}"
                 out.mkdir()
@@ -284,7 +315,7 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
                     r["labels_file"] = str(out / "labels.npy")
                 results.append(r)
                 extra = {k: v for k, v in r.items() if k in ("first_step_s", "load_s", "texts", "sampled_texts",
-                                                             "recommended_max_length")}
+                                                             "recommended_max_length", "tokenize_s", "tokens")}
                 print(f"{step:>13} {arm:>3}: wall {r['wall_s']:7.1f} s  peak RSS {r['peak_rss_mb']:8.0f} MB  "
                       f"rc {r['rc']}  load {r['load_before']:.2f}->{r['load_after']:.2f}  "
                       + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()),
@@ -322,6 +353,15 @@ def summary(results, sizes) -> None:
                       if "first_step_s" in r and "first_step_s" in s else "")
                 print(f"  {step:>13}: time {r['wall_s'] / s['wall_s']:.2f}x, "
                       f"peak RSS {r['peak_rss_mb'] / s['peak_rss_mb']:.2f}x{fs}")
+    for n in sizes:
+        ways = {w: by.get((n, f"tokenize-{w}", "new")) for w in ("whole", "windowed", "per-batch")}
+        if all(ways.values()):
+            whole, windowed, batch = ways["whole"], ways["windowed"], ways["per-batch"]
+            print(f"\ntrain split of {n:,} articles to ids (max_length 512, head+tail): whole-text "
+                  f"{whole['tokenize_s']:.1f} s / {whole['peak_rss_mb']:.0f} MB, windowed {windowed['tokenize_s']:.1f} s / "
+                  f"{windowed['peak_rss_mb']:.0f} MB ({whole['tokenize_s'] / windowed['tokenize_s']:.2f}x faster, "
+                  f"{whole['peak_rss_mb'] / windowed['peak_rss_mb']:.2f}x less memory, same {windowed['tokens']:,} "
+                  f"tokens: {whole['tokens'] == windowed['tokens']}), one batch of 32 {batch['tokenize_s'] * 1000:.0f} ms")
     print("\nBENCH_SCALE_RESULTS " + json.dumps(results, default=str))
 
 
