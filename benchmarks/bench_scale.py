@@ -76,12 +76,12 @@ def write_articles(path: Path, n: int, names, per_class, rng: np.random.Generato
     with open(path, "w", encoding="utf-8", newline="\n") as out:
         for i, (label, length) in enumerate(zip(labels, lengths, strict=True)):
             pool = per_class[label]
-            parts, size = [], 0
-            while size < length:
-                title = pool[rng.integers(len(pool))]
-                parts.append(title)
-                size += len(title) + 1
-            article = "。".join(parts)[:length] + "。"
+            # enough titles in one draw (titles average ~20 characters), topped up if short
+            parts = [pool[j] for j in rng.integers(len(pool), size=length // 12 + 2)]
+            article = "。".join(parts)
+            while len(article) < length:
+                article += "。" + pool[rng.integers(len(pool))]
+            article = article[:length] + "。"
             line = f"{names[label]}\t{article}\n"
             written += out.write(line)
             if corpus is not None:
