@@ -263,6 +263,8 @@ def main() -> None:
     parser.add_argument("--vocab", default=str(REPO / "data/raw/bert-base-chinese-vocab/vocab.txt"))
     parser.add_argument("--work", default="", help="folder for the generated data (default: new /tmp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--data-dir", default="", help="use this cnews folder (its N train articles, one size) "
+                        "instead of generating one; a sibling DIR-corpus folder is the corpus")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -295,8 +297,9 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
         arms["old"] = args.old_code or str(old_tree(args.old_ref, work / "old-code"))
     results = []
     for n in sizes:
-        data = work / f"cnews-{n}"
-        made = make_data(Path(args.titles), data, n, args.seed)
+        data = Path(args.data_dir) if args.data_dir else work / f"cnews-{n}"
+        made = ({"seconds": 0.0, "bytes": {f: (data / f"cnews.{f}.txt").stat().st_size for f in ("train", "val", "test")}}
+                if args.data_dir else make_data(Path(args.titles), data, n, args.seed))
         print(f"\n== size {n:,} train articles: {made['bytes']['train'] / 1e6:.0f} MB train, "
               f"{sum(made['bytes'].values()) / 1e6:.0f} MB in all (made in {made['seconds']:.0f} s)", flush=True)
         for step in steps:
@@ -328,8 +331,9 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
                 a, b = (np.load(f, allow_pickle=True) for f in files)
                 print(f"predict: old and new labels identical for {int((a == b).sum()):,} of {len(a):,} texts",
                       flush=True)
-        shutil.rmtree(data.parent / f"{data.name}-corpus", ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
+        if not args.data_dir:  # a folder we were given is not ours to delete
+            shutil.rmtree(data.parent / f"{data.name}-corpus", ignore_errors=True)
+            shutil.rmtree(data, ignore_errors=True)
     summary(results, sizes)
 
 
