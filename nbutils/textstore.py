@@ -173,8 +173,10 @@ class TextColumn(Sequence):
         counts = np.bincount(ids, minlength=len(order))
         # Rows that share a digest: compare the texts themselves (a collision must not merge them).
         next_id = len(order)
-        for group in np.flatnonzero(counts > 1):
-            rows = np.flatnonzero(ids == group)
+        shared = np.flatnonzero(counts[ids] > 1)  # rows whose digest occurs more than once
+        shared = shared[np.argsort(ids[shared], kind="stable")]
+        for rows in np.split(shared, np.flatnonzero(np.diff(ids[shared])) + 1) if len(shared) else []:
+            group = ids[rows[0]]
             texts = [self.store.read(int(self.index[r])) for r in rows]
             seen: dict[str, int] = {}
             for r, text in zip(rows, texts, strict=True):
