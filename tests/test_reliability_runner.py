@@ -133,14 +133,15 @@ def test_overwrite_reaches_the_notebooks_only_from_the_runner(project, tmp_path)
 
 
 def test_finished_stages_accept_the_runner_overwrite_flag():
-    """03, 04 and 05 refuse to replace finished results unless told; the runner's --overwrite
-    is how a re-entry tells them (the notebooks pass it straight on)."""
+    """03, 04 and 05 declare ``overwrite`` (True interactively: a second Run All in JupyterLab
+    replaces the first, issue 12) and pass it straight on; headless, the runner injects it
+    (False unless --overwrite), so a re-entry never replaces finished results unasked."""
     import papermill
 
     for number in ("03", "04", "05"):
         path = next((REPO_ROOT / "notebooks").glob(f"{number}_*.ipynb"))
         declared = papermill.inspect_notebook(str(path))
-        assert declared["overwrite"]["default"] == "False", path.name
+        assert "overwrite" in declared, path.name
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert "overwrite=overwrite" in code, path.name
 
