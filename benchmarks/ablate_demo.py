@@ -124,12 +124,24 @@ def reused_pretraining(pretrained: str, s: dict) -> dict:
     return metrics
 
 
+def pretraining_key(s: dict, seed: int) -> str:
+    """Name of a pre-training in the cache: variants that pre-train alike (same settings, same seed) share it."""
+    import hashlib
+
+    settings = json.dumps({k: s[k] for k in PRETRAIN_KEYS} | {"heldout": s.get("heldout", 500),
+                          "max_train": s.get("max_train", 0)}, sort_keys=True)
+    return f"{s['recipe']}-seed{seed}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
 def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, tiny: bool, threads: int,
-            timing: int = 0, pretrained: str = "") -> dict:
+            timing: int = 0, pretrained: str = "", cache: str = "") -> dict:
     """One variant and seed, start to finish, in this process; a CSV row (errors included).
 
     ``pretrained``: reuse that earlier pre-training (same settings as the variant's, checked) and
     fine-tune from it; its steps and seconds are reported as they were measured then.
+    ``cache``: a folder of finished pre-trainings (``pretraining_key``); a variant whose pre-training
+    is there fine-tunes from it (its steps and seconds as measured then), else it pre-trains and adds
+    its own (written to a temporary name and renamed, so a cut-off run leaves no half model).
     """
     s = settings_of(name, tiny, timing)
     row = {"variant": name, "seed": seed, "recipe": s["recipe"],
@@ -167,7 +179,12 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
             # CPU seconds of this process per stage (tokenizing, scoring, teacher fit included): with
             # one thread on a loaded machine they track what a quiet machine's wall clock would show.
             cpu0 = time.process_time()
-            if reuse:
+            cached = Path(cache) / pretraining_key(s, seed) if cache and s["recipe"] != "none" and not reuse else None
+            if cached is not None and (cached / "row.json").exists():
+                row.update(json.loads((cached / "row.json").read_text(encoding="utf-8")))
+                row["pretrain_metric"] = f"cached {row['pretrain_metric']}"
+                model_dir = cached / "model"
+            elif reuse:
                 pre_metrics = reused_pretraining(pretrained, s)
                 row["pretrain_steps"] = pre_metrics["steps"]
                 row["pretrain_s"] = round(pre_metrics["train_runtime_s"], 2)
@@ -194,7 +211,18 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
                 row["pretrain_s"] = round(pre.metrics["train_runtime_s"], 2)
                 row["pretrain_ms_per_step"] = round(1000 * pre.metrics["train_runtime_s"] / max(pre.metrics["steps"], 1), 1)
                 model_dir = pre.model_dir
-            row["pretrain_cpu_s"] = round(time.process_time() - cpu0, 2)
+                row["pretrain_cpu_s"] = round(time.process_time() - cpu0, 2)
+                if cached is not None:
+                    import shutil
+
+                    partial = cached.with_name(cached.name + ".partial")
+                    shutil.rmtree(partial, ignore_errors=True)
+                    shutil.copytree(model_dir, partial / "model")
+                    keep = ("pretrain_steps", "pretrain_s", "pretrain_ms_per_step", "pretrain_cpu_s", "pretrain_metric")
+                    (partial / "row.json").write_text(json.dumps({k: row[k] for k in keep}), encoding="utf-8")
+                    os.replace(partial, cached)
+            if "pretrain_cpu_s" not in row:
+                row["pretrain_cpu_s"] = round(time.process_time() - cpu0, 2)
             cpu0 = time.process_time()
             teacher = None
             if s["distill_alpha"] > 0:
@@ -303,12 +331,15 @@ def main(argv=None) -> int:
     parser.add_argument("--from-pretrained", default="", metavar="DIR",
                         help="fine-tune from this earlier pre-training (DIR/metrics.json + DIR/model, e.g. a demo "
                              "run's pretrain/) instead of pre-training again; variants that pre-train differently fail")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="pre-train every run anew (default: variants that pre-train alike share --out/pretrain-cache)")
     parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "SEED", "ROW_JSON"), help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:  # one run, launched by a parallel sweep: the row goes to a JSON file
         name, seed, row_file = args.worker
         row = run_one(name, int(seed), args.device, args.data, args.vocab, args.tiny, args.threads, args.timing,
-                      args.from_pretrained)
+                      args.from_pretrained, args.cache)
         Path(row_file).write_text(json.dumps(row, ensure_ascii=False), encoding="utf-8")
         return 0
 
@@ -359,7 +390,8 @@ def main(argv=None) -> int:
               f"(pt {row.get('pretrain_s', '')} s / {row.get('pretrain_steps', '')} steps, "
               f"ft {row.get('finetune_s', '')} s / {row.get('finetune_steps', '')} steps) {row['error']}", flush=True)
 
-    job_args = (args.device, args.data, args.vocab, args.tiny, args.threads, args.timing, args.from_pretrained)
+    cache = "" if args.no_cache else str(out / "pretrain-cache")
+    job_args = (args.device, args.data, args.vocab, args.tiny, args.threads, args.timing, args.from_pretrained, cache)
     if args.jobs <= 1:
         for name, seed in todo:
             record(run_one(name, seed, *job_args))
@@ -376,7 +408,7 @@ def main(argv=None) -> int:
             row_file.parent.mkdir(exist_ok=True)
             cmd = [sys.executable, __file__, "--worker", name, str(seed), str(row_file), "--device", args.device,
                    "--data", args.data, "--vocab", args.vocab, "--threads", str(args.threads),
-                   "--timing", str(args.timing), "--from-pretrained", args.from_pretrained,
+                   "--timing", str(args.timing), "--from-pretrained", args.from_pretrained, "--cache", cache,
                    *(["--tiny"] if args.tiny else [])]
             with (out / "rows" / f"{name}-{seed}.log").open("w") as log:
                 code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
