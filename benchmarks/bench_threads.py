@@ -1,4 +1,4 @@
-"""CPU thread policies on a quiet and on a contended CPU: median time of a real training step.
+"""CPU thread policies on a quiet and on a contended CPU: time of a real training step.
 
 One training step of the demo-sized BERT (params/demo.yaml: hidden 128, 2 layers, 2 heads,
 the real 21,128-token vocabulary; batch 32 x 24 tokens, forward + backward + fused AdamW, as
@@ -10,16 +10,23 @@ processes of its own (each stops by itself after ``--hog-seconds`` and is killed
 
 - ``old``: what the project did before nbutils.threads (torch's defaults: one OpenMP thread per
   core, libgomp spinning ~300,000 rounds before a waiting thread sleeps);
-- ``new``: the environment nbutils.threads applies before torch loads (what runs everywhere now);
+- ``new``: what runs by default now: the environment nbutils.threads applies before torch loads,
+  and, where that policy is adaptive, the thread governor around the steps exactly as the Trainer
+  callback (nbutils.thread_callback) runs it in training, from the first step;
+- ``adaptive``: the governor whatever the environment says (all usable CPUs in the pool);
+- ``1thread``: the previous policy on 2 cores (all usable CPUs but one, fixed);
 - candidates, to choose the policy by measurement: ``Nthread`` (OMP_NUM_THREADS=N), ``passive``
   (OMP_WAIT_POLICY=PASSIVE), ``spinN`` (GOMP_SPINCOUNT=N: libgomp's spin rounds), e.g.
   ``--policies old,new,2thread,passive,spin1000,spin10000``. (torch's pip builds link GNU
   libgomp, so the KMP_* settings of Intel/LLVM OpenMP do nothing here.)
 
-Prints per policy the median step time quiet and contended, contended/quiet, and the policy's
-quiet time relative to ``old``; then load averages before and after.
+Prints per policy the median and the mean step time quiet and contended (the mean includes the
+governor's probes and the steps before it moves), contended/quiet, and the policy's quiet time
+relative to ``old``; the governor's schedule per worker; then load averages before and after.
+A worker stops timing after ``--max-worker-s`` seconds (a collapsed 2-thread run can take 2 s a
+step) and says how many steps it timed.
 
-    python benchmarks/bench_threads.py                                  # old vs new
+    python benchmarks/bench_threads.py                                  # old vs new vs 1thread
     python benchmarks/bench_threads.py --nice -20                       # as root on a shared machine
     python benchmarks/bench_threads.py --policies old,new,passive,spin1000,spin3000,spin10000
 """
@@ -45,9 +52,11 @@ def policy_env(name: str) -> dict[str, str]:
         # nbutils would apply its policy on import; the worker never imports it, and this
         # switch keeps it off should anything the worker loads do so.
         return {"NBUTILS_THREAD_POLICY": "off"}
-    if name == "new":
-        from nbutils.threads import policy_environment
+    if name in ("new", "adaptive"):
+        from nbutils.threads import policy_environment, policy_threads
 
+        if name == "adaptive":
+            return {"OMP_NUM_THREADS": str(policy_threads()), "NBUTILS_THREAD_POLICY": "off"}
         return policy_environment(environ={})
     if name.endswith("thread") and name[:-6].isdigit():
         return {"OMP_NUM_THREADS": name[:-6], "NBUTILS_THREAD_POLICY": "off"}
@@ -55,11 +64,31 @@ def policy_env(name: str) -> dict[str, str]:
         return {"OMP_WAIT_POLICY": "PASSIVE", "NBUTILS_THREAD_POLICY": "off"}
     if name.startswith("spin") and name[4:].isdigit():
         return {"GOMP_SPINCOUNT": name[4:], "NBUTILS_THREAD_POLICY": "off"}
-    raise SystemExit(f"unknown policy {name!r}: use old, new, Nthread, passive or spinN")
+    raise SystemExit(f"unknown policy {name!r}: use old, new, adaptive, Nthread, passive or spinN")
+
+
+def make_governor(policy: str):
+    """The governor a worker runs: ``new`` gets what training gets by default (none where the
+    policy is not adaptive), ``adaptive`` always one."""
+    if policy == "new":
+        from nbutils.thread_callback import make_governor as training_governor
+
+        return training_governor()
+    if policy == "adaptive":
+        from nbutils.thread_governor import ThreadGovernor
+        from nbutils.threads import usable_cpus
+
+        return ThreadGovernor(usable_cpus())
+    return None
 
 
 def worker(args) -> None:
-    """Time ``--steps`` training steps after ``--warmup`` untimed ones; print one JSON line."""
+    """Time ``--steps`` training steps after ``--warmup`` untimed ones; print one JSON line.
+
+    With a governor it runs from the first step (the warm-up too), as in training: before each
+    step the count it chose is applied with torch.set_num_threads, after it the step's time per
+    token goes back to it."""
+    governor = make_governor(args.policy)  # before torch loads, as nbutils is imported in training
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -74,18 +103,35 @@ def worker(args) -> None:
                 "attention_mask": torch.ones(args.batch_size, args.tokens, dtype=torch.long),
                 "labels": torch.randint(0, 10, (args.batch_size,), generator=generator)} for _ in range(8)]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    if governor is not None:
+        torch.set_num_threads(governor.threads)
     times = []
+    deadline = None
     for i in range(args.warmup + args.steps):
         batch = batches[i % len(batches)]
+        if i == args.warmup:
+            deadline = time.perf_counter() + args.max_worker_s
+        if governor is not None:
+            governor.step_begin()
         start = time.perf_counter()
         with autocast:
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - start
+        if governor is not None:
+            before = governor.threads
+            after = governor.step_end(batch["input_ids"].numel())
+            if after != before:
+                torch.set_num_threads(after)
         if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    print(json.dumps({"median_ms": 1000 * statistics.median(times), "threads": torch.get_num_threads()}))
+            times.append(seconds)
+            if time.perf_counter() > deadline:
+                break
+    print(json.dumps({"median_ms": 1000 * statistics.median(times), "mean_ms": 1000 * statistics.fmean(times),
+                      "timed_steps": len(times), "threads": torch.get_num_threads(),
+                      "schedule": governor.summary() if governor is not None else None}))
 
 
 def start_hogs(count: int, seconds: float, nice: int = 0) -> list[subprocess.Popen]:
@@ -121,23 +167,27 @@ def stop_hogs(hogs: list[subprocess.Popen]) -> None:
         hog.wait()
 
 
-def run_worker(policy: str, args) -> tuple[float, int]:
+def run_worker(policy: str, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
     env.update(policy_env(policy))
-    cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup),
+    cmd = [sys.executable, __file__, "--worker", "--policy", policy, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--max-worker-s", str(args.max_worker_s),
            "--batch-size", str(args.batch_size), "--tokens", str(args.tokens), "--precision", args.precision]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, preexec_fn=_niceness(args.nice))
     if out.returncode != 0:
         raise SystemExit(f"worker for policy {policy!r} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result["median_ms"], result["threads"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policies", default="old,new", help="comma-separated: old, new, Nthread, passive, spinN")
+    parser.add_argument("--policies", default="old,new,1thread",
+                        help="comma-separated: old, new, adaptive, Nthread, passive, spinN")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (one worker per policy, condition)")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per worker")
+    parser.add_argument("--steps", type=int, default=300,
+                        help="timed steps per worker (enough for the governor's probes to count)")
+    parser.add_argument("--max-worker-s", type=float, default=90,
+                        help="a worker stops timing after this many seconds (a collapsed policy is slow)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (allocator, kernels)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=24, help="tokens per text (a demo title is ~20)")
@@ -148,6 +198,7 @@ def main() -> None:
                         help="priority of workers and busy loops (e.g. -20 as root: other jobs on a shared "
                              "machine then take a small share of the CPU, so 'quiet' is nearly quiet)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--policy", default="old", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -162,6 +213,7 @@ def main() -> None:
         print(f"  {policy:<12} env {policy_env(policy)}")
     load_before = os.getloadavg()
     results: dict[tuple[str, str], list[float]] = {}
+    means: dict[tuple[str, str], list[float]] = {}
     threads: dict[str, int] = {}
     for r in range(args.rounds):
         order = policies[r % len(policies):] + policies[:r % len(policies)]
@@ -170,26 +222,31 @@ def main() -> None:
             try:
                 time.sleep(0.5 if hogs else 0)  # let the busy loops start spinning
                 for policy in order:
-                    ms, threads[policy] = run_worker(policy, args)
-                    results.setdefault((policy, condition), []).append(ms)
-                    print(f"round {r + 1} {condition:<9} {policy:<12} {ms:7.1f} ms/step "
-                          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                    out = run_worker(policy, args)
+                    threads[policy] = out["threads"]
+                    results.setdefault((policy, condition), []).append(out["median_ms"])
+                    means.setdefault((policy, condition), []).append(out["mean_ms"])
+                    cut = "" if out["timed_steps"] == args.steps else f", timing cut at {out['timed_steps']} steps"
+                    print(f"round {r + 1} {condition:<9} {policy:<12} median {out['median_ms']:7.1f} mean "
+                          f"{out['mean_ms']:7.1f} ms/step (load {os.getloadavg()[0]:.2f}{cut})"
+                          + (f"\n    {out['schedule']}" if out["schedule"] else ""), flush=True)
             finally:
                 stop_hogs(hogs)
     load_after = os.getloadavg()
 
-    def median(policy: str, condition: str) -> float:
-        return statistics.median(results[(policy, condition)])
+    for title, table in (("median", results), ("mean (probes and the steps before a move included)", means)):
+        def value(policy: str, condition: str, table=table) -> float:
+            return statistics.median(table[(policy, condition)])
 
-    base = median(policies[0], "quiet")
-    print(f"\nmedian ms per training step over {args.rounds} rounds; "
-          f"'quiet vs {policies[0]}' compares each policy's quiet time with {policies[0]}'s quiet time")
-    print(f"{'policy':<12} {'threads':>7} {'quiet':>8} {'contended':>10} {'contended/quiet':>16} "
-          f"{'quiet vs ' + policies[0]:>14} {'contended vs ' + policies[0] + ' quiet':>24}")
-    for policy in policies:
-        quiet, busy = median(policy, "quiet"), median(policy, "contended")
-        print(f"{policy:<12} {threads[policy]:>7} {quiet:8.1f} {busy:10.1f} {busy / quiet:15.2f}x "
-              f"{quiet / base:13.2f}x {busy / base:23.2f}x")
+        base = value(policies[0], "quiet")
+        print(f"\n{title} ms per training step, median over {args.rounds} rounds; "
+              f"'quiet vs {policies[0]}' compares each policy's quiet time with {policies[0]}'s quiet time")
+        print(f"{'policy':<12} {'threads':>7} {'quiet':>8} {'contended':>10} {'contended/quiet':>16} "
+              f"{'quiet vs ' + policies[0]:>14} {'contended vs ' + policies[0] + ' quiet':>24}")
+        for policy in policies:
+            quiet, busy = value(policy, "quiet"), value(policy, "contended")
+            print(f"{policy:<12} {threads[policy]:>7} {quiet:8.1f} {busy:10.1f} {busy / quiet:15.2f}x "
+                  f"{quiet / base:13.2f}x {busy / base:23.2f}x")
     print(f"load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
           f"after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
 

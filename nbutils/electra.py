@@ -209,6 +209,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     before = score()
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback
+    from nbutils.thread_callback import govern_threads, thread_schedule
 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
@@ -229,6 +230,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
                           data_collator=collator(config.seed),
                           callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)])
         use_progress_style(trainer, config.headless)
+        govern_threads(trainer)  # adaptive CPU thread count (nbutils.thread_callback)
         output = trainer.train()
         runtime = float(output.metrics["train_runtime"])
         steps = int(trainer.state.global_step)
@@ -270,6 +272,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
             "config": asdict(config),
             "device": choice.as_dict(),
             "torch_threads": torch.get_num_threads(),
+            "threads": thread_schedule(trainer),
         }
         write_json(tmp / METRICS, metrics)
     figure = None

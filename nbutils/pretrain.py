@@ -315,6 +315,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
+    from nbutils.thread_callback import govern_threads, thread_schedule
 
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
@@ -374,6 +375,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)],
         )
         use_progress_style(trainer, config.headless)
+        govern_threads(trainer)  # adaptive CPU thread count (nbutils.thread_callback)
         output = trainer.train()
         runtime = float(output.metrics["train_runtime"])
         steps = int(trainer.state.global_step)
@@ -426,6 +428,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             "config": asdict(config),
             "device": choice.as_dict(),
             "torch_threads": torch.get_num_threads(),
+            "threads": thread_schedule(trainer),
         }
         write_json(tmp / METRICS, metrics)
     figure = None

@@ -1,31 +1,32 @@
-"""CPU thread policy for torch: one core left free, so a busy machine does not collapse a run.
+"""CPU thread policy for torch: all cores, adapted during training, so a busy machine does not collapse a run.
 
 PyTorch's CPU kernels run on OpenMP threads (GNU libgomp in the pip Linux builds), by default one
 per core. Between parallel regions a waiting libgomp thread spins (~300,000 rounds) before it
 sleeps. Quiet, that spin keeps the next region's start cheap; when another process wants a core,
-the spinning thread burns the very core its partner needs. ``benchmarks/bench_threads.py``
-timed a training step of the demo BERT on a 2-core CPU, quiet and beside one busy process of its
-own, in one run (README, "CPU threads"): two threads 32.7 ms quiet and 1,954 ms contended; one
-thread 38.8 and 40.9 ms. The gentler waits cost more quiet speed and still collapse or nearly so
-(GOMP_SPINCOUNT=10000: 37.5 / 169.9 ms; 3,000: 44.9 / 85.9; 1,000: 55.7 / 55.8;
-OMP_WAIT_POLICY=PASSIVE: 80.1 / 46.7). So the policy is:
+the spinning thread burns the very core its partner needs. No fixed count is right for both
+(``benchmarks/bench_threads.py``, README "CPU threads": on 2 cores two threads train the demo
+BERT ~1.5x faster than one when quiet, and up to ~50x slower beside busy processes; the gentler
+libgomp waits, GOMP_SPINCOUNT and OMP_WAIT_POLICY=PASSIVE, cost more quiet speed than they save).
+So the policy is:
 
-- threads = the CPUs this process may use, minus one (at least one): one core is left for
-  whatever else runs (a notebook server, a browser, another job), so one other busy process
-  no longer meets a spinning thread; on 2 cores that is one thread, quiet ~1.2x slower than two
-  threads, beside a busy process ~48x faster;
-- the count is fixed per machine, never adapted to the load: a different thread count changes how
-  sums are split, and so the last bits of the numbers. The same count on the same machine gives
-  the same numbers, quiet or busy;
-- ``OMP_NUM_THREADS`` (exported by the user) or a notebook's ``torch_threads`` parameter
-  overrides it; ``NBUTILS_THREAD_POLICY=off`` leaves torch's default.
+- torch's OpenMP pool gets every usable CPU (``OMP_NUM_THREADS`` = usable CPUs, set before torch
+  loads, so kernels and torchrun workers inherit it);
+- during training ``nbutils.thread_governor.ThreadGovernor`` (through one Trainer callback,
+  ``nbutils.thread_callback``) picks the active count from the step times, between 1 and all
+  CPUs: all while that is fastest, fewer when other processes compete;
+- **results then depend on the machine's load in their last bits** (a different thread count
+  splits sums differently): accuracy differs by noise, not bit for bit;
+- ``OMP_NUM_THREADS`` (exported by the user) or a notebook's ``torch_threads`` parameter pins
+  the count: no governor, and the same count on the same machine gives bit-identical results,
+  quiet or busy (the reproducibility escape hatch). ``NBUTILS_THREAD_POLICY=off`` leaves torch's
+  default, also without the governor.
 
 OpenMP reads ``OMP_NUM_THREADS`` once, when torch loads, so the policy must be in the
 environment before ``import torch``; ``import nbutils`` puts it there (``nbutils/__init__.py``),
 and every way torch runs here imports nbutils first: the CLI, the runner (its papermill kernels
-inherit the environment), the notebooks in JupyterLab (their imports load nbutils before
-anything that loads torch; tests/test_threads.py checks each) and the ``torchrun`` workers
-(``python -m nbutils.launch``, which inherit it too). This module never imports torch.
+inherit the environment), the notebooks in JupyterLab and the ``torchrun`` workers
+(``python -m nbutils.launch``, which inherit it too). Since the policy's count equals libgomp's
+default, torch loaded first changes nothing but the record. This module never imports torch.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ SWITCH = "NBUTILS_THREAD_POLICY"  # "off": leave torch's default thread count
 # (kernels, torchrun workers) can tell the two apart.
 MARKER = "NBUTILS_POLICY_THREADS"
 OFF_VALUES = ("off", "0", "false", "no")
-MEASURED = ("2 cores, demo BERT training step: 1 thread 38.8 ms quiet / 40.9 ms beside a busy "
-            "process; 2 threads 32.7 / 1,954 ms (benchmarks/bench_threads.py)")
+MEASURED = "benchmarks/bench_threads.py; README, CPU threads"
 
 
 def usable_cpus() -> int:
@@ -56,8 +56,9 @@ def usable_cpus() -> int:
 
 
 def policy_threads(cpus: int | None = None) -> int:
-    """The policy's fixed thread count: all usable CPUs but one, at least one."""
-    return max(1, (usable_cpus() if cpus is None else cpus) - 1)
+    """The size of torch's thread pool under the policy: every usable CPU (the governor uses fewer
+    when that is faster)."""
+    return max(1, usable_cpus() if cpus is None else cpus)
 
 
 def policy_environment(environ: MutableMapping[str, str] | None = None, cpus: int | None = None) -> dict[str, str]:
@@ -75,32 +76,45 @@ def policy_environment(environ: MutableMapping[str, str] | None = None, cpus: in
 class ThreadPolicy:
     """How many CPU threads torch uses in this process, who decided, and why."""
 
-    threads: int | None  # the fixed count; None: torch's default (policy switched off)
+    threads: int | None  # the pool's size (the most the governor uses); None: torch's default (policy off)
     source: str  # "policy", "OMP_NUM_THREADS" (the user's), "torch_threads" or "off"
     cpus: int  # usable CPUs
     applied_before_torch: bool  # False: torch loaded first, so OpenMP kept its own count
     set_here: dict[str, str] = field(default_factory=dict)  # variables this process added
 
     @property
+    def adaptive(self) -> bool:
+        """Whether training adapts the count (the governor): the policy's count, more than one."""
+        return self.source == "policy" and (self.threads or 0) > 1
+
+    @property
     def reason(self) -> str:
-        if not self.applied_before_torch and self.source == "policy":
-            return ("torch was imported before nbutils, so OpenMP kept its own thread count; "
-                    "import nbutils first (or export OMP_NUM_THREADS)")
+        pinned = "; pinned, so results are bit-identical quiet or busy"
+        if self.source == "policy" and not self.adaptive:
+            return "one usable CPU: one thread"
         return {
-            "policy": (f"one of {self.cpus} CPUs left free so that another busy process cannot "
-                       f"collapse training; fixed, never adapted to load ({MEASURED})"),
-            "OMP_NUM_THREADS": "OMP_NUM_THREADS from the environment",
-            "torch_threads": "the torch_threads parameter",
-            "off": f"{SWITCH}=off: torch's default thread count",
+            "policy": (f"adaptive: training uses all {self.threads} while that is fastest and fewer when "
+                       f"other processes compete for the CPUs (a busy machine collapses {self.threads} "
+                       f"spinning threads; {MEASURED}); results depend on the load in their last bits: "
+                       f"set OMP_NUM_THREADS or torch_threads for bit-identical runs"),
+            "OMP_NUM_THREADS": "OMP_NUM_THREADS from the environment" + pinned,
+            "torch_threads": "the torch_threads parameter" + pinned,
+            "off": f"{SWITCH}=off: torch's default thread count, fixed",
         }[self.source]
 
     def describe(self, torch_threads: int | None = None) -> str:
-        """The line printed under the device line: ``CPU threads: 1 -- why``."""
+        """The line printed under the device line: ``CPU threads: adaptive 1-2 of 2 -- why``."""
         count = torch_threads if torch_threads is not None else self.threads or "torch default"
+        if self.adaptive:
+            count = f"adaptive 1-{self.threads} (now {count})"
         return f"CPU threads: {count} of {self.cpus} -- {self.reason}"
 
+    @property
+    def policy(self) -> str:
+        return "adaptive" if self.adaptive else "fixed"
+
     def as_dict(self) -> dict[str, Any]:
-        out = {**asdict(self), "reason": self.reason}
+        out = {**asdict(self), "policy": self.policy, "reason": self.reason}
         if "torch" in sys.modules:
             out["torch_threads"] = sys.modules["torch"].get_num_threads()
         return out
@@ -154,6 +168,13 @@ def apply_thread_policy(environ: MutableMapping[str, str] | None = None) -> Thre
 def current_policy() -> ThreadPolicy:
     """The policy this process runs under (applied on ``import nbutils``)."""
     return _applied if _applied is not None else apply_thread_policy()
+
+
+def governor_threads() -> int | None:
+    """The most threads the training governor may use here, or None: no governor (the count is
+    pinned by OMP_NUM_THREADS or torch_threads, the policy is off, or there is one CPU)."""
+    policy = current_policy()
+    return policy.threads if policy.adaptive else None
 
 
 def use_torch_threads(torch_threads: int = 0) -> ThreadPolicy:

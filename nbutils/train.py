@@ -286,6 +286,7 @@ def finetune(
     )
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
+    from nbutils.thread_callback import govern_threads, thread_schedule
     from nbutils.tokenization import TokenizingCollator, Truncator
 
     config = config or FinetuneConfig()
@@ -412,6 +413,7 @@ def finetune(
     trainer.model_accepts_loss_kwargs = False
     trainer.group_by_length = config.group_by_length
     use_progress_style(trainer, config.headless)
+    govern_threads(trainer)  # adaptive CPU thread count (nbutils.thread_callback)
 
     setup = training_setup(model, optimizers[0])
     if teacher is not None:
@@ -487,6 +489,7 @@ def finetune(
             "peak_memory_kind": "cuda allocated" if choice.device == "cuda" else "process RSS",
         },
         "device": choice.as_dict(),
+        "threads": thread_schedule(trainer),
         "model_source": str(model_dir),
         # {"pretrained": False, ...}: these scores are of random weights fine-tuned (the demo without 03)
         "model_weights": weights_origin(model_dir),

@@ -4,7 +4,10 @@ OpenMP reads its settings once, when torch loads, so "the policy is in os.enviro
 enough: each path is checked in a fresh process with ``OMP_DISPLAY_ENV=VERBOSE``, which makes
 libgomp print the settings it actually took (``OMP_NUM_THREADS = '1'``) when torch loads.
 The processes start from an environment without the policy's variables, as a JupyterLab kernel
-or a user's shell does.
+or a user's shell does. The policy's pool size is every usable CPU, libgomp's own default, so
+where that alone cannot tell the policy from no policy, the checks look for the policy's marker
+(which tells child processes the count is the policy's, so their training governor runs) and for
+a pinned count (OMP_NUM_THREADS / torch_threads: no governor).
 """
 
 from __future__ import annotations
@@ -50,19 +53,26 @@ def run(cmd: list[str], env: dict[str, str], timeout: int = 120) -> subprocess.C
 
 
 def test_policy_adds_only_what_the_user_left_unset():
-    assert threads.policy_threads(2) == 1 and threads.policy_threads(1) == 1 and threads.policy_threads(16) == 15
-    assert threads.policy_environment({}, cpus=2) == {"OMP_NUM_THREADS": "1", threads.MARKER: "1"}
+    assert threads.policy_threads(2) == 2 and threads.policy_threads(1) == 1 and threads.policy_threads(16) == 16
+    assert threads.policy_environment({}, cpus=2) == {"OMP_NUM_THREADS": "2", threads.MARKER: "2"}
     assert threads.policy_environment({"OMP_NUM_THREADS": "2"}, cpus=2) == {}
     assert threads.policy_environment({threads.SWITCH: "off"}, cpus=2) == {}
     env = {"OMP_NUM_THREADS": "3"}
     policy = threads.apply_thread_policy(env)
     assert env == {"OMP_NUM_THREADS": "3"}
     assert (policy.threads, policy.source) == (3, "OMP_NUM_THREADS") and "OMP_NUM_THREADS" in policy.reason
+    assert not policy.adaptive and "bit-identical" in policy.reason  # pinned: no governor
     env = {}
     policy = threads.apply_thread_policy(env)
-    assert (policy.threads, policy.source) == (POLICY, "policy") and "never adapted to load" in policy.reason
+    assert (policy.threads, policy.source) == (POLICY, "policy")
+    assert policy.adaptive == (POLICY > 1)
+    if policy.adaptive:
+        assert "adaptive" in policy.reason and "last bits" in policy.reason
+        assert policy.describe(POLICY).startswith(f"CPU threads: adaptive 1-{POLICY} (now {POLICY}) of {POLICY}")
     # a child process that inherited the policy's count still knows it is the policy's
     assert threads.apply_thread_policy(dict(env)).source == "policy"
+    # ... unless torch_threads / the user changed the count (the marker no longer matches)
+    assert threads.apply_thread_policy({**env, "OMP_NUM_THREADS": "1"}).source == "OMP_NUM_THREADS"
 
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
@@ -77,32 +87,41 @@ def test_cli_applies_the_policy_before_torch_loads():
     # `python -m nbutils.cli` is what the `nbutils` console script runs (nbutils.cli:main)
     proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env())
     assert effective_threads(proc.stderr) == [POLICY]
-    assert "device:" in proc.stdout and f"CPU threads: {POLICY} of {DEFAULT}" in proc.stdout
+    assert "device:" in proc.stdout and "CPU threads: " in proc.stdout
     shown = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shown["applied_before_torch"] is True and shown["torch_threads"] == POLICY
+    assert shown["source"] == "policy" and shown["set_here"] == {"OMP_NUM_THREADS": str(POLICY),
+                                                                 threads.MARKER: str(POLICY)}
+    if DEFAULT > 1:
+        assert shown["policy"] == "adaptive" and f"adaptive 1-{POLICY} (now {POLICY}) of {DEFAULT}" in proc.stdout
     assert len(shown["load_average"]) == 3
 
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
 def test_omp_num_threads_overrides():
-    proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env(OMP_NUM_THREADS=str(DEFAULT)))
-    assert effective_threads(proc.stderr) == [DEFAULT]
+    proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env(OMP_NUM_THREADS="1"))
+    assert effective_threads(proc.stderr) == [1]
     shown = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert shown["torch_threads"] == DEFAULT and shown["source"] == "OMP_NUM_THREADS"
+    assert shown["torch_threads"] == 1 and shown["source"] == "OMP_NUM_THREADS" and shown["policy"] == "fixed"
+    assert "CPU threads: 1 of" in proc.stdout and "bit-identical" in proc.stdout
 
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
 def test_the_switch_turns_the_policy_off():
     proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env(**{threads.SWITCH: "off"}))
     assert effective_threads(proc.stderr) == [DEFAULT]
+    shown = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (shown["source"], shown["policy"], shown["set_here"]) == ("off", "fixed", {})
 
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
-def test_torch_loaded_first_is_reported_not_hidden():
-    code = "import torch, nbutils.threads as t; p = t.current_policy(); print(p.applied_before_torch, p.reason)"
+def test_torch_loaded_first_is_recorded_and_still_governed():
+    # the policy's pool size is libgomp's default, so torch loaded first only shows in the record
+    code = ("import torch, nbutils.threads as t; p = t.current_policy(); "
+            "print(p.applied_before_torch, t.governor_threads(), torch.get_num_threads())")
     proc = run([sys.executable, "-c", code], clean_env())
     assert effective_threads(proc.stderr) == [DEFAULT]
-    assert proc.stdout.startswith("False") and "import nbutils first" in proc.stdout
+    assert proc.stdout.split() == ["False", str(DEFAULT), str(DEFAULT)]
 
 
 def _import_statements(source: str) -> str:
@@ -116,12 +135,16 @@ def _import_statements(source: str) -> str:
 @pytest.mark.parametrize("path", discover_notebooks(), ids=lambda p: p.stem)
 def test_notebook_imports_apply_the_policy_before_torch(path: Path):
     """A JupyterLab kernel starts without the policy: each notebook's imports must set it before
-    anything loads torch (e.g. ``from transformers import AutoConfig`` does)."""
+    anything loads torch (e.g. ``from transformers import AutoConfig`` does), so that torch and
+    any process the notebook starts run under the policy (the marker says so)."""
     nb = nbformat.read(path, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
     imports = "\n".join(_import_statements(src) for src in code)
-    proc = run([sys.executable, "-c", imports + "\nimport torch"], clean_env(), timeout=180)
-    assert effective_threads(proc.stderr) == [POLICY], f"{path.name} loads torch before nbutils"
+    check = ("\nimport os\nimport torch, nbutils.threads as t\n"
+             "print(t.current_policy().applied_before_torch, os.environ.get(t.MARKER))")
+    proc = run([sys.executable, "-c", imports + check], clean_env(), timeout=180)
+    assert effective_threads(proc.stderr) == [POLICY]
+    assert proc.stdout.split()[-2:] == ["True", str(POLICY)], f"{path.name} loads torch before nbutils"
 
 
 @pytest.mark.slow  # starts a kernel
@@ -141,18 +164,19 @@ def test_runner_kernels_inherit_the_policy_and_torch_threads(tmp_path: Path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, notebooks / "01_probe.ipynb")
     profile = tmp_path / "p.yaml"
-    profile.write_text("torch_threads: 2\n")  # not the policy's count on 2 CPUs: the override reaches the kernel
+    profile.write_text("torch_threads: 1\n")  # a pinned count, not the policy's pool: it reaches the kernel
     script = (f"from nbutils.runner import run_pipeline; print(run_pipeline({str(profile)!r}, "
               f"notebook_dir=__import__('pathlib').Path({str(notebooks)!r}), "
               f"runs_dir=__import__('pathlib').Path({str(tmp_path / 'runs')!r})))")
     proc = run([sys.executable, "-c", script], clean_env(), timeout=180)
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     probe_out = json.loads((run_dir / "probe.json").read_text())
-    assert probe_out == {"threads": 2, "omp_num_threads_at_start": "2"}
+    assert probe_out == {"threads": 1, "omp_num_threads_at_start": "1"}
     # runner and kernel both loaded torch, both with the count asked for
-    assert effective_threads(proc.stderr) == [2, 2]
+    assert effective_threads(proc.stderr) == [1, 1]
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["threads"]["source"] == "torch_threads" and manifest["threads"]["torch_threads"] == 2
+    assert manifest["threads"]["source"] == "torch_threads" and manifest["threads"]["torch_threads"] == 1
+    assert manifest["threads"]["policy"] == "fixed"
     load = manifest["load_average"]
     assert len(load["start"]) == 3 and len(load["end"]) == 3 and load["cpus"] == os.cpu_count()
     assert "CPU threads:" in proc.stdout and "load average" in proc.stdout
@@ -165,7 +189,9 @@ def test_runner_kernels_get_the_policy(tmp_path: Path):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('run_dir: str = ""  # out\nheadless: bool = False  # papermill')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import torch")]
+    probe = ("import os, pathlib, torch\n"
+             f"pathlib.Path(run_dir, 'marker').write_text(os.environ.get({threads.MARKER!r}, 'none'))")
+    nb.cells = [params, nbformat.v4.new_code_cell(probe)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, notebooks / "01_torch.ipynb")
     profile = tmp_path / "p.yaml"
@@ -174,6 +200,8 @@ def test_runner_kernels_get_the_policy(tmp_path: Path):
               f"run_pipeline({str(profile)!r}, notebook_dir=Path({str(notebooks)!r}), runs_dir=Path({str(tmp_path)!r}))")
     proc = run([sys.executable, "-c", script], clean_env(), timeout=180)
     assert effective_threads(proc.stderr) == [POLICY, POLICY]  # the runner, then the kernel
+    # the kernel knows its count is the policy's, so its training governor runs
+    assert [p.read_text() for p in tmp_path.glob("*/marker")] == [str(POLICY)]
 
 
 def test_torch_threads_must_be_a_count():
