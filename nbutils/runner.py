@@ -30,7 +30,7 @@ import yaml
 from nbutils.errors import NbutilsError
 from nbutils.io import write_json
 from nbutils.paths import REPO_ROOT, RunPaths
-from nbutils.threads import current_policy, machine_load, use_torch_threads
+from nbutils.threads import current_policy, machine_load, thread_schedules, use_torch_threads
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
@@ -461,6 +461,8 @@ def _execute(inspected, plan, paths: RunPaths, profile: str, values: dict,
             manifest["status"] = status
         manifest["ended"] = _now()
         manifest.setdefault("load_average", {})["end"] = machine_load()
+        # what the thread governor did in each training (its full schedule: each metrics.json)
+        manifest["thread_schedules"] = thread_schedules(root)
         if reentry is not None:
             reentry.update(status=status, ended=_now())
         write_json(paths.manifest, manifest)

@@ -93,9 +93,9 @@ class ThreadPolicy:
         if self.source == "policy" and not self.adaptive:
             return "one usable CPU: one thread"
         return {
-            "policy": (f"adaptive: training uses all {self.threads} while that is fastest and fewer when "
-                       f"other processes compete for the CPUs (a busy machine collapses {self.threads} "
-                       f"spinning threads; {MEASURED}); results depend on the load in their last bits: "
+            "policy": (f"training uses {self.threads} threads while that is fastest, fewer while other "
+                       f"processes compete for the CPUs (they make spinning OpenMP threads collapse; "
+                       f"{MEASURED}); results then depend on the load in their last bits: "
                        f"set OMP_NUM_THREADS or torch_threads for bit-identical runs"),
             "OMP_NUM_THREADS": "OMP_NUM_THREADS from the environment" + pinned,
             "torch_threads": "the torch_threads parameter" + pinned,
@@ -205,6 +205,25 @@ def threads_per_process(nproc: int) -> dict[str, str]:
         return {}
     share = str(max(1, policy.threads // max(1, nproc)))
     return {"OMP_NUM_THREADS": share, MARKER: share}
+
+
+def thread_schedules(run_dir) -> dict[str, dict[str, Any]]:
+    """For the manifest: the thread schedule of every training in a run directory, from the
+    ``threads`` record of each ``metrics.json`` below it (``{"finetune": {...}, ...}``)."""
+    import json
+    from pathlib import Path
+
+    keep = ("policy", "source", "final_threads", "steps", "steps_at", "switch_count", "probe_count")
+    out: dict[str, dict[str, Any]] = {}
+    root = Path(run_dir)
+    for path in sorted(root.glob("**/metrics.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8")).get("threads")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a training's metrics (or half-written by a crash): nothing to summarise
+        if isinstance(record, dict):
+            out[path.parent.relative_to(root).as_posix()] = {k: record[k] for k in keep if k in record}
+    return out
 
 
 def machine_load() -> list[float] | None:

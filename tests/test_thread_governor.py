@@ -220,3 +220,22 @@ def test_every_training_path_adds_the_callback():
 def test_bad_limits_are_refused(bad):
     with pytest.raises(ValueError, match="min_threads"):
         ThreadGovernor(bad)
+
+
+def test_manifest_collects_each_trainings_schedule(tmp_path):
+    governor = ThreadGovernor(2)
+    run(governor, 100, HEAVY)
+    (tmp_path / "finetune").mkdir()
+    (tmp_path / "finetune/metrics.json").write_text(json.dumps({"threads": {"source": "policy", **governor.record()}}))
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain/metrics.json").write_text(json.dumps({"threads": {"source": "torch_threads",
+                                                                            "policy": "fixed"}}))
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report/metrics.json").write_text('{"half-written')  # skipped, not fatal
+    schedules = threads.thread_schedules(tmp_path)
+    assert schedules == {
+        "finetune": {"policy": "adaptive", "source": "policy", "final_threads": 1, "steps": 100,
+                     "steps_at": governor.record()["steps_at"], "switch_count": 1,
+                     "probe_count": governor.probe_count},
+        "pretrain": {"policy": "fixed", "source": "torch_threads"},
+    }
