@@ -23,26 +23,16 @@ import torch
 import transformers
 
 from nbutils.data import load_dataset
-from nbutils.io import write_json
 from nbutils.paths import REPO_ROOT
 from nbutils.prediction import load_predictor, predict
-from nbutils.random_bert import make_random_bert
+from nbutils.random_bert import make_random_classifier
 
 
 def random_classifier(vocab: str, label_names, out: Path, hidden: int, layers: int) -> Path:
     """A small BERT with a random classification head: enough to time and compare labels."""
-    base = make_random_bert(vocab, out / "base", hidden_size=hidden, num_layers=layers,
-                            num_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-        label2id={n: i for i, n in enumerate(label_names)})
-    model.save_pretrained(out / "clf")
-    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out / "clf")
-    # what nbutils.train saves next to a model: prediction cuts texts to this length
-    write_json(out / "clf" / "finetune_config.json",
-               {"max_length": min(model.config.max_position_embeddings, 512), "truncation": "head", "head_tokens": 0})
-    return out / "clf"
+    return make_random_classifier(vocab, label_names, out, hidden_size=hidden, num_layers=layers,
+                                  num_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
+                                  prediction_max_length=512)
 
 
 def main():

@@ -106,20 +106,10 @@ def make_data(titles_dir: Path, out: Path, n: int, seed: int) -> dict:
 
 
 def make_model(vocab: Path, names, out: Path) -> Path:
-    import torch
-    import transformers
+    from nbutils.random_bert import make_random_classifier
 
-    from nbutils.random_bert import make_random_bert
-
-    base = make_random_bert(vocab, out / "base", hidden_size=128, num_layers=2, num_heads=2,
-                            intermediate_size=512)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)})
-    model.save_pretrained(out / "clf")
-    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out / "clf")
-    return out / "clf"
+    return make_random_classifier(vocab, names, out, hidden_size=128, num_layers=2, num_heads=2,
+                                  intermediate_size=512)
 
 
 # --- measuring ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import inspect
 import io
 import textwrap
 import tokenize
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nbutils.errors import NbutilsError
@@ -125,3 +125,30 @@ def config_to_argv(config: Any, *, skip: Iterable[str] = ()) -> list[str]:
         if f.name not in skip:
             argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
     return argv
+
+
+# Notebook parameters every stage shares under their own name (no stage prefix).
+SHARED_PARAMETERS = ("seed", "device", "precision", "headless")
+
+
+def config_from_params(cls: type, params: Mapping[str, Any], *prefixes: str, **overrides: Any):
+    """Dataclass ``cls`` filled from a notebook's parameters (its ``globals()``), so a notebook
+    does not copy them field by field.
+
+    A field ``f`` takes the parameter ``<prefix>f`` for the first of ``prefixes`` that has one
+    (``finetune_batch_size`` -> ``batch_size``), else a parameter named ``f`` itself when ``f`` is
+    one of :data:`SHARED_PARAMETERS` or already carries a prefix (``mlm_probability``); fields
+    with no parameter keep their defaults. ``overrides`` win over all of them (values the notebook
+    derives, such as a ``max_length`` read from the exploration stats)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        names = [prefix + f.name for prefix in prefixes]
+        if f.name in SHARED_PARAMETERS or f.name.startswith(prefixes):
+            names.append(f.name)
+        found = next((name for name in names if name in params), None)
+        if found is not None:
+            values[f.name] = params[found]
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise NbutilsError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
+    return cls(**{**values, **overrides})

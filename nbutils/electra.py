@@ -31,11 +31,24 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
-from nbutils.pretrain import PretrainConfig, PretrainResult
+from nbutils.pretrain import (
+    PretrainConfig,
+    PretrainResult,
+    check_pretraining_inputs,
+    continue_pretraining,
+    copy_loss_figure,
+    history_frame,
+    masking_tokenizer,
+    pretraining_arguments,
+    run_settings,
+    split_heldout,
+    tokenize_texts,
+    training_numbers,
+)
 from nbutils.run_contract import HISTORY, LOSS_FIGURE, METRICS, MODEL
 
 
@@ -155,42 +168,20 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     Same contract as ``nbutils.pretrain.continue_pretraining``: ``out_dir`` appears complete or
     not at all, with ``model/``, ``history.csv``, ``metrics.json`` and ``loss.png``.
     """
-    from nbutils.pretrain import _history_frame, split_heldout, tokenize_texts
-
-    config = config or ElectraConfig()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    texts = [t for t in texts if isinstance(t, str) and t.strip()]
-    if len(texts) <= config.heldout_size:
-        raise NbutilsError(
-            f"pre-training got {len(texts)} non-empty texts, not more than heldout_size={config.heldout_size}",
-            fix="pass the training split's texts, or lower mlm_heldout_size",
-        )
-    if not (model_dir / "config.json").is_file():
-        raise NbutilsError(f"{model_dir} is not a model folder (no config.json)",
-                           fix="run 01_convert_checkpoint first, or point model_dir at a Hugging Face BERT folder")
-    if out_dir.exists() and not overwrite:
-        raise NbutilsError(f"{out_dir} already exists; refusing to overwrite it",
-                           fix="use a new run directory, or pass overwrite=True")
-
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        BertForPreTraining,
-        DataCollatorForLanguageModeling,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import BertForPreTraining, DataCollatorForLanguageModeling, Trainer, set_seed
 
     from nbutils.device import choose_device
-    from nbutils.io import atomic_dir, atomic_file, write_json
-    from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
+    from nbutils.io import atomic_dir, write_json
+    from nbutils.live import LiveCurves, use_progress_style
+    from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.tensorboard_logs import tensorboard_callback
+    from nbutils.thread_callback import govern_threads
 
+    config = config or ElectraConfig()
+    texts, model_dir, out_dir = check_pretraining_inputs(texts, model_dir, out_dir, config, overwrite=overwrite)
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if tokenizer.mask_token is None:
-        raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")
+    tokenizer = masking_tokenizer(model_dir)
     model = build_electra(model_dir, config, attn_implementation=choice.attn_implementation)
 
     train_texts, heldout_texts = split_heldout(texts, config.heldout_size, config.seed)
@@ -207,34 +198,17 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
                               batch_size=max(config.batch_size, 64), seed=config.seed + 1)
 
     before = score()
-    from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
-    from nbutils.tensorboard_logs import tensorboard_callback
-    from nbutils.thread_callback import govern_threads, thread_schedule
-
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
                             title=f"ELECTRA pre-training ({model.config.num_hidden_layers} layers, "
                                   f"hidden {model.config.hidden_size})", metrics=())
-        args = TrainingArguments(
-            output_dir=str(tmp / "trainer"), max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay, logging_steps=config.logging_steps,
-            lr_scheduler_type="linear", warmup_steps=config.warmup_ratio,  # float < 1: a share of max_steps
-            save_strategy="no", eval_strategy="no", report_to="none",
-            seed=config.seed, data_seed=config.seed,
-            train_sampling_strategy="group_by_length",  # as masked-LM pre-training: less padding
-            include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
-            **choice.training_args(), **progress_kwargs(config.headless),
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
+        trainer = Trainer(model=model, args=pretraining_arguments(tmp, config, choice), train_dataset=train_features,
+                          processing_class=tokenizer,
                           data_collator=collator(config.seed),
                           callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)])
         use_progress_style(trainer, config.headless)
         govern_threads(trainer)  # adaptive CPU thread count (nbutils.thread_callback)
-        output = trainer.train()
-        runtime = float(output.metrics["train_runtime"])
-        steps = int(trainer.state.global_step)
-        tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
+        runtime = float(trainer.train().metrics["train_runtime"])
         after = score()
 
         # The fine-tuning folder: the source checkpoint (its pooler and heads) with the
@@ -246,7 +220,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
         tokenizer.save_pretrained(str(model_out))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
-        history = _history_frame(trainer.state.log_history)
+        history = history_frame(trainer.state.log_history)
         history.to_csv(tmp / HISTORY, index=False)
         metrics = {
             "recipe": "electra",
@@ -258,29 +232,16 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
             "masked_lm_head": "not trained (the discriminator detects replaced tokens; it does not fill masks)",
             "heldout_texts": len(heldout_texts),
             "train_texts": len(train_texts),
-            "steps": steps, "max_steps": config.max_steps,
-            "epochs": float(trainer.state.epoch or 0.0),
-            "train_runtime_s": runtime,
-            "train_loss_last": float(history["loss"].dropna().iloc[-1]) if history["loss"].notna().any() else None,
-            "tokens_seen": tokens_seen,
-            "tokens_per_s": tokens_seen / runtime if runtime > 0 else None,
-            "texts_per_s": steps * config.batch_size / runtime if runtime > 0 else None,
+            **training_numbers(trainer, history, config, runtime),
             "model": {"source": str(model_dir), "hidden_size": model.config.hidden_size,
                       "num_layers": model.config.num_hidden_layers,
                       "generator_layers": int(config.generator_layers),
                       "parameters": sum(p.numel() for p in model.discriminator.parameters())},
-            "config": asdict(config),
-            "device": choice.as_dict(),
-            "torch_threads": torch.get_num_threads(),
-            "threads": thread_schedule(trainer),
+            **run_settings(config, choice, trainer),
         }
         write_json(tmp / METRICS, metrics)
-    figure = None
-    if figure_path is not None:
-        figure = Path(figure_path)
-        with atomic_file(figure) as f:
-            f.write_bytes((out_dir / LOSS_FIGURE).read_bytes())
-    return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics, history=history, figure=figure)
+    return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics, history=history,
+                          figure=copy_loss_figure(out_dir, figure_path))
 
 
 
@@ -294,8 +255,8 @@ def pretraining_recipe(name: str):
     if name == "electra":
         return ElectraConfig, electra_pretraining
     if name == "mlm":
-        from nbutils.pretrain import continue_pretraining
-
         return PretrainConfig, continue_pretraining
     raise NbutilsError(f"unknown pre-training recipe {name!r}", fix=f"set mlm_recipe to one of {', '.join(RECIPES)}")
+
+
 __all__ = ["RECIPES", "ElectraConfig", "build_electra", "electra_pretraining", "heldout_scores", "pretraining_recipe"]

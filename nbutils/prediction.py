@@ -58,8 +58,7 @@ class Predictor:
         self.model = model.to(self.choice.device, dtype=self.choice.torch_dtype).eval()
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.max_positions = model.config.max_position_embeddings
-        cfg_path = self.model_dir / "finetune_config.json"
-        self.train_config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+        self.train_config = training_cut(self.model_dir)
 
     def truncator(self, max_length: int | None, truncation: str | None):
         from nbutils.tokenization import Truncator
@@ -87,20 +86,11 @@ class Predictor:
         import numpy as np
         import torch
 
-        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
         out = np.empty((len(input_ids), len(self.label_names)), dtype=np.float32)
-        pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
-                width = max(len(input_ids[i]) for i in rows)
-                ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    ids[r, : len(input_ids[i])] = torch.tensor(input_ids[i])
-                    mask[r, : len(input_ids[i])] = 1
-                logits = self.model(input_ids=ids.to(self.choice.device),
-                                    attention_mask=mask.to(self.choice.device)).logits
+            for rows, ids, mask in padded_batches(input_ids, batch_size, self.tokenizer.pad_token_id or 0):
+                logits = self.model(input_ids=torch.from_numpy(ids).to(self.choice.device),
+                                    attention_mask=torch.from_numpy(mask).to(self.choice.device)).logits
                 out[rows] = logits.float().cpu().numpy()
         return out
 
@@ -209,8 +199,7 @@ class OnnxPredictor(Predictor):
         self.label_names = [config.id2label[i] for i in range(config.num_labels)]
         self.max_positions = config.max_position_embeddings
         self.tokenizer = load_tokenizer(self.model_dir)
-        cfg_path = self.model_dir / "finetune_config.json"
-        self.train_config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+        self.train_config = training_cut(self.model_dir)
         # Follow the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads) rather than
         # ONNX Runtime's default of one spinning thread per core, which fights other jobs.
         self.threads = threads or torch.get_num_threads()
@@ -219,19 +208,34 @@ class OnnxPredictor(Predictor):
     def logits(self, input_ids: list[list[int]], batch_size: int):
         import numpy as np
 
-        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
         out = np.empty((len(input_ids), len(self.label_names)), dtype=np.float32)
-        pad_id = self.tokenizer.pad_token_id or 0
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            width = max(len(input_ids[i]) for i in rows)
-            ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                ids[r, : len(input_ids[i])] = input_ids[i]
-                mask[r, : len(input_ids[i])] = 1
+        for rows, ids, mask in padded_batches(input_ids, batch_size, self.tokenizer.pad_token_id or 0):
             out[rows] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return out
+
+
+def training_cut(model_dir: Path) -> dict:
+    """How training cut texts (``finetune_config.json`` next to the model: max_length,
+    truncation, head_tokens); empty when the folder has none."""
+    cfg_path = model_dir / "finetune_config.json"
+    return json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+
+
+def padded_batches(input_ids: list[list[int]], batch_size: int, pad_id: int):
+    """``(rows, ids, mask)`` per batch: texts sorted by length (stable) so a batch pads little,
+    padded to its longest, as int64 arrays; ``rows`` are the batch's indices into ``input_ids``."""
+    import numpy as np
+
+    order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = max(len(input_ids[i]) for i in rows)
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(rows):
+            ids[r, : len(input_ids[i])] = input_ids[i]
+            mask[r, : len(input_ids[i])] = 1
+        yield rows, ids, mask
 
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -267,6 +271,35 @@ def predict(
     predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
     return predictor(texts, batch_size=batch_size, max_length=max_length, truncation=truncation)
 
+
+
+def examples_table(texts: Sequence[str], model_dir: str | Path, *, device: str = "auto", max_chars: int = 40):
+    """:func:`predict` on ``texts`` as notebook 04 shows it: the label, confidence and token count
+    per text, long texts cut to ``max_chars`` characters for display."""
+    table = predict(texts, model_dir, device=device)
+    table["text"] = [t if len(t) <= max_chars else t[: max_chars - 3] + "..." for t in table["text"]]
+    return table[["text", "label", "confidence", "n_tokens", "truncated"]]
+
+
+def classify_box(model_dir: str | Path, *, device: str = "auto", top: int = 3):
+    """A text box that classifies what is typed into it (on Enter) with the model in ``model_dir``
+    and prints the label, its confidence and the ``top`` most likely classes (JupyterLab)."""
+    import ipywidgets as widgets
+
+    box = widgets.Text(placeholder="输入新闻标题，回车分类", continuous_update=False,  # classify on Enter
+                       layout=widgets.Layout(width="60%"))
+    out = widgets.Output()
+
+    def classify(change):
+        row = predict([box.value], model_dir, device=device).iloc[0]
+        probs = row.filter(like="prob_").astype(float).sort_values(ascending=False).head(top)
+        out.clear_output()
+        with out:
+            print(f"{row['label']}  ({row['confidence']:.3f})")
+            print("  ".join(f"{k.removeprefix('prob_')} {v:.3f}" for k, v in probs.items()))
+
+    box.observe(classify, names="value")
+    return widgets.VBox([box, out])
 
 def _read_lines(path: str) -> list[str]:
     if path == "-":

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbutils.config_flags import config_from_params
 from nbutils.errors import NbutilsError
 from nbutils.run_contract import HISTORY, LOSS_FIGURE, METRICS, MODEL
 from nbutils.weights import quiet_weight_files, weights_origin, write_weights_origin
@@ -64,6 +65,12 @@ class PretrainConfig:
     headless: bool = True  # quiet progress lines instead of bars; figure only as PNG
     masked_only_head: bool = True  # run the vocabulary decoder on masked positions only
     dropout: float | None = None  # dropout while pre-training (None: the model's own); saved model keeps its own
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any):
+        """The config of notebook 03's ``mlm_*`` (and, for ELECTRA, ``electra_*``) parameters and
+        ``seed``, ``device``, ``precision``, ``headless``."""
+        return config_from_params(cls, params, "mlm_", "electra_", **overrides)
 
     def __post_init__(self):
         if self.max_steps is None or int(self.max_steps) < 1:
@@ -293,35 +300,20 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     ``figure_path`` also gets a copy of the loss curve (e.g. ``RunPaths.figure("pretrain", "loss")``).
     """
     config = config or PretrainConfig()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    texts = [t for t in texts if isinstance(t, str) and t.strip()]
-    if len(texts) <= config.heldout_size:
-        raise NbutilsError(
-            f"pre-training got {len(texts)} non-empty texts, not more than heldout_size={config.heldout_size}",
-            fix="pass the training split's texts, or lower mlm_heldout_size",
-        )
-    if not (model_dir / "config.json").is_file():
-        raise NbutilsError(f"{model_dir} is not a model folder (no config.json)",
-                           fix="run 01_convert_checkpoint first, or point model_dir at a Hugging Face BERT folder")
-    if out_dir.exists() and not overwrite:
-        raise NbutilsError(f"{out_dir} already exists; refusing to overwrite it",
-                           fix="use a new run directory, or pass overwrite=True")
+    texts, model_dir, out_dir = check_pretraining_inputs(texts, model_dir, out_dir, config, overwrite=overwrite)
 
-    import torch
-    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
 
     from nbutils.device import choose_device
-    from nbutils.io import atomic_dir, atomic_file, write_json
-    from nbutils.live import LiveCurves, progress_kwargs, use_progress_style
+    from nbutils.io import atomic_dir, write_json
+    from nbutils.live import LiveCurves, use_progress_style
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
-    from nbutils.thread_callback import govern_threads, thread_schedule
+    from nbutils.thread_callback import govern_threads
 
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if tokenizer.mask_token is None:
-        raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")
+    tokenizer = masking_tokenizer(model_dir)
     model = load_mlm_model(model_dir, masked_only_head=config.masked_only_head,
                            attn_implementation=choice.attn_implementation, dropout=config.dropout)
     # Fine-tuning later should see the model's own dropout, not the pre-training override.
@@ -348,38 +340,16 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
         curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
                             title=f"masked-LM pre-training ({model.config.num_hidden_layers} layers, "
                                   f"hidden {model.config.hidden_size})", metrics=())
-        args = TrainingArguments(
-            output_dir=str(tmp / "trainer"),
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            lr_scheduler_type="linear",
-            warmup_steps=config.warmup_ratio,  # a float below 1: a share of max_steps (transformers 5)
-            weight_decay=config.weight_decay,
-            logging_steps=config.logging_steps,
-            save_strategy="no",
-            eval_strategy="no",
-            report_to="none",
-            seed=config.seed,
-            data_seed=config.seed,
-            # Similar lengths in a batch: less padding, same texts.
-            train_sampling_strategy="group_by_length",
-            include_num_input_tokens_seen="non_padding",
-            dataloader_num_workers=0,
-            **choice.training_args(),
-            **progress_kwargs(config.headless),
-        )
         trainer = Trainer(
-            model=model, args=args, train_dataset=train_features, processing_class=tokenizer,
+            model=model, args=pretraining_arguments(tmp, config, choice), train_dataset=train_features,
+            processing_class=tokenizer,
             data_collator=make_collator(tokenizer, seed=config.seed, **collator_kwargs),
             callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)],
         )
         use_progress_style(trainer, config.headless)
         govern_threads(trainer)  # adaptive CPU thread count (nbutils.thread_callback)
-        output = trainer.train()
-        runtime = float(output.metrics["train_runtime"])
+        runtime = float(trainer.train().metrics["train_runtime"])
         steps = int(trainer.state.global_step)
-        tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
 
         after = heldout_score()
         # held-out scores before (step 0) and after training, next to Trainer's train/loss
@@ -403,7 +373,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             + (" (random weights before)" if start["pretrained"] is False else "")))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
-        history = _history_frame(trainer.state.log_history)
+        history = history_frame(trainer.state.log_history)
         history.to_csv(tmp / HISTORY, index=False)
         metrics = {
             "masked_token_accuracy": after["masked_token_accuracy"],
@@ -413,34 +383,121 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
             "heldout_texts": len(heldout_texts),
             "heldout_masked_tokens": after["masked_tokens"],
             "train_texts": len(train_texts),
-            "steps": steps,
-            "max_steps": config.max_steps,
-            "epochs": float(trainer.state.epoch or 0.0),
-            "train_runtime_s": runtime,
-            "train_loss_last": float(history["loss"].dropna().iloc[-1]) if history["loss"].notna().any() else None,
-            "tokens_seen": tokens_seen,
-            "tokens_per_s": tokens_seen / runtime if runtime > 0 else None,
-            "texts_per_s": steps * config.batch_size / runtime if runtime > 0 else None,
+            **training_numbers(trainer, history, config, runtime),
             "model": {"source": str(model_dir), "hidden_size": model.config.hidden_size,
                       "num_layers": model.config.num_hidden_layers, "num_heads": model.config.num_attention_heads,
                       "intermediate_size": model.config.intermediate_size, "vocab_size": model.config.vocab_size,
                       "parameters": sum(p.numel() for p in model.parameters())},
-            "config": asdict(config),
-            "device": choice.as_dict(),
-            "torch_threads": torch.get_num_threads(),
-            "threads": thread_schedule(trainer),
+            **run_settings(config, choice, trainer),
         }
         write_json(tmp / METRICS, metrics)
-    figure = None
-    if figure_path is not None:
-        figure = Path(figure_path)
-        with atomic_file(figure) as f:
-            f.write_bytes((out_dir / LOSS_FIGURE).read_bytes())
     return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics,
-                          history=history, figure=figure)
+                          history=history, figure=copy_loss_figure(out_dir, figure_path))
 
 
-def _history_frame(log_history: list[dict]):
+# --- what masked-LM and ELECTRA pre-training (nbutils.electra) share ----------------------------
+
+
+def check_pretraining_inputs(texts: Sequence[str], model_dir: str | Path, out_dir: str | Path,
+                             config: PretrainConfig, *, overwrite: bool) -> tuple[list[str], Path, Path]:
+    """The non-empty texts, and the two folders as paths; a clear error for too few texts, a
+    model folder without config.json, or an existing ``out_dir`` without ``overwrite``."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if len(texts) <= config.heldout_size:
+        raise NbutilsError(
+            f"pre-training got {len(texts)} non-empty texts, not more than heldout_size={config.heldout_size}",
+            fix="pass the training split's texts, or lower mlm_heldout_size",
+        )
+    if not (model_dir / "config.json").is_file():
+        raise NbutilsError(f"{model_dir} is not a model folder (no config.json)",
+                           fix="run 01_convert_checkpoint first, or point model_dir at a Hugging Face BERT folder")
+    if out_dir.exists() and not overwrite:
+        raise NbutilsError(f"{out_dir} already exists; refusing to overwrite it",
+                           fix="use a new run directory, or pass overwrite=True")
+    return texts, model_dir, out_dir
+
+
+def masking_tokenizer(model_dir: Path):
+    """The model folder's tokenizer, which must have a [MASK] token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.mask_token is None:
+        raise NbutilsError(f"the tokenizer in {model_dir} has no [MASK] token", fix="use a BERT tokenizer folder")
+    return tokenizer
+
+
+def pretraining_arguments(tmp: Path, config: PretrainConfig, choice):
+    """Trainer settings of a pre-training run: ``config.max_steps`` steps, linear decay after
+    warm-up, no evaluation or checkpoints (the caller scores the held-out texts itself)."""
+    from transformers import TrainingArguments
+
+    from nbutils.live import progress_kwargs
+
+    return TrainingArguments(
+        output_dir=str(tmp / "trainer"),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=config.warmup_ratio,  # a float below 1: a share of max_steps (transformers 5)
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        # Similar lengths in a batch: less padding, same texts.
+        train_sampling_strategy="group_by_length",
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        **choice.training_args(),
+        **progress_kwargs(config.headless),
+    )
+
+
+def training_numbers(trainer, history, config: PretrainConfig, runtime: float) -> dict[str, Any]:
+    """metrics.json's budget and throughput entries of a finished pre-training."""
+    steps = int(trainer.state.global_step)
+    tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
+    return {
+        "steps": steps,
+        "max_steps": config.max_steps,
+        "epochs": float(trainer.state.epoch or 0.0),
+        "train_runtime_s": runtime,
+        "train_loss_last": float(history["loss"].dropna().iloc[-1]) if history["loss"].notna().any() else None,
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": tokens_seen / runtime if runtime > 0 else None,
+        "texts_per_s": steps * config.batch_size / runtime if runtime > 0 else None,
+    }
+
+
+def run_settings(config: PretrainConfig, choice, trainer) -> dict[str, Any]:
+    """metrics.json's record of how the run was set up: config, device, CPU threads (the count
+    at the end, and the thread governor's schedule during training)."""
+    import torch
+
+    from nbutils.thread_callback import thread_schedule
+
+    return {"config": asdict(config), "device": choice.as_dict(), "torch_threads": torch.get_num_threads(),
+            "threads": thread_schedule(trainer)}
+
+
+def copy_loss_figure(out_dir: Path, figure_path: str | Path | None) -> Path | None:
+    """A copy of ``out_dir``'s loss curve at ``figure_path`` (e.g. where the report finds it)."""
+    if figure_path is None:
+        return None
+    from nbutils.io import atomic_file
+
+    figure = Path(figure_path)
+    with atomic_file(figure) as f:
+        f.write_bytes((out_dir / LOSS_FIGURE).read_bytes())
+    return figure
+
+
+def history_frame(log_history: list[dict]):
     """history.csv: one row per logged training step (the run summary row left out)."""
     import pandas as pd
 

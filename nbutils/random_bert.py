@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
-from nbutils.io import atomic_dir
+from nbutils.io import atomic_dir, write_json
 from nbutils.vocab import build_tokenizer
 from nbutils.weights import quiet_weight_files, write_weights_origin
 
@@ -50,3 +50,42 @@ def make_random_bert(
         write_weights_origin(tmp, pretrained=False,
                              how=f"random initialisation (seed {seed}) by nbutils.random_bert.make_random_bert")
     return Path(out_dir)
+
+
+def make_random_classifier(
+    vocab_file: str | Path,
+    label_names,
+    out_dir: str | Path,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int,
+    head_std: float | None = None,
+    prediction_max_length: int | None = None,
+) -> Path:
+    """A random BERT of ``vocab_file``'s vocabulary (``out_dir/base``) with a random
+    classification head for ``label_names``, saved in ``out_dir/clf``: a model to time and
+    compare prediction with (its labels are meaningless). ``head_std`` spreads the head's weights
+    (no near-ties between labels); ``prediction_max_length`` also writes the
+    ``finetune_config.json`` fine-tuning saves, so prediction cuts texts to that length."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    base = make_random_bert(vocab_file, out_dir / "base", hidden_size=hidden_size, num_layers=num_layers,
+                            num_heads=num_heads, intermediate_size=intermediate_size)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)})
+    if head_std is not None:
+        with torch.no_grad():
+            model.classifier.weight.normal_(0, head_std)
+    clf = out_dir / "clf"
+    model.save_pretrained(clf)
+    AutoTokenizer.from_pretrained(base).save_pretrained(clf)
+    if prediction_max_length is not None:
+        write_json(clf / "finetune_config.json",
+                   {"max_length": prediction_max_length, "truncation": "head", "head_tokens": 0})
+    return clf

@@ -193,29 +193,38 @@ def char_chunks(texts: Sequence[str], max_texts: int = 4096, max_chars: int = 1_
         yield start, len(texts)
 
 
-class TextsToEncode:
+class _LabelledItems:
+    """The labels of a map-style dataset's items, and a teacher's class probabilities per example
+    (``nbutils.distill``), with which an item's labels become ``[label, p...]``."""
+
+    def __init__(self, labels: Sequence[int] | None, targets=None):
+        self.labels = None if labels is None else [int(x) for x in labels]
+        self.targets = targets
+
+    def _labelled(self, item: dict, i: int) -> dict:
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+            if self.targets is not None:
+                item["labels"] = [float(self.labels[i]), *map(float, self.targets[i])]
+        return item
+
+
+class TextsToEncode(_LabelledItems):
     """A torch map-style dataset of texts (+ labels, + a teacher's targets), tokenized per batch
     by :class:`TokenizingCollator`: nothing is tokenized before training starts, and memory
     holds one batch of ids. ``texts`` may be a list or a disk-backed ``TextColumn``."""
 
     def __init__(self, texts: Sequence[str], labels: Sequence[int] | None, truncator: Truncator, targets=None):
+        super().__init__(labels, targets)
         self.texts = texts
-        self.labels = None if labels is None else [int(x) for x in labels]
         self.truncator = truncator
-        # a teacher's class probabilities per example (nbutils.distill): labels become [label, p...]
-        self.targets = targets
         self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def __getitem__(self, i: int) -> dict:
-        item = {"text": self.texts[i]}
-        if self.labels is not None:
-            item["labels"] = self.labels[i]
-            if self.targets is not None:
-                item["labels"] = [float(self.labels[i]), *map(float, self.targets[i])]
-        return item
+        return self._labelled({"text": self.texts[i]}, i)
 
     def token_lengths(self) -> list[int]:
         """Ids per text after cutting (for length-grouped batches), computed once in chunks."""
@@ -240,25 +249,18 @@ class TokenizingCollator:
                                   for f, x in zip(features, ids, strict=True)])
 
 
-class EncodedTexts:
+class EncodedTexts(_LabelledItems):
     """A torch map-style dataset of token ids (+ labels): what the collator pads per batch."""
 
     def __init__(self, input_ids: list[list[int]], labels: Sequence[int] | None = None, targets=None):
+        super().__init__(labels, targets)
         self.input_ids = input_ids
-        self.labels = None if labels is None else [int(x) for x in labels]
-        # a teacher's class probabilities per example (nbutils.distill): labels become [label, p...]
-        self.targets = targets
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        item = {"input_ids": self.input_ids[i]}
-        if self.labels is not None:
-            item["labels"] = self.labels[i]
-            if self.targets is not None:
-                item["labels"] = [float(self.labels[i]), *map(float, self.targets[i])]
-        return item
+        return self._labelled({"input_ids": self.input_ids[i]}, i)
 
 
 _ENCODE_CACHE: dict[str, list[list[int]]] = {}

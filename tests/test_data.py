@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from data_files import titles, write
 
 from nbutils.data import (
     CNEWS_LABELS,
@@ -18,22 +19,6 @@ from nbutils.data import (
     stratified_split,
 )
 from nbutils.errors import DataError, NbutilsError
-
-
-def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode(encoding))
-    return path
-
-
-def titles(folder: Path, train: str, dev: str = "验证集标题\t0\n", test: str = "测试集标题\t1\n",
-           classes: str = "finance\nrealty\nstocks") -> Path:
-    write(folder / "class.txt", classes)  # no trailing newline, like the real file
-    write(folder / "train.txt", train)
-    write(folder / "dev.txt", dev)
-    write(folder / "test.txt", test)
-    return folder
-
 
 # --- titles ----------------------------------------------------------------------------
 

@@ -10,25 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from data_files import titles, write
 
 from nbutils.data import CNEWS_LABELS, detect_format, load_dataset
 from nbutils.errors import DataError
-
-
-def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode(encoding))
-    return path
-
-
-def titles(folder: Path, train: str, dev: str = "验证集标题\t0\n", test: str = "测试集标题\t1\n",
-           classes: str = "finance\nrealty\nstocks") -> Path:
-    write(folder / "class.txt", classes)
-    write(folder / "train.txt", train)
-    write(folder / "dev.txt", dev)
-    write(folder / "test.txt", test)
-    return folder
-
 
 # --- case 1: an unbalanced quote ------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from tiny_notebooks import write_notebook
 
 from nbutils.errors import NbutilsError
 from nbutils.paths import REPO_ROOT
@@ -42,22 +43,12 @@ pathlib.Path(run_dir, "echo.json").write_text(json.dumps(values))
 '''
 
 
-def _notebook(path: Path, body: str = BODY, parameters: str = PARAMETERS) -> Path:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell(parameters)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# test"), params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
-
-
 @pytest.fixture
 def project(tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    _notebook(notebooks / "01_echo.ipynb")
-    _notebook(notebooks / "02_second.ipynb")
+    write_notebook(notebooks / "01_echo.ipynb", BODY, PARAMETERS)
+    write_notebook(notebooks / "02_second.ipynb", BODY, PARAMETERS)
     profile = tmp_path / "test.yaml"
     profile.write_text("label: hello\n")
     return tmp_path, notebooks, profile
@@ -124,8 +115,9 @@ def test_failed_block_names_the_failing_call_not_the_first_line(project):
 
 
 def test_overwrite_reaches_the_notebooks_only_from_the_runner(project, tmp_path):
-    _notebook(project[1] / "03_overwrite.ipynb", parameters=PARAMETERS + 'overwrite: bool = False  # replace\n',
-              body='import pathlib\npathlib.Path(run_dir, "ow.txt").write_text(str(overwrite))\n')
+    write_notebook(project[1] / "03_overwrite.ipynb",
+                   body='import pathlib\npathlib.Path(run_dir, "ow.txt").write_text(str(overwrite))\n',
+                   parameters=PARAMETERS + 'overwrite: bool = False  # replace\n')
     run = _run(project, only="03", overwrite=True)
     assert (run / "ow.txt").read_text() == "True"
     with pytest.raises(NbutilsError, match="set by the runner"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
+from tiny_notebooks import write_notebook
 
 from nbutils.errors import NbutilsError
 from nbutils.runner import (
@@ -36,21 +36,11 @@ pathlib.Path(run_dir, "echo.json").write_text(json.dumps(
 '''
 
 
-def _notebook(path: Path, body: str, parameters: str = PARAMETERS) -> Path:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell(parameters)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# test"), params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
-
-
 @pytest.fixture
 def project(tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    _notebook(notebooks / "01_echo.ipynb", ECHO)
+    write_notebook(notebooks / "01_echo.ipynb", ECHO, PARAMETERS)
     profile = tmp_path / "test.yaml"
     profile.write_text("label: hello\nrate: 2\nflag: false\nsizes: [3, 6]\n")
     return tmp_path, notebooks, profile
@@ -101,8 +91,8 @@ def test_existing_run_dir_is_never_overwritten(project):
 
 def test_failure_names_notebook_cell_and_error_and_keeps_the_notebook(project, capsys):
     tmp, notebooks, profile = project
-    _notebook(notebooks / "02_boom.ipynb", "x = 1\nraise ValueError('the data is bad')")
-    _notebook(notebooks / "03_never.ipynb", ECHO.replace("echo.json", "never.json"))
+    write_notebook(notebooks / "02_boom.ipynb", "x = 1\nraise ValueError('the data is bad')", PARAMETERS)
+    write_notebook(notebooks / "03_never.ipynb", ECHO.replace("echo.json", "never.json"), PARAMETERS)
     with pytest.raises(RunFailed) as info:
         run_pipeline(str(profile), notebook_dir=notebooks, runs_dir=tmp / "runs",
                      log=lambda *_: None)
@@ -122,7 +112,7 @@ def test_failure_names_notebook_cell_and_error_and_keeps_the_notebook(project, c
 
 def test_cli_exit_code_on_failure(project, monkeypatch, capsys):
     tmp, notebooks, profile = project
-    _notebook(notebooks / "02_boom.ipynb", "raise RuntimeError('nope')")
+    write_notebook(notebooks / "02_boom.ipynb", "raise RuntimeError('nope')", PARAMETERS)
     monkeypatch.setattr("nbutils.runner.NOTEBOOK_DIR", notebooks)
     monkeypatch.setattr("nbutils.runner.RUNS_DIR", tmp / "runs")
     assert main(["--profile", str(profile), "-p", "label=ok"]) == 1
@@ -133,7 +123,7 @@ def test_cli_exit_code_on_failure(project, monkeypatch, capsys):
 
 def test_unknown_and_mistyped_parameters_are_errors(project):
     tmp, notebooks, profile = project
-    _notebook(notebooks / "02_other.ipynb", "pass", 'run_dir: str = ""  # out\nheadless: bool = False  # h\nonly_here: int = 1  # x\n')
+    write_notebook(notebooks / "02_other.ipynb", "pass", 'run_dir: str = ""  # out\nheadless: bool = False  # h\nonly_here: int = 1  # x\n')
     run = run_pipeline(str(profile), {"only_here": 2}, only="01", notebook_dir=notebooks,
                        runs_dir=tmp / "runs", log=lambda *_: None)
     assert (run / "echo.json").is_file()
