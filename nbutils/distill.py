@@ -24,9 +24,11 @@ labels and get the cross-entropy only, so evaluation losses stay comparable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from nbutils.config_flags import config_from_params
 from nbutils.errors import NbutilsError
 
 
@@ -153,4 +155,21 @@ class SvmTeacher:
         return (1 - self.config.alpha) * ce + self.config.alpha * kl
 
 
-__all__ = ["DistillConfig", "SvmTeacher", "crossfit_teacher_probs", "fit_temperature"]
+
+
+def teacher_from_params(params: Mapping[str, Any]) -> SvmTeacher | None:
+    """Notebook 04's teacher: None unless ``finetune_distill_alpha > 0``; then an :class:`SvmTeacher`
+    configured by the ``finetune_distill_*`` parameters (plus ``finetune_label_smoothing`` and
+    ``seed``), and a line saying what it does."""
+    if not params.get("finetune_distill_alpha", 0) > 0:
+        return None
+    config = config_from_params(DistillConfig, params, "finetune_distill_", "finetune_")
+    if int(params.get("finetune_num_gpus", 1)) > 1:
+        raise NbutilsError("distillation runs in one process only",
+                           fix="set finetune_num_gpus to 1 or finetune_distill_alpha to 0")
+    print(f"distillation: alpha {config.alpha} towards the TF-IDF SVM's out-of-fold scores "
+          f"on the train split ({config.folds} folds); dev and test are never shown to the teacher")
+    return SvmTeacher(config)
+
+
+__all__ = ["DistillConfig", "SvmTeacher", "crossfit_teacher_probs", "fit_temperature", "teacher_from_params"]

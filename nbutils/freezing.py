@@ -29,12 +29,13 @@ train mode); that is the usual ``requires_grad=False`` recipe and it is what is 
 hyper-parameters through :func:`nbutils.train.finetune` and writes ``results.csv`` and
 ``history.csv`` (schemas in CONTRIBUTING.md). What the numbers say: :mod:`nbutils.findings`;
 their figures: :mod:`nbutils.plots`; how steps are timed and memory measured:
-:class:`nbutils.measurement.StepClock`.
+:class:`nbutils.measurement.TrainingClock`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import shutil
@@ -305,8 +306,8 @@ def _result_row(strategy: Strategy, seed: int, result, clock, wall_s: float) -> 
         "seed": int(seed),
         "trainable_params": int(result.trainable_params),
         "total_params": int(result.total_params),
-        "train_time_s": clock.seconds,
-        "samples_per_second": clock.samples / clock.seconds if clock.seconds else float("nan"),
+        "train_time_s": clock.step_seconds,
+        "samples_per_second": clock.examples_seen / clock.step_seconds if clock.step_seconds else float("nan"),
         "peak_memory_mb": clock.peak_mb,
         "dev_accuracy": dev["accuracy"],
         "dev_macro_f1": dev["macro_f1"],
@@ -314,7 +315,7 @@ def _result_row(strategy: Strategy, seed: int, result, clock, wall_s: float) -> 
         "test_macro_f1": test["macro_f1"],
         "peak_memory_kind": clock.memory_kind,
         # sum >> steps x median means other processes slowed some steps (a shared machine)
-        "median_step_s": statistics.median(clock.step_seconds) if clock.step_seconds else float("nan"),
+        "median_step_s": statistics.median(clock.step_durations) if clock.step_durations else float("nan"),
         "run_wall_s": wall_s,
         "description": strategy.describe(),
     }
@@ -362,6 +363,51 @@ def comparison_config(n_train: int, *, evals_per_run: int = 2, **settings):
         steps = math.ceil(per_epoch * config.epochs)
     return dataclasses.replace(config, eval_steps=max(1, math.ceil(steps / evals_per_run)))
 
+
+# Notebook 05's freeze_<name> parameters that every strategy's FinetuneConfig shares. The sample
+# sizes are not among them: the data is subsampled once (comparison_data), for every run alike.
+SHARED_BUDGET = ("epochs", "batch_size", "learning_rate", "max_length")
+
+
+def comparison_config_from_params(params: dict[str, Any], n_train: int):
+    """:func:`comparison_config` from notebook 05's parameters (``freeze_epochs``,
+    ``freeze_batch_size``, ``freeze_learning_rate``, ``freeze_max_length``,
+    ``freeze_evals_per_run``, and ``device``, ``precision``, ``headless``)."""
+    settings = {name: params[f"freeze_{name}"] for name in SHARED_BUDGET}
+    settings.update({name: params[name] for name in ("device", "precision", "headless")})
+    return comparison_config(n_train, evals_per_run=params["freeze_evals_per_run"], **settings)
+
+
+def comparison_data(data_dir, data_format: str = "auto", *, on_bad_rows: str = "raise",
+                    max_train_samples: int = 0, max_dev_test_samples: int = 0, seed: int = 42):
+    """The dataset every strategy trains and is scored on: stratified samples of at most
+    ``max_train_samples`` training and ``max_dev_test_samples`` dev and test examples each (0: all)."""
+    from nbutils.data import load_dataset
+
+    sizes = {"train": max_train_samples, "dev": max_dev_test_samples, "test": max_dev_test_samples}
+    return load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows).subsample(
+        {split: n or None for split, n in sizes.items()}, seed=seed)
+
+
+def encoder_layers(model_dir: str | Path) -> int:
+    """The encoder's layer count, from ``model_dir/config.json``; a clear error without one.
+    (Read directly: importing transformers to read it would load torch before nbutils sets the
+    CPU thread policy, nbutils.threads.)"""
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.is_file():
+        raise NbutilsError(f"no encoder to start from: {model_dir} has no config.json",
+                           fix="run 01_convert_checkpoint (and optionally 03_pretrain_mlm) with this run_dir first")
+    return json.loads(config_file.read_text(encoding="utf-8"))["num_hidden_layers"]
+
+
+def plan_table(strategies: Sequence[Strategy], *, random_init_control: bool):
+    """One row per strategy to run: its name and what trains."""
+    import pandas as pd
+
+    plan = [{"strategy": s.name, "what trains": s.describe()} for s in strategies]
+    if random_init_control:
+        plan.append({"strategy": RANDOM_INIT_CONTROL, "what trains": "every parameter, from random weights (control)"})
+    return pd.DataFrame(plan).set_index("strategy")
 
 @contextlib.contextmanager
 def _quiet_transformers(quiet: bool = True):
@@ -432,7 +478,7 @@ def run_comparison(
     import pandas as pd
 
     from nbutils.io import atomic_dir, atomic_file
-    from nbutils.measurement import StepClock
+    from nbutils.measurement import TrainingClock
     from nbutils.train import finetune
 
     seeds = as_list(seeds, int)
@@ -452,7 +498,7 @@ def run_comparison(
             ((run, seed) for run in runs for seed in seeds), start=1
         ):
             log(f"[{i}/{total}] {strategy.name}, seed {seed}: {strategy.describe()}")
-            clock = StepClock()
+            clock = TrainingClock(measure_memory=True)
             groups = None
             if strategy.llrd_decay is not None:
                 groups = partial(

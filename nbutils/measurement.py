@@ -1,11 +1,11 @@
-"""Measuring training: wall and step time, samples/s, and peak memory, as Trainer callbacks.
+"""Measuring training: wall and step time, samples/s, and peak memory, as one Trainer callback.
 
-Two clocks for two questions. :class:`ThroughputClock` answers "how fast did this fine-tuning
-run go": samples/s over the whole ``train()`` wall time and over the optimizer steps alone
-(``finetune/metrics.json``). :class:`StepClock` answers "what does this freezing strategy cost":
-the optimizer steps' time and their peak memory growth, measured per step
-(``freezing/results.csv``). Both synchronise CUDA before reading the clock, so they time the
-GPU's work, not its queueing.
+:class:`TrainingClock` times a ``train()`` call two ways: its whole wall time (evaluations and
+checkpoints included: what the user waits for; ``finetune/metrics.json``'s samples/s) and the
+optimizer steps alone, ``on_step_begin`` -> ``on_step_end`` (forward, backward, update: the work
+that a freezing strategy changes; ``freezing/results.csv``). With ``measure_memory`` it also
+records the steps' peak memory growth. It synchronises CUDA before reading the clock, so it
+times the GPU's work, not its queueing.
 
 Peak memory: on CUDA from ``max_memory_allocated``; on Linux CPUs from the kernel's peak
 resident set (``VmHWM`` in ``/proc/self/status``), which :func:`reset_peak` resets through
@@ -27,66 +27,55 @@ def _synchronize(cuda: bool) -> None:
         torch.cuda.synchronize()
 
 
-class ThroughputClock(TrainerCallback):
-    """Real samples/s of this process's training (a resumed run counts only what it trained):
-    over the whole ``train()`` wall time (evaluations and checkpoints included: what the user
-    waits for) and over the optimizer steps alone (what :class:`StepClock` times)."""
+class TrainingClock(TrainerCallback):
+    """What this process's ``train()`` took (a resumed run counts only what it trained).
 
-    start_step, start_time, end_time, steps, samples, step_seconds, _step_start = 0, 0.0, 0.0, 0, 0, 0.0, 0.0
+    Time: ``start_time``/``end_time`` around the whole call, and ``step_durations`` (their sum
+    ``step_seconds``) of the optimizer steps alone, batch loading, evaluation and checkpoint
+    saving left out. Work: ``steps``; ``samples`` = steps x the effective batch (a partial last
+    batch counts in full), and ``examples_seen`` = epochs trained x training examples.
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start_step, self.start_time, self.step_seconds = state.global_step, time.perf_counter(), 0.0
-
-    def _now(self, args) -> float:
-        _synchronize(args.device.type == "cuda")
-        return time.perf_counter()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = self._now(args)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step_seconds += self._now(args) - self._step_start
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.end_time = time.perf_counter()
-        self.steps = state.global_step - self.start_step
-        self.samples = self.steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-
-
-class StepClock(TrainerCallback):
-    """Training time and peak memory of the optimizer steps alone, as a Trainer callback.
-
-    Time: the sum of ``on_step_begin`` -> ``on_step_end`` (forward, backward, optimizer update);
-    evaluation, checkpoint saving and batch loading are left out, so strategies are compared on
-    the work that freezing changes. Memory: the largest growth, over the steps, above what was in
-    use when training began (weights, data and libraries excluded): gradients, optimizer state
-    and activations; evaluation and checkpoint saving are outside the steps again. On CUDA from
-    ``max_memory_allocated``; on Linux CPUs from the kernel's peak resident set (``VmHWM``),
-    reset at every step through ``/proc/self/clear_refs``, with freed memory handed back to the
-    OS first (see :func:`release_free_memory`). Elsewhere the CPU peak is NaN ("not measured")
-    rather than a number that is not this run's.
+    Memory (``measure_memory=True``): the largest growth, over the steps, above what was in use
+    when training began (weights, data and libraries excluded): gradients, optimizer state and
+    activations. On CUDA from ``max_memory_allocated``; on Linux CPUs from the kernel's peak
+    resident set (``VmHWM``), reset at every step through ``/proc/self/clear_refs``, with freed
+    memory handed back to the OS first (see :func:`release_free_memory`). Elsewhere the peak is
+    NaN ("not measured") rather than a number that is not this run's.
     """
 
-    def __init__(self):
-        self.seconds = 0.0
-        self.step_seconds: list[float] = []
-        self.samples = 0
+    def __init__(self, *, measure_memory: bool = False):
+        self.measure_memory = measure_memory
+        self.start_step, self.steps, self.samples, self.examples_seen = 0, 0, 0, 0
+        self.start_time = self.end_time = 0.0
+        self.step_durations: list[float] = []
         self.peak_mb = float("nan")
         self.memory_kind = "not measured"
-        self._t0 = 0.0
-        self._base = float("nan")
+        self._cuda = False
+        self._start_epoch, self._n_train = 0.0, 0
+        self._step_start = 0.0
+        self._base = float("nan")  # memory in use when training began; NaN: not measured
+
+    @property
+    def step_seconds(self) -> float:
+        """Time in the optimizer steps alone."""
+        return sum(self.step_durations)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.seconds, self.step_seconds, self._start_epoch = 0.0, [], state.epoch or 0.0
+        self._cuda = args.device.type == "cuda"
+        self.start_step, self.start_time, self.step_durations = state.global_step, time.perf_counter(), []
+        self._start_epoch = state.epoch or 0.0
         loader = kwargs.get("train_dataloader")
         self._n_train = len(loader.dataset) if loader is not None else 0
-        self._cuda = args.device.type == "cuda"
+        if self.measure_memory:
+            self._begin_memory()
+
+    def _begin_memory(self) -> None:
         try:  # Linux /proc (or CUDA) or nothing: no guessing from a lifetime peak
             self._base = memory_now_mb(self._cuda, release=True)
             reset_peak(self._cuda)
         except OSError:
             self._base = float("nan")
-        measured = self._base == self._base
+        measured = self._measuring()
         self.peak_mb = 0.0 if measured else float("nan")
         self.memory_kind = (
             "not measured" if not measured
@@ -94,28 +83,32 @@ class StepClock(TrainerCallback):
             else "cpu rss, growth during training steps"
         )
 
+    def _measuring(self) -> bool:
+        return self._base == self._base  # not NaN
+
+    def _now(self) -> float:
+        _synchronize(self._cuda)
+        return time.perf_counter()
+
     def on_step_begin(self, args, state, control, **kwargs):
-        if self._base == self._base:
+        if self._measuring():
             reset_peak(self._cuda)
-        self._sync()
-        self._t0 = time.perf_counter()
+        self._step_start = self._now()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._sync()
-        self.step_seconds.append(time.perf_counter() - self._t0)
-        self.seconds += self.step_seconds[-1]
-        if self._base == self._base:
+        self.step_durations.append(self._now() - self._step_start)
+        if self._measuring():
             self.peak_mb = max(self.peak_mb, memory_peak_mb(self._cuda) - self._base)
 
-    def _sync(self):
-        _synchronize(self._cuda)
-
     def on_save(self, args, state, control, **kwargs):
-        if not self._cuda:  # evaluation and saving just freed memory: don't let it linger
+        if self._measuring() and not self._cuda:  # evaluation and saving just freed memory: don't let it linger
             release_free_memory()
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.samples = round(((state.epoch or 0.0) - self._start_epoch) * self._n_train)
+        self.end_time = time.perf_counter()
+        self.steps = state.global_step - self.start_step
+        self.samples = self.steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.examples_seen = round(((state.epoch or 0.0) - self._start_epoch) * self._n_train)
 
 
 def proc_status_kb(key: str) -> float:

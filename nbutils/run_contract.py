@@ -47,6 +47,13 @@ FREEZING_RESULT_COLUMNS = (
     "peak_memory_mb", "dev_accuracy", "dev_macro_f1", "test_accuracy", "test_macro_f1",
 )
 FREEZING_HISTORY_COLUMNS = ("strategy", "seed", "step", "loss", "eval_accuracy", "eval_macro_f1")
+# Top-level keys of explore/stats.json, in the order notebook 02 fills them (nbutils.exploration
+# refuses to write the file without all of them; fine-tuning reads recommended_max_length).
+EXPLORE_STATS_KEYS = (
+    "dataset", "split_sizes", "class_balance", "imbalance_ratio", "length_sample", "char_lengths_all_texts",
+    "lengths", "fit_shares", "recommended_max_length", "recommended_max_length_rule", "recommended_fit_share",
+    "tokenizer", "char_width", "quality", "characteristic_ngrams", "figures",
+)
 
 
 @dataclass(frozen=True)

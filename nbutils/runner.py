@@ -43,6 +43,11 @@ SOURCE_SUFFIX = "_source"
 # Always injected by the runner, never taken from a profile (``overwrite`` comes from --overwrite:
 # replacing a stage's finished results is a decision for one command, not a profile default).
 RUNNER_PARAMETERS = {"run_dir", "headless", "overwrite"}
+# Old parameter name -> (new name, why it changed): a profile still using the old name fails
+# with the new one instead of a bare "unknown parameter".
+RENAMED_PARAMETERS = {
+    "freeze_max_eval_samples": ("freeze_max_dev_test_samples", "it sizes the dev and the test split"),
+}
 MANIFEST_PACKAGES = (
     "nbutils", "torch", "transformers", "tokenizers", "accelerate", "safetensors", "numpy",
     "pandas", "scikit-learn", "papermill", "nbconvert", "matplotlib", "seaborn",
@@ -231,6 +236,13 @@ def plan_parameters(
     if reserved:
         raise NbutilsError(f"parameter(s) {reserved} are set by the runner, not by a profile or -p",
                            fix="use --run-dir for run_dir and --overwrite for overwrite; headless is always True")
+    renamed = sorted(set(values) & set(RENAMED_PARAMETERS))
+    if renamed:
+        raise NbutilsError(
+            "renamed parameter(s): " + "; ".join(
+                f"{old} is now {RENAMED_PARAMETERS[old][0]} ({RENAMED_PARAMETERS[old][1]})" for old in renamed),
+            fix="use the new name(s) in your profile (params/*.yaml) or -p override",
+        )
     unknown = sorted(set(values) - known - RUNNER_PARAMETERS)
     if unknown:
         raise NbutilsError(

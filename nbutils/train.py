@@ -28,7 +28,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 from torch.utils import data as torch_data
 from transformers import Trainer
 
+from nbutils.config_flags import config_from_params
 from nbutils.errors import NbutilsError
 from nbutils.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
 from nbutils.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode
@@ -80,6 +81,16 @@ class FinetuneConfig:
     keep_checkpoints: bool = False  # delete checkpoints/ after a successful run
     dataloader_num_workers: int = 0  # batch-loading worker processes (0: in the training process)
     extra_training_args: dict = field(default_factory=dict)  # any other TrainingArguments
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> FinetuneConfig:
+        """The config of notebook 04's ``finetune_*`` parameters (and ``seed``, ``device``,
+        ``precision``, ``headless``); ``finetune_label_smoothing`` > 0 goes to Trainer as
+        ``label_smoothing_factor``. ``overrides`` for values the notebook derives."""
+        smoothing = params.get("finetune_label_smoothing") or 0
+        if smoothing:
+            overrides = {"extra_training_args": {"label_smoothing_factor": smoothing}, **overrides}
+        return config_from_params(cls, params, "finetune_", **overrides)
 
     def __post_init__(self):
         if self.truncation not in TRUNCATIONS:
@@ -275,7 +286,7 @@ def finetune(
     from nbutils.device import choose_device
     from nbutils.io import atomic_dir, write_json
     from nbutils.live import LiveCurves, history_frame, progress_kwargs, use_progress_style
-    from nbutils.measurement import ThroughputClock, process_peak_memory_mb
+    from nbutils.measurement import TrainingClock, process_peak_memory_mb
     from nbutils.resume import (
         FINGERPRINT,
         check_resume,
@@ -381,7 +392,7 @@ def finetune(
            **config.extra_training_args},
     )
     curves = LiveCurves(curves_png or out_dir / CURVES_FIGURE, headless=config.headless, title=title)
-    clock = ThroughputClock()
+    clock = TrainingClock()
     # TensorBoard events in <out_dir>/tensorboard: `tensorboard --logdir runs/` compares runs
     tensorboard = tensorboard_callback(out_dir / TENSORBOARD_DIR, text={"run": title} if title else None)
     callbacks = [curves, clock, tensorboard, *extra_callbacks]

@@ -69,3 +69,111 @@ def test_the_cycle_finder_finds_function_level_cycles(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
     (pkg / "b.py").write_text("def f():\n    pass\n")
     assert find_cycle(module_imports(pkg)) is None
+
+
+# --- thin notebooks ---------------------------------------------------------------------------
+
+NOTEBOOKS = sorted((PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# A call (or dict) that takes this many parameters of one stage, each renamed by dropping the
+# stage prefix (finetune_batch_size -> batch_size=...), is a config copied by hand: the config's
+# from_params() does that. Below it is an ordinary call passing a few settings.
+COPIED_PARAMETERS_LIMIT = 5
+
+
+def code_cells(notebook: Path) -> list[tuple[int, str, bool]]:
+    """``(cell index, source, is the parameters cell)`` of each code cell, IPython magics dropped."""
+    import json
+
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return [(i, "\n".join(line for line in "".join(c["source"]).splitlines()
+                          if not line.lstrip().startswith(("%", "!"))),
+             "parameters" in c.get("metadata", {}).get("tags", []))
+            for i, c in enumerate(cells) if c["cell_type"] == "code"]
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names the notebook's ``parameters`` cell assigns."""
+    for _, source, is_parameters in code_cells(notebook):
+        if is_parameters:
+            return {node.target.id for node in ast.parse(source).body
+                    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    return set()
+
+
+def definitions(source: str) -> list[str]:
+    """Functions, classes and lambdas in notebook code: logic that belongs in nbutils, tested."""
+    kinds = {ast.FunctionDef: "def", ast.AsyncFunctionDef: "async def", ast.ClassDef: "class",
+             ast.Lambda: "lambda"}
+    return [f"line {node.lineno}: {kinds[type(node)]} {getattr(node, 'name', '')}".rstrip()
+            for node in ast.walk(ast.parse(source)) if type(node) in kinds]
+
+
+def copied_parameters(source: str, parameters: set[str]) -> list[str]:
+    """Calls and dict literals that take at least COPIED_PARAMETERS_LIMIT parameters of one
+    stage prefix under their unprefixed names (``epochs=finetune_epochs``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            pairs = [(k.arg, k.value) for k in node.keywords if k.arg]
+        elif isinstance(node, ast.Dict):
+            pairs = [(k.value, v) for k, v in zip(node.keys, node.values, strict=True)
+                     if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        else:
+            continue
+        by_prefix: dict[str, list[str]] = {}
+        for key, value in pairs:
+            if isinstance(value, ast.Name) and value.id in parameters and value.id != key \
+                    and value.id.endswith("_" + key):
+                by_prefix.setdefault(value.id.removesuffix(key), []).append(value.id)
+        for prefix, names in by_prefix.items():
+            if len(names) >= COPIED_PARAMETERS_LIMIT:
+                found.append(f"line {node.lineno}: {len(names)} {prefix}* parameters copied one by one")
+    return found
+
+
+def schema_building(source: str) -> list[str]:
+    """``x["key"] = ...``: a results file assembled key by key in the notebook."""
+    return [f"line {node.lineno}: {ast.unparse(target)} = ..."
+            for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Assign | ast.AugAssign)
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant)
+            and isinstance(target.slice.value, str)]
+
+
+def test_notebooks_are_thin_calls_into_nbutils():
+    assert len(NOTEBOOKS) >= 6
+    problems = []
+    for notebook in NOTEBOOKS:
+        parameters = declared_parameters(notebook)
+        assert parameters, f"{notebook.name}: no parameters cell"
+        for index, source, _ in code_cells(notebook):
+            for problem in (definitions(source) + copied_parameters(source, parameters)
+                            + schema_building(source)):
+                problems.append(f"{notebook.name} cell {index} {problem}")
+    assert not problems, "notebook code that belongs in nbutils:\n" + "\n".join(problems)
+
+
+def test_the_thin_notebook_checks_catch_what_they_name():
+    parameters = {f"finetune_{name}" for name in ("epochs", "batch_size", "learning_rate", "warmup_ratio",
+                                                  "max_length")} | {"seed", "mlm_max_steps"}
+    copied = ("config = FinetuneConfig(epochs=finetune_epochs, batch_size=finetune_batch_size,\n"
+              "    learning_rate=finetune_learning_rate, warmup_ratio=finetune_warmup_ratio,\n"
+              "    max_length=finetune_max_length, seed=seed)")
+    assert copied_parameters(copied, parameters) == ["line 1: 5 finetune_* parameters copied one by one"]
+    as_dict = copied.replace("FinetuneConfig(", "dict(")
+    assert copied_parameters(as_dict, parameters)
+    literal = ('settings = {"epochs": finetune_epochs, "batch_size": finetune_batch_size, '
+               '"learning_rate": finetune_learning_rate, "warmup_ratio": finetune_warmup_ratio, '
+               '"max_length": finetune_max_length}')
+    assert copied_parameters(literal, parameters)
+    # a few settings passed by name, or the same names as the parameters, are an ordinary call
+    assert not copied_parameters("f(epochs=finetune_epochs, max_length=finetune_max_length, seed=seed)",
+                                 parameters)
+    assert not copied_parameters("FinetuneConfig.from_params(globals(), max_length=max_length)", parameters)
+
+    assert definitions("def show(fig):\n    pass\nclass A:\n    pass\ncut = lambda t: t[:9]\n") == [
+        "line 1: def show", "line 3: class A", "line 5: lambda"]
+    assert definitions("plots.show_figure(fig, path)\nfor x in y:\n    print(x)\n") == []
+    assert schema_building('stats["split_sizes"] = ds.sizes()\nstats["figures"] += [1]') == [
+        "line 1: stats['split_sizes'] = ...", "line 2: stats['figures'] = ..."]
+    assert schema_building("rows[i] = 1\nstudy.save()") == []

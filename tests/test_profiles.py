@@ -112,3 +112,46 @@ def test_every_demo_key_is_some_notebooks_default():
     """The other direction: no demo value that only `make demo` uses and JupyterLab never sees."""
     declared = {name for p in NOTEBOOKS for name in inspect_parameters(p).declared}
     assert set(load_profile("demo")) <= declared
+
+
+def test_a_renamed_parameter_fails_naming_its_new_name(tmp_path):
+    """A user's profile written before freeze_max_eval_samples became freeze_max_dev_test_samples."""
+    from nbutils.errors import NbutilsError
+    from nbutils.runner import RENAMED_PARAMETERS
+
+    inspected = [inspect_parameters(p) for p in NOTEBOOKS]
+    declared = set().union(*(nb.declared for nb in inspected))
+    for old, (new, _why) in RENAMED_PARAMETERS.items():
+        assert old not in declared and new in declared  # the new name is the one the notebooks use
+        profile = tmp_path / "mine.yaml"
+        profile.write_text(f"seed: 1\n{old}: 32\n", encoding="utf-8")
+        with pytest.raises(NbutilsError, match=f"{old} is now {new}") as err:
+            plan_parameters(inspected, load_profile(str(profile)), tmp_path)
+        assert "profile" in err.value.fix
+    assert "freeze_max_eval_samples" in RENAMED_PARAMETERS
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_configs_take_every_stage_parameter_by_name(profile):
+    """from_params() reads each `<stage prefix><field>` parameter into the config field of that
+    name: a parameter the notebook declares reaches the config without copying it by hand."""
+    from nbutils.electra import ElectraConfig
+    from nbutils.train import FinetuneConfig
+
+    values = {name: spec["default"] for p in NOTEBOOKS for name, spec in inspect_parameters(p).declared.items()}
+    values = {name: eval(text) for name, text in values.items()}  # literals (checked above)
+    values.update(load_profile(profile))
+    values["mlm_whole_word_masking"] = False  # ELECTRA refuses whole-word masking
+    for cls, prefixes in ((FinetuneConfig, ("finetune_",)), (ElectraConfig, ("mlm_", "electra_"))):
+        config = cls.from_params(values, max_length=40) if cls is FinetuneConfig else cls.from_params(values)
+        fed = {f: getattr(config, f) for f in vars(config)}
+        for field_name, value in fed.items():
+            for prefix in prefixes:
+                if prefix + field_name in values and not (cls is FinetuneConfig and field_name == "max_length"):
+                    assert value == values[prefix + field_name], (cls.__name__, field_name)
+        for shared in ("seed", "device", "precision"):
+            assert fed[shared] == values[shared]
+    assert config.mlm_probability == values["mlm_probability"]  # a field that carries its prefix
+    assert FinetuneConfig.from_params(values, max_length=40).max_length == 40
+    smoothing = FinetuneConfig.from_params({**values, "finetune_label_smoothing": 0.1}, max_length=40)
+    assert smoothing.extra_training_args == {"label_smoothing_factor": 0.1}

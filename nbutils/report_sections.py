@@ -1,0 +1,124 @@
+"""What notebook 06 shows, for the sections that do more than display one table: prose lines,
+"this input is missing" notes, an earlier stage's saved figures, the TF-IDF baseline trained
+beside the model, and the error analysis.
+
+The tables themselves are built in ``nbutils.report`` from the run directory; this module puts
+them on the page (IPython ``display``), so the notebook stays prose and one call per step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from IPython.display import Image, Markdown, display
+
+from nbutils import report
+from nbutils.errors import NbutilsError
+from nbutils.io import write_json
+from nbutils.paths import RunPaths
+
+
+def say(text: str) -> None:
+    """Show ``text`` as Markdown (it reaches report.html as prose, not as code output)."""
+    display(Markdown(text))
+
+
+def note_missing(run: report.RunData, *names: str) -> bool:
+    """Say plainly which inputs are missing and which notebook writes them; True when all are here."""
+    message = run.missing(*names)
+    if message:
+        say(message)
+    return message is None
+
+
+def show_saved(paths: RunPaths, stage: str) -> list[Path]:
+    """Show the PNG figures an earlier stage saved (embedded in the HTML as data URIs)."""
+    figures = report.stage_figures(paths, stage)
+    for path in figures:
+        display(Image(filename=str(path)))
+    return figures
+
+
+# How the baseline's test examples relate to the model's (BaselineInputs.same_test_as_model).
+_SAME_TEST = {True: "the very test examples the fine-tuned model was scored on",
+              False: "**not** the same test examples as the model's predictions: compare with care",
+              None: "the test split (the model's test predictions are not in this run)"}
+
+
+def baseline_section(run: report.RunData, data_dir: str | Path, data_format: str = "auto", *,
+                     on_bad_rows: str = "raise", enabled: bool = True, full_split: bool = True,
+                     seed: int = 42) -> tuple[dict | None, Any]:
+    """Train the TF-IDF baseline on the examples the model was fine-tuned on, score it on the
+    model's test examples, write ``report/baseline.json`` and say what it scored. With
+    ``full_split`` and a subsampled fine-tuning, also fit it on the whole train split.
+    Returns ``(baseline metrics, its test predictions)``, ``(None, None)`` when skipped."""
+    from nbutils.baseline import BaselineConfig, run_baseline
+    from nbutils.data import load_dataset
+
+    paths = run.paths
+    # A baseline.json from an earlier build of this report would contradict this one.
+    paths.file("baseline").unlink(missing_ok=True)
+    if not enabled:
+        say("The baseline is switched off (`report_baseline=False`).")
+        return None, None
+    try:
+        dataset = load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows)
+    except NbutilsError as err:
+        say(f"**Baseline skipped:** the dataset could not be read: `{err.message}`")
+        return None, None
+    inputs = report.baseline_inputs(dataset, run.finetune_metrics, run.predictions)
+    result = run_baseline(inputs.train_texts, inputs.train_labels, inputs.test_texts,
+                          inputs.test_labels, dataset.label_names, BaselineConfig(seed=seed))
+    baseline_pred = result.pop("test_pred")
+    baseline = {**result, "data_dir": str(dataset.source), "examples": inputs.how,
+                "same_test_examples_as_model": inputs.same_test_as_model}
+    if full_split and inputs.subsampled:
+        full = run_baseline(dataset.texts("train"), dataset.labels("train"), dataset.texts("test"),
+                            dataset.labels("test"), dataset.label_names, BaselineConfig(seed=seed))
+        full.pop("test_pred")
+        baseline["full_split"] = full
+    write_json(paths.file("baseline"), baseline)
+    say(f"{baseline['model']}: trained on {baseline['train_examples']:,} examples ({inputs.how}) in "
+        f"{baseline['fit_seconds']:.1f} s; scored on {baseline['test_examples']:,} examples, "
+        f"{_SAME_TEST[inputs.same_test_as_model]}. Test accuracy **{baseline['test']['accuracy']:.2%}**, "
+        f"macro F1 {baseline['test']['macro_f1']:.2%}.")
+    if "full_split" in baseline:
+        full = baseline["full_split"]
+        say(f"The same baseline on the whole train split ({full['train_examples']:,} examples, "
+            f"{full['fit_seconds']:.1f} s) scores **{full['test']['accuracy']:.2%}** on the whole "
+            f"test split ({full['test_examples']:,} examples): what more data buys a bag of characters.")
+    return baseline, baseline_pred
+
+
+def error_analysis(predictions, *, max_examples: int, max_chars: int, baseline: dict | None = None,
+                   baseline_pred=None) -> None:
+    """The most confused class pairs (with example texts), the least confident correct and the
+    most confident wrong predictions, texts cut to ``max_chars``; and, when the baseline scored
+    the very same test examples, how often the two agree."""
+    from nbutils.explore import shorten
+
+    def cut(text: str) -> str:
+        return shorten(text, max_chars)
+
+    pairs = report.most_confused_pairs(predictions, top=max_examples, examples=3)
+    if len(pairs):
+        say("**Most confused class pairs** (errors, and their share of the true class's test examples)")
+        joined = [" / ".join(map(cut, texts)) for texts in pairs["examples"]]
+        display(pairs.assign(examples=joined).style.format({"share_of_true": "{:.1%}"}).hide(axis="index"))
+    else:
+        say("No wrong predictions on the test split.")
+    say("**Least confident correct predictions**")
+    correct = report.least_confident_correct(predictions, max_examples)
+    display(correct.assign(text=correct["text"].map(cut))
+            .style.format({"confidence": "{:.3f}"}).hide(axis="index"))
+    say("**Most confident wrong predictions**")
+    wrong = report.most_confident_wrong(predictions, max_examples)
+    display(wrong.assign(text=wrong["text"].map(cut))
+            .style.format({"confidence": "{:.3f}"}).hide(axis="index"))
+    if baseline_pred is not None and baseline and baseline.get("same_test_examples_as_model"):
+        import pandas as pd
+
+        agreement = report.agreement_with_baseline(predictions, baseline_pred)
+        say("**Model and baseline on the same test examples**")
+        display(pd.Series(agreement, name="test examples").to_frame())
