@@ -175,7 +175,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     from nbutils.live import LiveCurves, use_progress_style
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback
-    from nbutils.thread_callback import govern_threads
+    from nbutils.thread_callback import govern_threads, thread_schedule
 
     config = config or ElectraConfig()
     texts, model_dir, out_dir = check_pretraining_inputs(texts, model_dir, out_dir, config, overwrite=overwrite)
@@ -237,7 +237,8 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
                       "num_layers": model.config.num_hidden_layers,
                       "generator_layers": int(config.generator_layers),
                       "parameters": sum(p.numel() for p in model.discriminator.parameters())},
-            **run_settings(config, choice, trainer),
+            **run_settings(config, choice),
+            "threads": thread_schedule(trainer),
         }
         write_json(tmp / METRICS, metrics)
     return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics, history=history,

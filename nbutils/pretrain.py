@@ -309,7 +309,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     from nbutils.live import LiveCurves, use_progress_style
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
-    from nbutils.thread_callback import govern_threads
+    from nbutils.thread_callback import govern_threads, thread_schedule
 
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
@@ -388,7 +388,8 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
                       "num_layers": model.config.num_hidden_layers, "num_heads": model.config.num_attention_heads,
                       "intermediate_size": model.config.intermediate_size, "vocab_size": model.config.vocab_size,
                       "parameters": sum(p.numel() for p in model.parameters())},
-            **run_settings(config, choice, trainer),
+            **run_settings(config, choice),
+            "threads": thread_schedule(trainer),
         }
         write_json(tmp / METRICS, metrics)
     return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics,
@@ -474,15 +475,11 @@ def training_numbers(trainer, history, config: PretrainConfig, runtime: float) -
     }
 
 
-def run_settings(config: PretrainConfig, choice, trainer) -> dict[str, Any]:
-    """metrics.json's record of how the run was set up: config, device, CPU threads (the count
-    at the end, and the thread governor's schedule during training)."""
+def run_settings(config: PretrainConfig, choice) -> dict[str, Any]:
+    """metrics.json's record of how the run was set up: config, device, CPU threads at the end."""
     import torch
 
-    from nbutils.thread_callback import thread_schedule
-
-    return {"config": asdict(config), "device": choice.as_dict(), "torch_threads": torch.get_num_threads(),
-            "threads": thread_schedule(trainer)}
+    return {"config": asdict(config), "device": choice.as_dict(), "torch_threads": torch.get_num_threads()}
 
 
 def copy_loss_figure(out_dir: Path, figure_path: str | Path | None) -> Path | None:
