@@ -13,12 +13,20 @@ notebook kernel):
 
 - ``check``         ``nbutils data check`` of the cnews folder
 - ``check-corpus``  ``nbutils data check --format corpus`` of the corpus folder
+- ``check-csv``     ``nbutils data check`` of the same articles as one CSV file (``text,label,split``;
+  every 10th article has a quoted line break, a comma and a doubled quote, so multi-line quoted
+  fields are read), written once per size into ``--work``
 - ``train128``/``train512``  ``finetune`` of a random 128x2 BERT (real vocabulary), head+tail
   truncation, 5 optimizer steps of 32, dev/test limited to 2,000 articles each (prediction at
   scale is the ``predict`` step); also prints the seconds from process start to the end of the
   first optimizer step
 - ``explore``       notebook 02 through papermill with its default parameters (sampling)
-- ``predict``       ``nbutils.predict`` of every test article (N/5: 100k at N=500k), max_length 128
+- ``predict``       ``nbutils.predict`` of every test article (N/5: 100k at N=500k), max_length 128, in
+  chunks; then the first 1,000 articles again the plain way (each whole article tokenized, cut,
+  and run alone, no padding) and the agreement of the two label lists
+- ``hf-datasets``   the Hugging Face ``datasets`` way to the same ids: ``load_dataset("csv")`` of the
+  train file (Arrow cache in the step's folder), then a batched ``map`` tokenizing every article
+  (max_length 512, the tokenizer's own truncation); against ``train512``'s time to first step
 - ``tokenize``      the choice behind per-batch tokenization, three ways of producing the train
   split's ids at max_length 512, head+tail, each in its own process: ``whole`` (the old way:
   every article tokenized whole, then cut), ``windowed`` (every article, only its kept ends
@@ -48,7 +56,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ("check", "check-corpus", "train128", "train512", "explore", "predict", "tokenize")
+STEPS = ("check", "check-corpus", "check-csv", "train128", "train512", "explore", "predict", "tokenize",
+         "hf-datasets")
 _T0 = time.perf_counter()  # process start, for the driver sub-commands
 
 
@@ -105,6 +114,26 @@ def make_data(titles_dir: Path, out: Path, n: int, seed: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "bytes": sizes}
 
 
+def make_table(data: Path, out: Path) -> int:
+    """The cnews files as one CSV (``text,label,split``); returns its size in bytes. Every 10th
+    article gets a line break, a comma and a quote inside its (quoted) text."""
+    import csv
+
+    tmp = out.with_suffix(".partial")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["text", "label", "split"])
+        for split, stem in (("train", "train"), ("dev", "val"), ("test", "test")):
+            with open(data / f"cnews.{stem}.txt", encoding="utf-8") as lines:
+                for i, line in enumerate(lines):
+                    label, _, text = line.rstrip("\n").partition("\t")
+                    if i % 10 == 0:
+                        text = text[:40] + '\n他说，"好"' + text[40:]
+                    writer.writerow([text, label, split])
+    tmp.rename(out)
+    return out.stat().st_size
+
+
 def make_model(vocab: Path, names, out: Path) -> Path:
     from nbutils.random_bert import make_random_classifier
 
@@ -133,10 +162,12 @@ def measured(cmd: list[str], env: dict, log: Path, cwd: str) -> dict:
     return result
 
 
-def step_command(step: str, data: Path, model: Path, out: Path, vocab: Path) -> list[str]:
+def step_command(step: str, data: Path, model: Path, out: Path, vocab: Path, table: Path) -> list[str]:
     me = [sys.executable, str(Path(__file__).resolve())]
     if step == "check":
         return [sys.executable, "-m", "nbutils.cli", "data", "check", str(data)]
+    if step == "check-csv":
+        return [sys.executable, "-m", "nbutils.cli", "data", "check", str(table)]
     if step == "check-corpus":
         return [sys.executable, "-m", "nbutils.cli", "data", "check", str(data.parent / f"{data.name}-corpus"),
                 "--format", "corpus"]
@@ -146,6 +177,8 @@ def step_command(step: str, data: Path, model: Path, out: Path, vocab: Path) -> 
         return [*me, "_explore", str(data), str(out), str(vocab.parent)]
     if step == "predict":
         return [*me, "_predict", str(data), str(model), str(out)]
+    if step == "hf-datasets":
+        return [*me, "_hf_datasets", str(data), str(model), str(out)]
     if step.startswith("tokenize-"):
         return [*me, "_tokenize", str(data), str(model), step.removeprefix("tokenize-")]
     raise ValueError(step)
@@ -225,10 +258,48 @@ def driver_predict(data: str, model: str, out: str) -> None:
     path = Path(data) / "cnews.test.txt"
     with open(path, encoding="utf-8") as f:  # read as a user would pass a file of texts
         texts = [line.rstrip("\n").partition("\t")[2] for line in f]
+    t0 = time.perf_counter()
     frame = predict(texts, model, batch_size=64, max_length=128, device="cpu")
+    predict_s = time.perf_counter() - t0
     labels = np.asarray(frame["label"].astype(str))
     np.save(Path(out) / "labels.npy", labels)
-    print("BENCH_SCALE " + json.dumps({"texts": len(texts)}), flush=True)
+    # the reference: one article at a time, tokenized whole and then cut, no batching or padding
+    import torch
+
+    from nbutils.prediction import load_predictor
+
+    predictor = load_predictor(model, "cpu")
+    cut = predictor.truncator(128, None)
+    subset = texts[:1000]
+    reference = []
+    with torch.inference_mode():
+        for text in subset:
+            ids = cut.cut(predictor.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+            logits = predictor.model(input_ids=torch.tensor([ids])).logits
+            reference.append(predictor.label_names[int(logits.argmax())])
+    same = int((labels[:len(subset)] == np.asarray(reference)).sum())
+    print(f"predict: chunked and one-at-a-time labels agree on {same:,} of {len(subset):,} texts", flush=True)
+    print("BENCH_SCALE " + json.dumps({"texts": len(texts), "predict_s": predict_s,
+                                       "agree": f"{same}/{len(subset)}"}), flush=True)
+
+
+def driver_hf_datasets(data: str, model: str, out: str) -> None:
+    import datasets
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    t0 = time.perf_counter()
+    ds = datasets.load_dataset("csv", data_files=str(Path(data) / "cnews.train.txt"), delimiter="\t",
+                               column_names=["label", "text"], quoting=3, split="train",
+                               cache_dir=str(Path(out) / "hf-cache"))
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ds = ds.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=512), batched=True,
+                batch_size=1000)
+    map_s = time.perf_counter() - t1
+    print("BENCH_SCALE " + json.dumps({"texts": len(ds), "load_s": load_s, "map_s": map_s,
+                                       "ready_s": time.perf_counter() - _T0}), flush=True)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -237,7 +308,7 @@ def driver_predict(data: str, model: str, out: str) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
         drivers = {"_train": driver_train, "_explore": driver_explore, "_predict": driver_predict,
-                   "_tokenize": driver_tokenize,
+                   "_tokenize": driver_tokenize, "_hf_datasets": driver_hf_datasets,
                    "_model": lambda vocab, titles, out: make_model(Path(vocab), read_titles(Path(titles))[0], Path(out))}
         drivers[sys.argv[1]](*sys.argv[2:])
         return
@@ -292,6 +363,12 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
                 if args.data_dir else make_data(Path(args.titles), data, n, args.seed))
         print(f"\n== size {n:,} train articles: {made['bytes']['train'] / 1e6:.0f} MB train, "
               f"{sum(made['bytes'].values()) / 1e6:.0f} MB in all (made in {made['seconds']:.0f} s)", flush=True)
+        table = work / f"table-{n}.csv"
+        if "check-csv" in steps and not table.exists():
+            t0 = time.perf_counter()
+            size = make_table(data, table)
+            print(f"CSV of the same articles: {size / 1e6:.0f} MB (made in {time.perf_counter() - t0:.0f} s)",
+                  flush=True)
         for step in steps:
             for arm, code in arms.items():
                 if arm == "old" and (n not in old_sizes or step not in args.old_steps.split(",")
@@ -302,13 +379,14 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
                 env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
                        "TOKENIZERS_PARALLELISM": "true"}
                 # cwd = the arm's code: `python -m` puts the working directory first on sys.path
-                r = measured(step_command(step, data, model, out, Path(args.vocab)), env, out / "log.txt", code)
+                r = measured(step_command(step, data, model, out, Path(args.vocab), table), env, out / "log.txt", code)
                 r.update(size=n, step=step, arm=arm)
                 if step == "predict" and (out / "labels.npy").exists():
                     r["labels_file"] = str(out / "labels.npy")
                 results.append(r)
                 extra = {k: v for k, v in r.items() if k in ("first_step_s", "load_s", "texts", "sampled_texts",
-                                                             "recommended_max_length", "tokenize_s", "tokens")}
+                                                             "recommended_max_length", "tokenize_s", "tokens",
+                                                             "predict_s", "agree", "map_s", "ready_s")}
                 print(f"{step:>13} {arm:>3}: wall {r['wall_s']:7.1f} s  peak RSS {r['peak_rss_mb']:8.0f} MB  "
                       f"rc {r['rc']}  load {r['load_before']:.2f}->{r['load_after']:.2f}  "
                       + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()),
@@ -324,6 +402,7 @@ def run(args, sizes, old_sizes, steps, work: Path) -> None:
         if not args.data_dir:  # a folder we were given is not ours to delete
             shutil.rmtree(data.parent / f"{data.name}-corpus", ignore_errors=True)
             shutil.rmtree(data, ignore_errors=True)
+        table.unlink(missing_ok=True)
     summary(results, sizes)
 
 
@@ -356,6 +435,14 @@ def summary(results, sizes) -> None:
                   f"{windowed['peak_rss_mb']:.0f} MB ({whole['tokenize_s'] / windowed['tokenize_s']:.2f}x faster, "
                   f"{whole['peak_rss_mb'] / windowed['peak_rss_mb']:.2f}x less memory, same {windowed['tokens']:,} "
                   f"tokens: {whole['tokens'] == windowed['tokens']}), one batch of 32 {batch['tokenize_s'] * 1000:.0f} ms")
+    for n in sizes:
+        hf, ours = by.get((n, "hf-datasets", "new")), by.get((n, "train512", "new"))
+        if hf and ours and "ready_s" in hf and "first_step_s" in ours:
+            print(f"\n{n:,} articles, max_length 512: datasets load + map ready after {hf['ready_s']:.1f} s "
+                  f"(load {hf['load_s']:.1f} s, map {hf['map_s']:.1f} s), peak RSS {hf['peak_rss_mb']:.0f} MB; "
+                  f"TextStore + per-batch tokenization: first optimizer step after {ours['first_step_s']:.1f} s, "
+                  f"peak RSS {ours['peak_rss_mb']:.0f} MB (training included); "
+                  f"{hf['ready_s'] / ours['first_step_s']:.2f}x the time to start")
     print("\nBENCH_SCALE_RESULTS " + json.dumps(results, default=str))
 
 

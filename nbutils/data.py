@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from array import array
@@ -874,21 +875,64 @@ def _missing_columns(path: Path, columns, wanted) -> None:
 
 
 class _LineFeed:
-    """The file's physical lines for ``csv.reader``, restartable at any line after a bad row."""
+    """The file's physical lines for ``csv.reader``, read from disk as they are asked for.
 
-    def __init__(self, text: str):
-        lines = text.split("\n")  # never splitlines(): it also breaks on \x1c, \u2028... in text
-        self.lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    Memory holds one line and the start of the current row: ``mark()`` notes where a row
+    starts, and ``restart_after_mark()`` re-reads from the line after it (a bad row costs only
+    its first line). Lines split on b"\n" only (never str.splitlines(), which also breaks on
+    \x1c, \u2028... inside text); "\n" never occurs inside a multi-byte UTF-8 character, so
+    each line decodes on its own. Undecodable bytes become lone surrogates
+    (``surrogateescape``) so the one bad row can be reported; ``clean`` turns False then.
+    """
+
+    def __init__(self, path: Path):
+        if _line_separator(path) == b"\r":  # classic-Mac line ends: rare and old, read whole
+            self.file = io.BytesIO(path.read_bytes().replace(b"\r", b"\n"))
+        else:
+            self.file = open(path, "rb")  # noqa: SIM115 (closed by close(), from the generator's finally)
         self.pos = 0  # index of the next line to hand out; line number = index + 1
+        self.offset = 0  # byte offset of that line
+        self.clean = True
+        self.mark()
+
+    def mark(self) -> None:
+        self.mark_pos, self.mark_offset, self.first_line = self.pos, self.offset, None
+
+    def restart_after_mark(self) -> None:
+        """Continue with the line after the marked row's first line."""
+        self.file.seek(self.mark_offset)
+        self.pos, self.offset = self.mark_pos, self.mark_offset
+        self._read()  # the first line is skipped, not handed out again
+        self.mark()
+
+    def _read(self) -> str | None:
+        raw = self.file.readline()
+        if not raw:
+            return None
+        if self.offset == 0 and raw.startswith(b"\xef\xbb\xbf"):  # BOM
+            raw = raw[3:]
+            self.offset = 3
+        self.pos += 1
+        self.offset += len(raw)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.clean = False
+            return raw.decode("utf-8", "surrogateescape")
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        if self.pos >= len(self.lines):
+        line = self._read()
+        if line is None:
             raise StopIteration
-        self.pos += 1
-        return self.lines[self.pos - 1]
+        if self.first_line is None:
+            self.first_line = line
+        return line
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _quote_problem(err: csv.Error | None, n_lines: int, at_end: bool) -> str:
@@ -906,12 +950,19 @@ def _delimited_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator
     where a row ends costs only its own line: reading restarts on the next line, so one stray
     quote cannot swallow the rest of the file. TSV is a no-quoting format by convention, so a
     TSV line that is not well-formed quoting is read literally (its quotes are text)."""
-    text, clean = _decode(path)
     delimiter = "\t" if kind == "tsv" else ","
-    feed = _LineFeed(text)
+    feed = _LineFeed(path)
+    try:
+        yield from _delimited_rows(path, bad, kind, wanted, feed, delimiter)
+    finally:
+        feed.close()
+
+
+def _delimited_rows(path: Path, bad: _BadRows, kind: str, wanted, feed: _LineFeed, delimiter: str):
     reader = csv.reader(feed, delimiter=delimiter, strict=True)
     header = None
     while True:
+        feed.mark()
         start = feed.pos
         problem = None
         try:
@@ -930,10 +981,11 @@ def _delimited_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator
                 if len(fields) != len(header) or labels_broken:
                     problem = _quote_problem(None, spans, False)
         if problem is not None:
-            feed.pos = start + 1
+            first_line = feed.first_line or ""
+            feed.restart_after_mark()
             reader = csv.reader(feed, delimiter=delimiter, strict=True)  # a fresh reader, no half-read field
             if kind == "tsv":
-                fields = feed.lines[start].rstrip("\r\n").split("\t")
+                fields = first_line.rstrip("\r\n").split("\t")
             elif header is None:
                 raise DataError(path, start + 1, f"header row: {problem}",
                                 fix="the first row must name the columns, without stray quotes")
@@ -948,7 +1000,7 @@ def _delimited_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator
             header = [f.strip() for f in fields]
             _missing_columns(path, header, wanted)
             continue
-        if not clean and any(_undecodable(f) for f in fields):
+        if not feed.clean and any(_undecodable(f) for f in fields):
             bad(path, start + 1, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
             continue
         fields = _drop_empty_tail(fields, len(header))

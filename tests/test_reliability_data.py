@@ -173,3 +173,21 @@ def test_utf16_file_is_named_with_the_fix(tmp_path, encoding):
         load_dataset(folder, on_bad_rows="skip")  # a whole-file problem: raised even when skipping
     assert err.value.path.name == "train.txt" and "UTF-16" in err.value.reason
     assert "iconv -f UTF-16" in err.value.fix
+
+
+def test_csv_is_streamed_not_read_whole(tmp_path, monkeypatch):
+    # A 1.6 GB CSV read whole is ~1.6 GB of bytes plus the decoded text and a list of its lines;
+    # the reader must walk the file instead (bounded memory: benchmarks/bench_scale.py check-csv).
+    # Multi-line quoted fields, a BOM and a bad row after them still read as before.
+    path = write(tmp_path / "d.csv", '\ufefftext,label\n"第一行\n第二行，含逗号",a\n"坏"引号,b\n第三条,b\n')
+    read_whole = Path.read_bytes
+
+    def refuse(self):
+        if self == path:
+            raise AssertionError("the CSV was read whole")
+        return read_whole(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    ds = load_dataset(path, on_bad_rows="skip", split_ratios=(1, 0, 0))
+    assert ds.texts("train") == ["第一行\n第二行，含逗号", "第三条"]
+    assert [(b.line, "malformed quotes" in b.reason) for b in ds.skipped] == [(4, True)]
