@@ -178,8 +178,12 @@ class Dataset:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(json.dumps(self.label_names, ensure_ascii=False).encode("utf-8"))
         digest.update(len(self._texts).to_bytes(8, "little"))
-        for text in self._texts:  # streamed from the TextStore; length-prefixed, so no
-            data = text.encode("utf-8", "surrogatepass")  # separator can be forged inside a text
+        # length-prefixed, so no separator can be forged inside a text; a TextStore column gives
+        # its stored bytes (the same encoding) without decoding them: 500k articles, ~2x faster
+        texts = self._texts
+        chunks = (texts.iter_bytes() if hasattr(texts, "iter_bytes")
+                  else (t.encode("utf-8", "surrogatepass") for t in texts))
+        for data in chunks:
             digest.update(len(data).to_bytes(8, "little"))
             digest.update(data)
         digest.update(np.ascontiguousarray(self._labels, dtype=np.int64).tobytes())

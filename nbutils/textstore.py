@@ -82,11 +82,14 @@ class TextStore:
 
     def read_range(self, first: int, last: int) -> list[str]:
         """Rows ``first`` .. ``last - 1`` with one read (they are adjacent in the file)."""
+        return [bytes(b).decode(_ENCODING, _ERRORS) for b in self.read_range_bytes(first, last)]
+
+    def read_range_bytes(self, first: int, last: int) -> list[memoryview]:
+        """The stored UTF-8 bytes of rows ``first`` .. ``last - 1``, one read, no decoding."""
         self._flush()
         base = self._starts[first]
-        block = os.pread(self._fd, self._starts[last] - base, base)
-        return [block[self._starts[i] - base:self._starts[i + 1] - base].decode(_ENCODING, _ERRORS)
-                for i in range(first, last)]
+        block = memoryview(os.pread(self._fd, self._starts[last] - base, base))
+        return [block[self._starts[i] - base:self._starts[i + 1] - base] for i in range(first, last)]
 
     def digests(self) -> np.ndarray:
         return np.frombuffer(self._digests, dtype=np.int64) if len(self) else np.zeros(0, np.int64)
@@ -126,26 +129,32 @@ class TextColumn(Sequence):
     def __iter__(self) -> Iterator[str]:
         return self.iter_batches(None)
 
+    def _runs(self) -> Iterator[tuple[int, int, int]]:
+        """(store row of the first, store row after the last, column position of the first) for
+        each run of consecutive store rows, capped at about one read block."""
+        lengths = self.store.byte_lengths()
+        i, n = 0, len(self.index)
+        while i < n:
+            j, block = i + 1, int(lengths[self.index[i]])
+            while j < n and self.index[j] == self.index[j - 1] + 1 and block < _READ_BLOCK:
+                block += int(lengths[self.index[j]])
+                j += 1
+            yield int(self.index[i]), int(self.index[j - 1]) + 1, i
+            i = j
+
     def iter_batches(self, max_bytes: int | None = _READ_BLOCK) -> Iterator:
         """The texts in order; with ``max_bytes``, as lists of at most that many UTF-8 bytes
         (at least one text each), else one by one. Runs of adjacent rows are read at once."""
         lengths = self.store.byte_lengths()
         batch: list[str] = []
         size = 0
-        i, n = 0, len(self.index)
-        while i < n:
-            # the longest run of consecutive store rows starting at i, capped at one read block
-            j, block = i + 1, int(lengths[self.index[i]])
-            while j < n and self.index[j] == self.index[j - 1] + 1 and block < _READ_BLOCK:
-                block += int(lengths[self.index[j]])
-                j += 1
-            texts = self.store.read_range(int(self.index[i]), int(self.index[j - 1]) + 1)
-            i = j
+        for first, last, _ in self._runs():
+            texts = self.store.read_range(first, last)
             if max_bytes is None:
                 yield from texts
                 continue
-            for text, row in zip(texts, range(j - len(texts), j), strict=True):
-                cost = int(lengths[self.index[row]])
+            for text, row in zip(texts, range(first, last), strict=True):
+                cost = int(lengths[row])
                 if batch and size + cost > max_bytes:
                     yield batch
                     batch, size = [], 0
@@ -153,6 +162,12 @@ class TextColumn(Sequence):
                 size += cost
         if max_bytes is not None and batch:
             yield batch
+
+    def iter_bytes(self) -> Iterator[memoryview]:
+        """Each text's stored UTF-8 bytes (``surrogatepass``), in order, never decoded: hashing
+        them (``Dataset.content_fingerprint``) needs no str round trip."""
+        for first, last, _ in self._runs():
+            yield from self.store.read_range_bytes(first, last)
 
     def tolist(self) -> list[str]:
         return list(self)

@@ -85,3 +85,11 @@ def test_quality_equals_the_in_memory_reference_on_messy_data():
     assert small.quality() == reference_quality(small.frame, names)
     assert ds.class_counts().to_numpy().sum() == 2000
     assert np.array_equal(ds.label_array(), frame["label"].to_numpy())
+
+
+def test_iter_bytes_gives_the_stored_encoding_in_column_order():
+    texts = ["甲乙", "x\udc80y", "", "长" * 5000, "end"]  # a lone surrogate round-trips (surrogatepass)
+    store = TextStore(texts)
+    for rows in ([0, 1, 2, 3, 4], [4, 1, 1, 0], [3, 2]):
+        got = [bytes(b) for b in store.column(rows).iter_bytes()]
+        assert got == [texts[r].encode("utf-8", "surrogatepass") for r in rows]
