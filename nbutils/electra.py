@@ -100,10 +100,12 @@ def _electra_class():
             gen_loss = nn.functional.cross_entropy(gen_logits.float(), labels[selected]) if selected.any() \
                 else gen_hidden.sum() * 0.0
             with torch.no_grad():
-                sampled = torch.distributions.Categorical(logits=gen_logits.float()).sample()
                 original = torch.where(selected, labels, input_ids)
                 corrupted = input_ids.clone()
-                corrupted[selected] = sampled
+                # A batch may select no token at all (the 2-text last batch of an epoch can):
+                # Categorical refuses empty logits, and there is nothing to replace anyway.
+                if selected.any():
+                    corrupted[selected] = torch.distributions.Categorical(logits=gen_logits.float()).sample()
                 replaced = (corrupted != original).float()
             hidden = self.discriminator(corrupted, attention_mask=attention_mask, return_dict=True)[0]
             disc_logits = self.rtd_head(hidden).squeeze(-1).float()

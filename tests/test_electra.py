@@ -40,6 +40,17 @@ def test_generator_shares_the_discriminators_embeddings(tiny_bert):
     assert model.generator.config.intermediate_size == 32  # half the discriminator's
 
 
+def test_a_batch_with_no_selected_token_trains(tiny_bert):
+    # The last batch of an epoch can be 2 short titles with no token selected for masking.
+    model = build_electra(tiny_bert, ElectraConfig(generator_layers=1))
+    input_ids = torch.tensor([[101, 2769, 4263, 102], [101, 872, 1962, 102]])
+    out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                labels=torch.full_like(input_ids, -100))
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert out["gen_total"] == 0
+
+
 def test_discriminator_learns_to_detect_replacements(electra_run):
     m = electra_run.metrics
     assert m["recipe"] == "electra" and m["steps"] == 60
