@@ -1,8 +1,9 @@
 """Turn a run directory into a report: collect what each stage wrote, analyse it, render HTML.
 
 The report notebook (``notebooks/06_report.ipynb``) is thin: it calls :func:`load_run`, shows
-tables and figures built here, trains the TF-IDF baseline (``nbutils.baseline``) and writes
-``report/baseline.json`` and ``report/summary.md``. The HTML is the executed notebook exported
+tables and figures built here, and through ``nbutils.report_sections`` trains the TF-IDF
+baseline (``nbutils.baseline``, written to ``report/baseline.json``) and shows the error
+analysis; it writes ``report/summary.md``. The HTML is the executed notebook exported
 by nbconvert with the code hidden and every image embedded, so ``report/report.html`` is one
 file a reader can open anywhere.
 
