@@ -7,22 +7,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
 
 FINGERPRINT = "run_fingerprint.json"  # in checkpoints/: what the checkpoints were trained on
+TRAINER_STATE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME: written last in a checkpoint
 # Config fields that change how a run looks or where files go, not what it learns: a resume may
 # change them freely.
 COSMETIC_FIELDS = ("headless", "keep_checkpoints", "dataloader_num_workers")
 
 
 def last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder in ``ckpt_dir``, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete ``checkpoint-N`` folder in ``ckpt_dir``, or None.
 
-    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    Trainer writes a checkpoint's ``trainer_state.json`` last, so a folder without a readable one
+    was cut off mid-save (Kernel > Interrupt, a kill): resuming from it would restart the step
+    count at 0 or fail on the missing optimizer state. It is skipped for the one before it.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    steps = sorted((int(m.group(1)), path) for path in ckpt_dir.iterdir()
+                   if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name)))
+    for _, path in reversed(steps):
+        try:
+            json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
 
 
 def training_setup(model, optimizer=None) -> dict:

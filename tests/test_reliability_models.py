@@ -74,6 +74,25 @@ def test_resume_is_refused_when_labels_shift_and_allowed_for_a_copy(tmp_path):
         check_resume(ckpt, run_fingerprint("model", load_dataset(data), config, sizes))
 
 
+def test_resume_skips_a_checkpoint_cut_off_mid_save(tmp_path):
+    """Kernel > Interrupt while Trainer saves leaves checkpoint-N without its trainer_state.json
+    (written last): resuming from it would restart the step count at 0. The one before is used."""
+    from nbutils.resume import last_checkpoint
+
+    ckpt = tmp_path / "checkpoints"
+    assert last_checkpoint(ckpt) is None
+    for step in (10, 20):
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+        write_json(ckpt / f"checkpoint-{step}" / "trainer_state.json", {"global_step": step})
+    (ckpt / "checkpoint-30").mkdir()  # interrupted before its trainer_state.json
+    (ckpt / "checkpoint-30" / "model.safetensors").write_bytes(b"partial")
+    (ckpt / "checkpoint-100").mkdir()
+    (ckpt / "checkpoint-100" / "trainer_state.json").write_text('{"global_st', encoding="utf-8")  # cut off
+    (ckpt / "checkpoint-9").mkdir()  # 9 < 20 numerically, though "checkpoint-9" sorts after as text
+    write_json(ckpt / "checkpoint-9" / "trainer_state.json", {"global_step": 9})
+    assert last_checkpoint(ckpt) == str(ckpt / "checkpoint-20")
+
+
 # --- case 4: predict -------------------------------------------------------------------------
 
 
