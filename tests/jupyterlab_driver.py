@@ -1,0 +1,218 @@
+"""Driving JupyterLab in headless Chromium, as a person would: start a server, open a notebook,
+use its menus, read what the page shows.
+
+Used by tests/test_browser.py and benchmarks/check_jupyterlab_run_all.py. It drives Debian's
+Chromium (`/usr/bin/chromium`, or NBUTILS_CHROMIUM) with Playwright for Python; Playwright's own
+browser download is not used. Not a test file itself (no `test_` prefix).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM = os.environ.get("NBUTILS_CHROMIUM", "/usr/bin/chromium")
+INSTALL = ("install them with:\n"
+           "    apt-get update && apt-get install -y chromium fonts-noto-cjk   # Debian/Ubuntu, as root\n"
+           "    pip install playwright   (or: pip install -e '.[dev]')\n"
+           "Playwright's own browser download (`playwright install`) is not needed: the test drives "
+           "the system Chromium (set NBUTILS_CHROMIUM to use another Chromium binary).")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps"]
+POLL_S = 0.1  # how often the page is looked at while waiting (reading the DOM costs little)
+
+
+def missing_browser() -> str | None:
+    """Why the browser cannot be driven here (with how to install it), or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return f"Playwright for Python is not installed; {INSTALL}"
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        return f"no Chromium at {CHROMIUM}; {INSTALL}"
+    return None
+
+
+@dataclass
+class Phases:
+    """Wall time per named phase: where a browser check spends its time."""
+
+    rows: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.rows.append((name, time.monotonic() - start))
+
+    def table(self) -> str:
+        total = sum(s for _, s in self.rows)
+        lines = [f"{name:<44} {seconds:7.1f} s" for name, seconds in self.rows]
+        return "\n".join([*lines, f"{'total':<44} {total:7.1f} s"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    proc: subprocess.Popen
+    log: object
+    log_path: Path
+    url: str
+    token: str
+
+    def stop(self) -> None:
+        """Stop this JupyterLab (its process group: the server and its kernels)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=2)  # a graceful stop if quick; nothing here needs saving: then SIGKILL
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        finally:
+            self.log.close()
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        """Until the server answers on its port (or fail with the end of its log)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.close()
+                raise AssertionError(f"JupyterLab exited with {self.proc.returncode}: "
+                                     + self.log_path.read_text(errors="replace")[-2000:])
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"JupyterLab did not answer within {timeout_s:.0f} s")
+
+
+def start_jupyterlab(root: Path, home: Path, env: dict | None = None, wait: bool = True,
+                     timeout_s: float = 120) -> Lab:
+    """A JupyterLab of its own on 127.0.0.1 (free port, random token), serving ``root``.
+
+    ``env``: the server's (and its kernels') environment; default: this one with OMP_NUM_THREADS=1.
+    ``wait=False`` returns at once (do other work while it starts, then ``lab.wait_ready()``).
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    # A fresh user: start the notebook's kernel without asking, and no "Jupyter news?" toast.
+    for plugin, settings in (("notebook-extension/tracker", '{"autoStartDefaultKernel": true}'),
+                             ("apputils-extension/notification", '{"fetchNews": "false"}')):
+        path = home / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(settings, encoding="utf-8")
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**({**os.environ, "OMP_NUM_THREADS": "1"} if env is None else env), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+               "--ServerApp.terminals_enabled=False"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    log_path = home / "jupyterlab.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed by Lab.stop
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    lab = Lab(proc, log, log_path, f"http://127.0.0.1:{port}", token)
+    if wait:
+        lab.wait_ready(timeout_s)
+    return lab
+
+
+def launch_chromium(playwright, profile_dir: Path):
+    return playwright.chromium.launch_persistent_context(
+        str(profile_dir), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 900})
+
+
+def open_notebook(page, lab: Lab, name: str, workspace: str = "", timeout_ms: float = 120_000,
+                  wait: bool = True) -> None:
+    """Open ``name`` and wait until its kernel is up (status bar: "Python 3 | Idle").
+
+    ``workspace``: a JupyterLab workspace of that name, which shows this notebook alone (the
+    default workspace also restores the notebooks opened before). ``wait=False`` returns once
+    the page has loaded, while the kernel starts (then :func:`wait_for_kernel`).
+    """
+    prefix = f"/lab/workspaces/{workspace}" if workspace else "/lab"
+    page.goto(f"{lab.url}{prefix}/tree/{name}?token={lab.token}")
+    if wait:
+        wait_for_kernel(page, timeout_ms)
+
+
+def wait_for_kernel(page, timeout_ms: float = 120_000) -> None:
+    page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=timeout_ms)
+    # Run All before the kernel is connected is lost: wait until the status bar names it, Idle.
+    page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"Python 3.*Idle")).wait_for(timeout=timeout_ms)
+
+
+def menu(page, top: str, item: str) -> None:
+    """Click ``top`` in the menu bar, then ``item`` in its menu (exact labels)."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(rf"^{re.escape(top)}$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(rf"^{re.escape(item)}$")).click()
+
+
+def run_all(page) -> None:
+    menu(page, "Run", "Run All Cells")
+
+
+def interrupt_kernel(page) -> None:
+    menu(page, "Kernel", "Interrupt Kernel")
+
+
+def prompts(page) -> list[str]:
+    # text_content, not inner_text: cells scrolled out of view are not rendered but are in the DOM
+    return [p.strip() for p in page.locator(".jp-CodeCell .jp-InputPrompt").all_text_contents()]
+
+
+def wait_until_done(page, previous_last_prompt: str, timeout_s: float) -> str:
+    """Every queued cell has run: no `[*]` prompt, and the last cell's count has moved on."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        shown = prompts(page)
+        last = shown[-1] if shown else ""
+        if shown and not any("*" in p for p in shown) and last not in (previous_last_prompt, "[ ]:"):
+            return last
+        time.sleep(POLL_S)
+    raise AssertionError(f"the notebook did not finish within {timeout_s:.0f} s (last prompt {last!r}; "
+                         f"errors shown: {errors(page)})")
+
+
+def wait_until_idle(page, timeout_s: float) -> None:
+    """No cell is running or queued any more (after an interrupt the rest of the queue is dropped)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any("*" in p for p in prompts(page)):
+            return
+        time.sleep(POLL_S)
+    raise AssertionError(f"cells still running {timeout_s:.0f} s after the interrupt")
+
+
+def outputs(page) -> list[str]:
+    return page.locator(".jp-OutputArea-output").all_text_contents()
+
+
+def errors(page) -> list[str]:
+    """Error outputs on the page (an exception's traceback)."""
+    return [t[:800] for t in outputs(page) if "Traceback" in t]
