@@ -58,6 +58,8 @@ class ThreadGovernorCallback(TrainerCallback):
             torch.set_num_threads(after)
 
     def on_train_end(self, args, state, control, **kwargs):
+        global _last_count
+        _last_count = self.governor.home
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -66,10 +68,16 @@ class ThreadGovernorCallback(TrainerCallback):
             print(self.governor.summary(), flush=True)
 
 
+# The count the last training in this process ended at: the next one (the freezing comparison
+# trains many models in a row) starts there instead of paying the slow steps again under load.
+_last_count: int | None = None
+
+
 def make_governor() -> ThreadGovernor | None:
-    """A governor for this process's policy, or None where the count is pinned or fixed."""
+    """A governor for this process's policy, or None where the count is pinned or fixed. It
+    starts where the previous training in this process ended, else at all threads."""
     count = governor_threads()
-    return ThreadGovernor(count) if count else None
+    return ThreadGovernor(count, start=_last_count) if count else None
 
 
 def govern_threads(trainer, governor: ThreadGovernor | None = None) -> ThreadGovernorCallback | None:

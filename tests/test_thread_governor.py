@@ -164,10 +164,13 @@ class TinyClassifier(torch.nn.Module):
         return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
 
-def test_callback_sets_torch_threads_in_a_real_trainer(tmp_path):
+def test_callback_sets_torch_threads_in_a_real_trainer(tmp_path, monkeypatch):
     from transformers import Trainer, TrainingArguments
 
+    from nbutils import thread_callback
     from nbutils.thread_callback import ThreadGovernorCallback, govern_threads, thread_schedule
+
+    monkeypatch.setattr(thread_callback, "_last_count", None)  # the run below sets it
 
     rows = [{"input_ids": [i % 50] * (4 + i % 3 * 4), "labels": i % 2} for i in range(64)]
 
@@ -202,6 +205,22 @@ def test_callback_sets_torch_threads_in_a_real_trainer(tmp_path):
     assert record["steps"] == 12 and record["steps_at"]["1"] >= 8
     # the work of each step is the padded tokens of its batch (4 texts of 4, 8 or 12 tokens)
     assert len(works) == 12 and all(w in (16, 32, 48) for w in works)
+
+
+def test_the_next_training_starts_where_the_last_one_ended(monkeypatch):
+    from nbutils import thread_callback
+
+    monkeypatch.setattr(threads, "_applied", threads.ThreadPolicy(threads=2, source="policy", cpus=2,
+                                                                  applied_before_torch=True))
+    monkeypatch.setattr(thread_callback, "_last_count", None)
+    assert thread_callback.make_governor().threads == 2
+    governor = ThreadGovernor(2)
+    run(governor, 50, HEAVY)
+    thread_callback.ThreadGovernorCallback(governor, verbose=False).on_train_end(None, None, None)
+    follower = thread_callback.make_governor()
+    assert follower.threads == 1
+    run(follower, 100, QUIET)  # the load has gone: it probes 2 threads as soon as its window is full
+    assert follower.home == 2 and follower.switches[0]["step"] <= 12
 
 
 def test_every_training_path_adds_the_callback():
