@@ -1,32 +1,36 @@
-"""CPU thread policy for torch: all cores, adapted during training, so a busy machine does not collapse a run.
+"""CPU thread policy for torch: results that do not change with the load, and no collapse on a busy CPU.
 
 PyTorch's CPU kernels run on OpenMP threads (GNU libgomp in the pip Linux builds), by default one
 per core. Between parallel regions a waiting libgomp thread spins (~300,000 rounds) before it
 sleeps. Quiet, that spin keeps the next region's start cheap; when another process wants a core,
-the spinning thread burns the very core its partner needs. No fixed count is right for both
-(``benchmarks/bench_threads.py``, README "CPU threads": on 2 cores two threads train the demo
-BERT ~1.5x faster than one when quiet, and up to ~50x slower beside busy processes; the gentler
-libgomp waits, GOMP_SPINCOUNT and OMP_WAIT_POLICY=PASSIVE, cost more quiet speed than they save).
-So the policy is:
+the spinning thread burns the very core its partner needs (``benchmarks/bench_threads.py``,
+README "CPU threads": on 2 cores two threads train the demo BERT ~1.5x faster than one when
+quiet, and up to ~50x slower beside busy processes; the gentler libgomp waits, GOMP_SPINCOUNT and
+OMP_WAIT_POLICY=PASSIVE, cost more quiet speed than they save). A different thread count also
+splits some sums differently (LayerNorm's weight gradient, full reductions, batched matmul and
+CPU attention differ in their last bits between 1 and 2 threads), and over thousands of steps
+those bits grow into different models: the demo, 2-thread-adaptive when quiet, tested 84.53%
+where the same commit pinned to one thread tested 85.86%. So the policy
+(``NBUTILS_THREAD_POLICY``) is:
 
-- torch's OpenMP pool gets every usable CPU (``OMP_NUM_THREADS`` = usable CPUs, set before torch
-  loads, so kernels and torchrun workers inherit it);
-- during training ``nbutils.thread_governor.ThreadGovernor`` (through one Trainer callback,
-  ``nbutils.thread_callback``) picks the active count from the step times, between 1 and all
-  CPUs: all while that is fastest, fewer when other processes compete;
-- **results then depend on the machine's load in their last bits** (a different thread count
-  splits sums differently): accuracy differs by noise, not bit for bit;
-- ``OMP_NUM_THREADS`` (exported by the user) or a notebook's ``torch_threads`` parameter pins
-  the count: no governor, and the same count on the same machine gives bit-identical results,
-  quiet or busy (the reproducibility escape hatch). ``NBUTILS_THREAD_POLICY=off`` leaves torch's
-  default, also without the governor.
+- ``fixed`` (the default): the usable CPUs minus one (at least one), for the whole process. One
+  core stays free for whatever else runs, so one other busy process no longer meets a spinning
+  thread, and the count never depends on the load: the same machine gives bit-identical results
+  quiet or busy. On 2 cores that is one thread, ~1.5x slower than two when the machine is quiet;
+- ``adaptive``: torch's pool gets every usable CPU, and during training
+  ``nbutils.thread_governor.ThreadGovernor`` (one Trainer callback, ``nbutils.thread_callback``)
+  picks the active count from the step times: all while that is fastest, fewer while other
+  processes compete. Quiet speed of two threads and no collapse, but **results then depend on
+  the machine's load** (accuracy moves by seed-sized noise): for speed, not for reported numbers;
+- ``off``: torch's default count (all CPUs), fixed.
 
-OpenMP reads ``OMP_NUM_THREADS`` once, when torch loads, so the policy must be in the
-environment before ``import torch``; ``import nbutils`` puts it there (``nbutils/__init__.py``),
-and every way torch runs here imports nbutils first: the CLI, the runner (its papermill kernels
-inherit the environment), the notebooks in JupyterLab and the ``torchrun`` workers
-(``python -m nbutils.launch``, which inherit it too). Since the policy's count equals libgomp's
-default, torch loaded first changes nothing but the record. This module never imports torch.
+``OMP_NUM_THREADS`` (exported by the user) or a notebook's ``torch_threads`` parameter pins the
+count instead. OpenMP reads ``OMP_NUM_THREADS`` once, when torch loads, so the policy must be in
+the environment before ``import torch``; ``import nbutils`` puts it there
+(``nbutils/__init__.py``), and every way torch runs here imports nbutils first: the CLI, the
+runner (its papermill kernels inherit the environment), the notebooks in JupyterLab and the
+``torchrun`` workers (``python -m nbutils.launch``, which inherit it too). This module never
+imports torch.
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ from typing import Any
 
 from nbutils.errors import NbutilsError
 
-SWITCH = "NBUTILS_THREAD_POLICY"  # "off": leave torch's default thread count
+SWITCH = "NBUTILS_THREAD_POLICY"  # fixed (default) | adaptive | off
 # Set next to OMP_NUM_THREADS when the policy (not the user) chose it, so child processes
 # (kernels, torchrun workers) can tell the two apart.
 MARKER = "NBUTILS_POLICY_THREADS"
 OFF_VALUES = ("off", "0", "false", "no")
+MODES = ("fixed", "adaptive")
 MEASURED = "benchmarks/bench_threads.py; README, CPU threads"
 
 
@@ -55,20 +60,32 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def policy_threads(cpus: int | None = None) -> int:
-    """The size of torch's thread pool under the policy: every usable CPU (the governor uses fewer
-    when that is faster)."""
-    return max(1, usable_cpus() if cpus is None else cpus)
+def policy_mode(environ: MutableMapping[str, str] | None = None) -> str:
+    """``fixed``, ``adaptive`` or ``off``, from NBUTILS_THREAD_POLICY (unset: fixed)."""
+    raw = (os.environ if environ is None else environ).get(SWITCH, "").strip().lower()
+    if raw in OFF_VALUES:
+        return "off"
+    if raw in ("", *MODES):
+        return raw or "fixed"
+    raise NbutilsError(f"{SWITCH}={raw!r} is not a thread policy",
+                       fix=f"set {SWITCH} to fixed (bit-identical, the default), adaptive (faster when "
+                           "quiet; results follow the load) or off (torch's default)")
+
+
+def policy_threads(cpus: int | None = None, mode: str = "fixed") -> int:
+    """The size of torch's thread pool under the policy: ``fixed``, every usable CPU but one;
+    ``adaptive``, every usable CPU (the governor uses fewer when that is faster)."""
+    cpus = usable_cpus() if cpus is None else cpus
+    return max(1, cpus if mode == "adaptive" else cpus - 1)
 
 
 def policy_environment(environ: MutableMapping[str, str] | None = None, cpus: int | None = None) -> dict[str, str]:
     """The variables the policy adds to ``environ`` (none where the user decided already)."""
     environ = os.environ if environ is None else environ
-    if environ.get(SWITCH, "").strip().lower() in OFF_VALUES:
+    mode = policy_mode(environ)
+    if mode == "off" or environ.get("OMP_NUM_THREADS", "").strip():
         return {}
-    if environ.get("OMP_NUM_THREADS", "").strip():
-        return {}
-    count = str(policy_threads(cpus))
+    count = str(policy_threads(cpus, mode))
     return {"OMP_NUM_THREADS": count, MARKER: count}
 
 
@@ -81,22 +98,29 @@ class ThreadPolicy:
     cpus: int  # usable CPUs
     applied_before_torch: bool  # False: torch loaded first, so OpenMP kept its own count
     set_here: dict[str, str] = field(default_factory=dict)  # variables this process added
+    mode: str = "fixed"  # NBUTILS_THREAD_POLICY: fixed | adaptive | off
 
     @property
     def adaptive(self) -> bool:
-        """Whether training adapts the count (the governor): the policy's count, more than one."""
-        return self.source == "policy" and (self.threads or 0) > 1
+        """Whether training adapts the count (the governor): the adaptive policy's pool, more than one."""
+        return self.source == "policy" and self.mode == "adaptive" and (self.threads or 0) > 1
 
     @property
     def reason(self) -> str:
         pinned = "; pinned, so results are bit-identical quiet or busy"
+        if self.source == "policy" and self.mode == "fixed" and not self.applied_before_torch:
+            return ("torch was imported before nbutils, so OpenMP kept its own thread count; "
+                    "import nbutils first (or export OMP_NUM_THREADS)")
+        if self.source == "policy" and self.mode == "fixed":
+            return (f"{SWITCH}=fixed: one of {self.cpus} CPUs left free, so another busy process cannot "
+                    f"collapse training, and never changed, so results are bit-identical quiet or busy "
+                    f"({SWITCH}=adaptive: faster when quiet, results follow the load; {MEASURED})")
         if self.source == "policy" and not self.adaptive:
             return "one usable CPU: one thread"
         return {
-            "policy": (f"training uses {self.threads} threads while that is fastest, fewer while other "
-                       f"processes compete for the CPUs (they make spinning OpenMP threads collapse; "
-                       f"{MEASURED}); results then depend on the load in their last bits: "
-                       f"set OMP_NUM_THREADS or torch_threads for bit-identical runs"),
+            "policy": (f"{SWITCH}=adaptive: training uses {self.threads} threads while that is fastest, "
+                       f"fewer while other processes compete for the CPUs ({MEASURED}); results then "
+                       f"depend on the load: unset {SWITCH} or set torch_threads for bit-identical runs"),
             "OMP_NUM_THREADS": "OMP_NUM_THREADS from the environment" + pinned,
             "torch_threads": "the torch_threads parameter" + pinned,
             "off": f"{SWITCH}=off: torch's default thread count, fixed",
@@ -131,14 +155,14 @@ def _count(environ: MutableMapping[str, str]) -> int | None:
 
 def _policy_for(environ: MutableMapping[str, str], added: dict[str, str], torch_loaded: bool) -> ThreadPolicy:
     threads = _count(environ)
-    if environ.get(SWITCH, "").strip().lower() in OFF_VALUES and not environ.get("OMP_NUM_THREADS"):
+    if policy_mode(environ) == "off" and not environ.get("OMP_NUM_THREADS"):
         source = "off"
     elif added or (threads is not None and environ.get(MARKER) == environ.get("OMP_NUM_THREADS")):
         source = "policy"  # chosen here, or inherited from a parent process's policy
     else:
         source = "OMP_NUM_THREADS"
     return ThreadPolicy(threads=threads, source=source, cpus=usable_cpus(),
-                        applied_before_torch=not torch_loaded, set_here=dict(added))
+                        applied_before_torch=not torch_loaded, set_here=dict(added), mode=policy_mode(environ))
 
 
 _applied: ThreadPolicy | None = None

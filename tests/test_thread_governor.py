@@ -141,10 +141,11 @@ def test_one_cpu_or_a_pinned_count_has_no_governor(monkeypatch):
     def policy(**kw):
         return threads.ThreadPolicy(cpus=2, applied_before_torch=True, **kw)
 
-    monkeypatch.setattr(threads, "_applied", policy(threads=2, source="policy"))
+    monkeypatch.setattr(threads, "_applied", policy(threads=2, source="policy", mode="adaptive"))
     assert make_governor().max_threads == 2
     for pinned in (policy(threads=2, source="OMP_NUM_THREADS"), policy(threads=1, source="torch_threads"),
-                   policy(threads=None, source="off"), policy(threads=1, source="policy")):
+                   policy(threads=None, source="off"), policy(threads=1, source="policy", mode="adaptive"),
+                   policy(threads=1, source="policy"), policy(threads=2, source="policy", mode="fixed")):
         monkeypatch.setattr(threads, "_applied", pinned)
         assert make_governor() is None, pinned
     # a governor with a single candidate never probes or switches
@@ -211,7 +212,7 @@ def test_the_next_training_starts_where_the_last_one_ended(monkeypatch):
     from nbutils import thread_callback
 
     monkeypatch.setattr(threads, "_applied", threads.ThreadPolicy(threads=2, source="policy", cpus=2,
-                                                                  applied_before_torch=True))
+                                                                  applied_before_torch=True, mode="adaptive"))
     monkeypatch.setattr(thread_callback, "_last_count", None)
     assert thread_callback.make_governor().threads == 2
     governor = ThreadGovernor(2)

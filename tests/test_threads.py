@@ -53,10 +53,16 @@ def run(cmd: list[str], env: dict[str, str], timeout: int = 120) -> subprocess.C
 
 
 def test_policy_adds_only_what_the_user_left_unset():
-    assert threads.policy_threads(2) == 2 and threads.policy_threads(1) == 1 and threads.policy_threads(16) == 16
-    assert threads.policy_environment({}, cpus=2) == {"OMP_NUM_THREADS": "2", threads.MARKER: "2"}
+    # fixed (the default): all CPUs but one; adaptive: the whole pool, the governor picks the count
+    assert threads.policy_threads(2) == 1 and threads.policy_threads(1) == 1 and threads.policy_threads(16) == 15
+    assert threads.policy_threads(2, "adaptive") == 2 and threads.policy_threads(16, "adaptive") == 16
+    assert threads.policy_environment({}, cpus=2) == {"OMP_NUM_THREADS": "1", threads.MARKER: "1"}
+    assert threads.policy_environment({threads.SWITCH: "adaptive"}, cpus=2) == {"OMP_NUM_THREADS": "2",
+                                                                                threads.MARKER: "2"}
     assert threads.policy_environment({"OMP_NUM_THREADS": "2"}, cpus=2) == {}
     assert threads.policy_environment({threads.SWITCH: "off"}, cpus=2) == {}
+    with pytest.raises(NbutilsError, match="fixed .*adaptive .*off"):
+        threads.policy_environment({threads.SWITCH: "fast"}, cpus=2)
     env = {"OMP_NUM_THREADS": "3"}
     policy = threads.apply_thread_policy(env)
     assert env == {"OMP_NUM_THREADS": "3"}
@@ -64,15 +70,21 @@ def test_policy_adds_only_what_the_user_left_unset():
     assert not policy.adaptive and "bit-identical" in policy.reason  # pinned: no governor
     env = {}
     policy = threads.apply_thread_policy(env)
-    assert (policy.threads, policy.source) == (POLICY, "policy")
-    assert policy.adaptive == (POLICY > 1)
-    if policy.adaptive:
-        assert "fewer while other processes compete" in policy.reason and "last bits" in policy.reason
-        assert policy.describe(POLICY).startswith(f"CPU threads: adaptive 1-{POLICY} (now {POLICY}) of {POLICY}")
+    assert (policy.threads, policy.source, policy.mode) == (POLICY, "policy", "fixed")
+    assert not policy.adaptive and "bit-identical" in policy.reason and "left free" in policy.reason
+    assert policy.describe(POLICY).startswith(f"CPU threads: {POLICY} of {DEFAULT}")
+    env_adaptive = {threads.SWITCH: "adaptive"}
+    adaptive = threads.apply_thread_policy(env_adaptive)
+    assert adaptive.adaptive == (DEFAULT > 1) and adaptive.threads == DEFAULT
+    if adaptive.adaptive:
+        assert "fewer while other processes compete" in adaptive.reason
+        assert "depend on the load" in adaptive.reason
+        assert adaptive.describe(DEFAULT).startswith(f"CPU threads: adaptive 1-{DEFAULT} (now {DEFAULT}) of {DEFAULT}")
     # a child process that inherited the policy's count still knows it is the policy's
     assert threads.apply_thread_policy(dict(env)).source == "policy"
+    assert threads.apply_thread_policy(dict(env_adaptive)).adaptive == adaptive.adaptive
     # ... unless torch_threads / the user changed the count (the marker no longer matches)
-    assert threads.apply_thread_policy({**env, "OMP_NUM_THREADS": "1"}).source == "OMP_NUM_THREADS"
+    assert threads.apply_thread_policy({**env, "OMP_NUM_THREADS": "7"}).source == "OMP_NUM_THREADS"
 
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
@@ -92,8 +104,7 @@ def test_cli_applies_the_policy_before_torch_loads():
     assert shown["applied_before_torch"] is True and shown["torch_threads"] == POLICY
     assert shown["source"] == "policy" and shown["set_here"] == {"OMP_NUM_THREADS": str(POLICY),
                                                                  threads.MARKER: str(POLICY)}
-    if DEFAULT > 1:
-        assert shown["policy"] == "adaptive" and f"adaptive 1-{POLICY} (now {POLICY}) of {DEFAULT}" in proc.stdout
+    assert shown["policy"] == "fixed" and shown["mode"] == "fixed" and f"CPU threads: {POLICY} of {DEFAULT}" in proc.stdout
     assert len(shown["load_average"]) == 3
 
 
@@ -115,13 +126,16 @@ def test_the_switch_turns_the_policy_off():
 
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
-def test_torch_loaded_first_is_recorded_and_still_governed():
-    # the policy's pool size is libgomp's default, so torch loaded first only shows in the record
+def test_torch_loaded_first_is_recorded():
+    # torch loaded before nbutils keeps libgomp's count: the record says so and how to fix it
     code = ("import torch, nbutils.threads as t; p = t.current_policy(); "
-            "print(p.applied_before_torch, t.governor_threads(), torch.get_num_threads())")
+            "print(p.reason); print(p.applied_before_torch, t.governor_threads(), torch.get_num_threads())")
     proc = run([sys.executable, "-c", code], clean_env())
     assert effective_threads(proc.stderr) == [DEFAULT]
-    assert proc.stdout.split() == ["False", str(DEFAULT), str(DEFAULT)]
+    assert proc.stdout.split()[-3:] == ["False", "None", str(DEFAULT)] and "import nbutils first" in proc.stdout
+    # the adaptive pool is libgomp's default count, so there it only shows in the record
+    proc = run([sys.executable, "-c", code], clean_env(**{threads.SWITCH: "adaptive"}))
+    assert proc.stdout.split()[-3:] == ["False", str(DEFAULT), str(DEFAULT)]
 
 
 def _import_statements(source: str) -> str:
