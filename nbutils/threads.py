@@ -111,7 +111,7 @@ class ThreadPolicy:
         if self.source == "policy" and self.mode == "fixed" and not self.applied_before_torch:
             return ("torch was imported before nbutils, so OpenMP kept its own thread count; "
                     "import nbutils first (or export OMP_NUM_THREADS)")
-        if self.source == "policy" and self.mode == "fixed":
+        if self.source == "policy" and self.mode == "fixed" and self.cpus > 1:
             return (f"{SWITCH}=fixed: one of {self.cpus} CPUs left free, so another busy process cannot "
                     f"collapse training, and never changed, so results are bit-identical quiet or busy "
                     f"({SWITCH}=adaptive: faster when quiet, results follow the load; {MEASURED})")
