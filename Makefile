@@ -51,11 +51,17 @@ figures: ## redraw the README figures in figures/ from a run: make figures RUN=r
 	@test -n "$(FIGURES_RUN)" || { echo "no demo run in runs/: make demo first, or make figures RUN=runs/<run-dir>"; exit 2; }
 	nbutils figures $(FIGURES_RUN)
 
+# Two pytest workers, one test file each at a time (a module's shared fixture, such as the smoke
+# run, is built once): the notebook runs wait on kernels and subprocesses, so two workers keep both
+# cores busy. `make test PYTEST_WORKERS=0` runs everything in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: data ## run the test suite (unit + end-to-end smoke run) on the real data (fetched by `make data`)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: ## unit tests only (no slow end-to-end/multi-process checks); offline: falls back to tests/fixtures
-	$(PYTHON) -m pytest -m "not slow"
+	$(PYTHON) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: ## ruff + notebooks committed without outputs
 	ruff check .

@@ -98,3 +98,17 @@ def real_titles_dir() -> Path:
 def real_vocab_dir() -> Path:
     """The real bert-base-chinese vocab.txt and Google's bert_config.json; skipped without them."""
     return _real_dir("vocab")
+
+
+# Test files that take minutes (each runs notebooks end to end) go first, so that under
+# `pytest -n 2 --dist loadfile` (`make test`) they start at once and the short files fill the
+# other worker around them, instead of the longest one starting last and setting the wall time.
+LONGEST_FIRST = ("test_e2e_smoke.py", "test_browser.py", "test_report.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each file is kept

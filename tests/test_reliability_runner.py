@@ -152,7 +152,9 @@ def _start_runner(project, *extra: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _wait_for_running(tmp: Path, proc: subprocess.Popen, timeout: float = 60) -> Path:
+def _wait_for_running(tmp: Path, proc: subprocess.Popen, timeout: float = 300) -> Path:
+    # A guard, not a speed check: it returns as soon as the notebook runs. Under `make test`'s two
+    # workers on a loaded 2-core machine, starting a runner and its kernel took over 60 s.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for manifest in (tmp / "runs").glob("*/manifest.json"):
@@ -174,7 +176,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the runner's session: it and its kernel, nothing else
     except ProcessLookupError:
         pass
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=120)
 
 
 def test_second_runner_on_the_same_run_dir_refuses(project, tmp_path):
@@ -205,7 +207,7 @@ def test_killed_runner_leaves_interrupted_not_running(project, tmp_path, how):
     try:
         run = _wait_for_running(project[0], proc)
         os.kill(proc.pid, getattr(signal, how))
-        proc.wait(timeout=60)
+        proc.wait(timeout=120)
     finally:
         _stop_group(proc)
     data = load_run(run)
