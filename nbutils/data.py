@@ -445,15 +445,31 @@ def _undecodable(text: str) -> bool:
     return False
 
 
-def _lines(path: Path, bad: _BadRows) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its ending) for each non-blank, decodable line.
+def text_lines(path: str | Path) -> Iterator[str]:
+    """A file of one text per line (what ``nbutils predict --file`` reads), streamed: every line
+    without its ending, blank ones as they are, so result row i is line i. A line that is not
+    UTF-8 is a :class:`DataError` naming the file and line, when it is reached; a missing file,
+    a folder or a UTF-16 file is one at once."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "file not found", fix="pass a text file with one text per line")
+    if path.is_dir():
+        raise DataError(path, None, "is a folder", fix="pass a text file with one text per line")
+    _line_separator(path)  # a UTF-16 file is refused now, before any work
+    return (line for _, line in _lines(path, _BadRows(skip=False), keep_blank=True))
+
+
+def _lines(path: Path, bad: _BadRows, keep_blank: bool = False) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its ending) for each non-blank (or, with
+    ``keep_blank``, every) decodable line.
 
     Streams the file (memory: one line), splitting on b"\\n" only: str.splitlines() would also
     break on \\x1c, \\x85, \\u2028... inside text. A line with bytes that are not UTF-8 is bad on
     its own; "\\n" never occurs inside a multi-byte character, so the other lines are unaffected.
     """
     if _line_separator(path) == b"\r":
-        raws = (part + b"\n" for part in path.read_bytes().split(b"\r"))  # rare and old: read whole
+        parts = path.read_bytes().split(b"\r")  # rare and old: read whole
+        raws = (part + b"\n" for part in (parts[:-1] if parts[-1] == b"" else parts))
     else:
         raws = None
     with open(path, "rb") as file:
@@ -463,11 +479,11 @@ def _lines(path: Path, bad: _BadRows) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                if raw.strip():
+                if raw.strip() or keep_blank:
                     bad(path, number, "undecodable bytes (not UTF-8)", _ICONV_FIX.format(path=path))
                 continue
             line = line.removesuffix("\n").removesuffix("\r")
-            if not line.strip():
+            if not keep_blank and not line.strip():
                 continue
             yield number, line
 

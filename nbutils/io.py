@@ -136,6 +136,9 @@ def atomic_file(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         _fsync(tmp)
+        if not overwrite and path.exists():  # a long write (streamed predictions) can be overtaken
+            raise NbutilsError(f"{path} appeared while writing; refusing to overwrite it",
+                               fix="choose another path or pass overwrite")
         os.replace(tmp, path)
         _fsync(path.parent)
     finally:

@@ -125,16 +125,12 @@ def release_free_memory() -> None:
     Without this, glibc keeps freed blocks resident and a later run reuses them without growing
     the RSS: the first run would be billed for every later one's memory.
     """
-    import ctypes
-    import ctypes.util
     import gc
 
+    from nbutils.memory import trim_heap
+
     gc.collect()  # the previous run's model and optimizer may sit in reference cycles
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        libc = ctypes.CDLL(libc_name)
-        if hasattr(libc, "malloc_trim"):  # glibc only
-            libc.malloc_trim(0)
+    trim_heap()
 
 
 def memory_now_mb(cuda: bool, *, release: bool = False) -> float:

@@ -7,6 +7,11 @@ longest text, run batches under ``torch.inference_mode`` (bf16 on a GPU that has
 the rows back in input order. Texts are cut exactly as in training (``finetune_config.json``
 saved with the model), so an empty string or a 10,000-character article is just another row.
 
+Memory is bounded by a chunk (at most 4,096 texts / ~250k characters), not by the input: a list
+is tokenized and run chunk by chunk, and a file (``predict_file``, ``nbutils predict --file``)
+is also read and written chunk by chunk (``Predictor.frames`` -> ``write_predictions``: rows go
+to a temporary file renamed into place at the end), so 100k long articles take the memory of 10k.
+
 CLI: ``nbutils predict --model DIR [--file F] [--output CSV] [--backend torch|onnx|onnx-int8] [TEXT ...]``
 (the ONNX backends read a folder written by ``nbutils export-onnx``, see ``nbutils.onnx_export``).
 """
@@ -15,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from nbutils.errors import NbutilsError
+from nbutils.memory import trim_heap
 from nbutils.weights import quiet_weight_files
 
 
@@ -96,37 +103,64 @@ class Predictor:
 
     def __call__(self, texts, *, batch_size: int = 64, max_length: int | None = None,
                  truncation: str | None = None):
+        """The whole table for texts in memory (a list); for a file use :meth:`frames` and
+        :func:`write_predictions`, which hold one chunk at a time."""
         import pandas as pd
 
         texts = _as_texts(texts)
         if batch_size < 1:
             raise NbutilsError(f"batch_size={batch_size}", fix="use a positive batch size")
         if not texts:
-            columns = ["text", "label", "confidence", *[f"prob_{n}" for n in self.label_names]]
-            return pd.DataFrame(columns=columns + ["n_tokens", "truncated", "empty"])
-        import numpy as np
-
+            return self.empty_frame()
         from nbutils.tokenization import char_chunks
 
         cut = self.truncator(max_length, truncation)
-        logits = np.empty((len(texts), len(self.label_names)), dtype=np.float32)
-        n_tokens = np.empty(len(texts), dtype=np.int64)
-        cut_tokens = np.empty(len(texts), dtype=np.int64)
-        # Chunks of at most 4,096 texts and ~1M characters: the whole-text token lists (needed
-        # for n_tokens) of 100k long articles at once would take gigabytes.
-        for start, end in char_chunks(texts):
-            full = self.tokenizer(texts[start:end], add_special_tokens=True, truncation=False, verbose=False,
-                                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-            input_ids = [cut.cut(ids) for ids in full]
-            logits[start:end] = self.logits(input_ids, batch_size)
-            n_tokens[start:end] = [len(ids) for ids in full]
-            cut_tokens[start:end] = [len(ids) for ids in input_ids]
-        frame = prediction_frame(texts, logits, self.label_names)
+        frames = [self.chunk_frame(texts[start:end], cut, batch_size) for start, end in char_chunks(texts)]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def frames(self, texts: Iterable, *, batch_size: int = 64, max_length: int | None = None,
+               truncation: str | None = None, max_texts: int | None = None,
+               max_chars: int | None = None) -> Iterator:
+        """Tables of consecutive chunks of ``texts`` (any iterable, e.g. a file's lines), in input
+        order, reading the next chunk only when the previous table has been taken: memory holds
+        one chunk (at most ``max_texts`` texts and, beyond its first text, ``max_chars``
+        characters; default ``nbutils.tokenization.CHUNK_TEXTS``/``CHUNK_CHARS``), however many
+        texts there are. The chunks are those :meth:`__call__` forms
+        from a list (:func:`nbutils.tokenization.char_chunks`), so the rows are the same."""
+        from nbutils.tokenization import CHUNK_CHARS, CHUNK_TEXTS, iter_chunks
+
+        if batch_size < 1:
+            raise NbutilsError(f"batch_size={batch_size}", fix="use a positive batch size")
+        cut = self.truncator(max_length, truncation)
+        for chunk in iter_chunks((_as_text(t) for t in texts), max_texts or CHUNK_TEXTS, max_chars or CHUNK_CHARS):
+            yield self.chunk_frame(chunk, cut, batch_size)
+
+    def empty_frame(self):
+        import pandas as pd
+
+        columns = ["text", "label", "confidence", *[f"prob_{n}" for n in self.label_names]]
+        return pd.DataFrame(columns=columns + ["n_tokens", "truncated", "empty"])
+
+    def chunk_frame(self, texts: list[str], cut, batch_size: int):
+        """The table of one chunk: tokenized in one call (whole texts, for ``n_tokens``), cut as
+        in training, sorted by length into padded batches, rows in input order."""
+        import numpy as np
+
+        full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        input_ids = [cut.cut(ids) for ids in full]
+        n_tokens = np.array([len(ids) for ids in full], dtype=np.int64)
+        cut_tokens = np.array([len(ids) for ids in input_ids], dtype=np.int64)
+        del full
+        frame = prediction_frame(texts, self.logits(input_ids, batch_size), self.label_names)
         frame = frame.rename(columns={"pred": "label"})
         frame["n_tokens"] = n_tokens
         frame["truncated"] = n_tokens > cut_tokens
         # an empty or blank text still gets a label (the model's prior), which means nothing: flag it
         frame["empty"] = [not t.strip() for t in texts]
+        # the chunk's token lists and activations are freed: give their pages back, or the heap's
+        # fragments make the resident memory creep up with every chunk (nbutils.memory)
+        trim_heap()
         return frame
 
 
@@ -175,7 +209,11 @@ def _corrupt_weights(model_dir: Path, err: Exception) -> NbutilsError:
 def _as_texts(texts) -> list[str]:
     if isinstance(texts, str):
         return [texts]
-    return ["" if t is None else str(t) for t in texts]
+    return [_as_text(t) for t in texts]
+
+
+def _as_text(text) -> str:
+    return "" if text is None else str(text)
 
 
 class OnnxPredictor(Predictor):
@@ -301,22 +339,72 @@ def classify_box(model_dir: str | Path, *, device: str = "auto", top: int = 3):
     box.observe(classify, names="value")
     return widgets.VBox([box, out])
 
-def _read_lines(path: str) -> list[str]:
-    if path == "-":
-        return [line.rstrip("\r\n") for line in sys.stdin]
-    file = Path(path)
-    if not file.exists():
-        raise NbutilsError(f"{file}: file not found", fix="pass a text file with one text per line")
-    if file.is_dir():
-        raise NbutilsError(f"{file} is a folder", fix="pass a text file with one text per line")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise NbutilsError(f"{file}: not UTF-8 (byte {err.start})", fix="save the file as UTF-8") from None
-    # split on newlines only: str.splitlines() also splits on U+2028, \x1c..\x1e and friends,
-    # which can occur inside Chinese text and would shift every output row against its input line
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    return lines[:-1] if lines and lines[-1] == "" else lines
+def write_predictions(frames: Iterable, output: str | Path, *, overwrite: bool = False) -> int:
+    """Write prediction tables (e.g. :meth:`Predictor.frames`) to one CSV as they come; returns
+    the number of rows. The rows go to a hidden temporary file next to ``output``, renamed to
+    ``output`` after the last table: an error or Ctrl-C on the way removes it and leaves no
+    half-written file, and an earlier ``output`` is replaced only with ``overwrite``."""
+    from nbutils.io import atomic_file
+
+    rows = 0
+    with atomic_file(output, overwrite=overwrite) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
+        for frame in frames:
+            frame.to_csv(file, index=False, header=rows == 0, lineterminator="\n")
+            rows += len(frame)
+        if rows == 0:
+            raise NbutilsError(f"no texts to classify: nothing written to {output}",
+                               fix="pass a file with at least one line")
+    return rows
+
+
+def predict_file(
+    path: str | Path,
+    model_dir: str | Path,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    device: str = "auto",
+    truncation: str | None = None,
+    backend: str = "torch",
+) -> int:
+    """Classify every line of a UTF-8 text file (one text per line) into the CSV ``output``
+    (the columns of :func:`predict`, row i = line i); returns the number of rows. The file is
+    read, predicted and written a chunk at a time (:meth:`Predictor.frames`,
+    :func:`write_predictions`), so memory does not grow with the number of lines."""
+    from nbutils.data import text_lines
+
+    lines = text_lines(path)
+    _refuse_existing(output, overwrite)
+    predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
+    return write_predictions(predictor.frames(lines, batch_size=batch_size, max_length=max_length,
+                                              truncation=truncation), output, overwrite=overwrite)
+
+
+def _refuse_existing(output: str | Path | None, overwrite: bool) -> None:
+    """Before any work: an earlier result is replaced only when asked (checked again at the end)."""
+    if output and not overwrite and Path(output).exists():
+        raise NbutilsError(f"{output} already exists", fix="choose another path or pass --overwrite")
+
+
+def _stdin_lines() -> Iterator[str]:
+    for line in sys.stdin:
+        yield line.rstrip("\r\n")
+
+
+def _print_tables(frames: Iterable) -> None:
+    """The label, confidence and (cut) text of each row, a chunk's table at a time."""
+    empty = 0
+    for i, frame in enumerate(frames):
+        shown = frame[["label", "confidence", "text"]].copy()
+        shown["text"] = [t if len(t) <= 60 else t[:57] + "..." for t in shown["text"]]
+        shown.loc[frame["empty"].to_numpy(dtype=bool), "text"] = "(empty text: the label means nothing)"
+        shown["confidence"] = shown["confidence"].map("{:.3f}".format)
+        print(shown.to_string(index=False, header=i == 0))
+        empty += int(frame["empty"].sum())
+    if empty:
+        print(f"note: {empty} empty or blank text(s); see the 'empty' column of --output")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,30 +422,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch: a fine-tuned model folder; onnx / onnx-int8: a folder written by "
                              "`nbutils export-onnx` (ONNX Runtime on the CPU)")
     args = parser.parse_args(argv)
-    from_file = _read_lines(args.file) if args.file else []
-    texts = list(args.texts) + from_file
-    if not texts:
+    if args.max_length is not None and args.max_length < 1:
+        raise NbutilsError(f"--max-length {args.max_length}: must be a positive number of tokens",
+                           fix="omit it to cut texts as in training, or pass e.g. --max-length 128")
+    from nbutils.data import text_lines
+
+    # the file is read as the predictions need it (a chunk at a time), never whole
+    from_file = (_stdin_lines() if args.file == "-" else text_lines(args.file)) if args.file else iter(())
+    texts = itertools.chain(args.texts, from_file)
+    first = next(texts, None)
+    if first is None:
         if args.file:
             raise NbutilsError(f"no texts to classify: --file {args.file} is empty",
                                fix="pass a UTF-8 file with one text per line")
         raise NbutilsError("no texts to classify", fix="pass TEXT arguments or --file")
-    if args.max_length is not None and args.max_length < 1:
-        raise NbutilsError(f"--max-length {args.max_length}: must be a positive number of tokens",
-                           fix="omit it to cut texts as in training, or pass e.g. --max-length 128")
-    frame = predict(texts, args.model, batch_size=args.batch_size, max_length=args.max_length,
-                    device=args.device, backend=args.backend)
+    _refuse_existing(args.output, args.overwrite)
+    predictor = load_predictor(str(Path(args.model).resolve()), args.device, args.backend)
+    frames = predictor.frames(itertools.chain([first], texts), batch_size=args.batch_size,
+                              max_length=args.max_length)
     if args.output:
-        from nbutils.io import atomic_file
-
-        with atomic_file(args.output, overwrite=args.overwrite) as tmp:
-            frame.to_csv(tmp, index=False, encoding="utf-8")
-        print(f"wrote {len(frame)} predictions to {args.output}")
+        rows = write_predictions(frames, args.output, overwrite=args.overwrite)
+        print(f"wrote {rows} predictions to {args.output}")
     else:
-        shown = frame[["label", "confidence", "text"]].copy()
-        shown["text"] = [t if len(t) <= 60 else t[:57] + "..." for t in shown["text"]]
-        shown.loc[frame["empty"].to_numpy(dtype=bool), "text"] = "(empty text: the label means nothing)"
-        shown["confidence"] = shown["confidence"].map("{:.3f}".format)
-        print(shown.to_string(index=False))
-        if frame["empty"].any():
-            print(f"note: {int(frame['empty'].sum())} empty or blank text(s); see the 'empty' column of --output")
+        _print_tables(frames)
     return 0

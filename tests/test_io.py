@@ -85,3 +85,14 @@ def test_contents_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     with atomic_dir(tmp_path / "model") as tmp:
         (tmp / "weights.bin").write_bytes(b"1234")
     assert synced[:2] == [str(tmp / "weights.bin"), str(tmp)] and synced[-1] == str(tmp_path)
+
+
+def test_atomic_file_without_overwrite_keeps_a_file_that_appeared_while_writing(tmp_path):
+    # a long streamed write (nbutils predict --output) can be overtaken by another process
+    target = tmp_path / "out.csv"
+    with pytest.raises(NbutilsError, match="appeared while writing"):
+        with atomic_file(target, overwrite=False) as tmp:
+            tmp.write_text("ours", encoding="utf-8")
+            target.write_text("theirs", encoding="utf-8")
+    assert target.read_text(encoding="utf-8") == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]

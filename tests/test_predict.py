@@ -182,3 +182,108 @@ def test_chunked_prediction_gives_the_labels_of_the_all_at_once_path(classifier_
     assert frame["truncated"].tolist() == [len(ids) > 64 for ids in full]
     assert frame["text"].tolist() == texts
     assert len(chunks) == 18
+
+
+def _long_texts(n: int, seed: int = 1) -> list[str]:
+    """Texts of 1 to ~1,200 characters (most cut at max_length 64), a few empty or blank."""
+    import random
+
+    rng = random.Random(seed)
+    texts = ["".join(rng.choice(TITLES) for _ in range(rng.randrange(1, 60))) for _ in range(n)]
+    texts[3], texts[17] = "", "   "
+    return texts
+
+
+def test_iter_chunks_forms_the_chunks_char_chunks_forms():
+    import random
+
+    from nbutils.tokenization import char_chunks, iter_chunks
+
+    rng = random.Random(0)
+    for _ in range(50):
+        texts = ["x" * rng.randrange(0, 40) for _ in range(rng.randrange(0, 60))]
+        max_texts, max_chars = rng.randrange(1, 9), rng.randrange(1, 120)
+        expected = [texts[a:b] for a, b in char_chunks(texts, max_texts, max_chars)]
+        assert list(iter_chunks(iter(texts), max_texts, max_chars)) == expected
+
+
+def test_streamed_file_prediction_equals_the_in_memory_path(classifier_dir, tmp_path):
+    """The file path (read, predicted and written a chunk at a time) gives today's labels: those
+    of the in-memory path and of all texts tokenized whole, cut and batched from one length sort,
+    for chunks that end inside a batch (7, 20, 33 texts with batches of 16), a character limit,
+    and the default chunks (then the CSV is byte for byte the in-memory table's)."""
+    from nbutils.data import text_lines
+    from nbutils.prediction import write_predictions
+
+    texts = _long_texts(90)
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    predictor = Predictor(classifier_dir, device="cpu")
+    cut = predictor.truncator(64, "head+tail")
+    full = predictor.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    reference = [LABELS[i] for i in predictor.logits([cut.cut(ids) for ids in full], batch_size=16).argmax(-1)]
+    in_memory = predictor(texts, batch_size=16, max_length=64, truncation="head+tail")
+    assert in_memory["label"].tolist() == reference
+    for i, chunking in enumerate([{"max_texts": 7}, {"max_texts": 20}, {"max_texts": 33}, {"max_chars": 2000}, {}]):
+        out = tmp_path / f"out{i}.csv"
+        frames = predictor.frames(text_lines(src), batch_size=16, max_length=64, truncation="head+tail", **chunking)
+        assert write_predictions(frames, out) == len(texts)
+        streamed = pd.read_csv(out, keep_default_na=False)
+        assert streamed["label"].tolist() == reference, chunking
+        assert streamed["text"].tolist() == texts
+        assert streamed["n_tokens"].tolist() == [len(ids) for ids in full]
+        assert streamed["truncated"].tolist() == in_memory["truncated"].tolist()
+        assert streamed["empty"].tolist() == [not t.strip() for t in texts]
+        probs = [f"prob_{n}" for n in LABELS]
+        np.testing.assert_allclose(streamed[probs].to_numpy(), in_memory[probs].to_numpy(), atol=1e-6)
+    assert out.read_text(encoding="utf-8") == in_memory.to_csv(index=False, lineterminator="\n")
+
+
+def test_a_file_is_read_a_chunk_at_a_time(classifier_dir):
+    """Memory is bounded by the chunk: the next texts are read only when the next table is asked for."""
+    pulled = []
+
+    def lines():
+        for text in _long_texts(50):
+            pulled.append(text)
+            yield text
+
+    frames = Predictor(classifier_dir, device="cpu").frames(lines(), batch_size=4, max_texts=8)
+    first = next(frames)
+    assert len(first) == 8 and len(pulled) <= 9  # the chunk, plus the text that closed it
+    assert sum(len(f) for f in frames) == 42 and len(pulled) == 50
+
+
+def test_streamed_output_is_all_or_nothing(classifier_dir, tmp_path):
+    """A bad line, an error or Ctrl-C after chunks were written leaves no output and no temporary
+    file, and an earlier output as it was; the bad line is named by file and line."""
+    from nbutils.data import text_lines
+    from nbutils.errors import DataError
+    from nbutils.prediction import predict_file, write_predictions
+
+    src = tmp_path / "in.txt"
+    src.write_bytes(("\n".join(TITLES * 5) + "\n").encode("utf-8") + "坏行\n".encode("gbk") + "体育\n".encode())
+    out = tmp_path / "out.csv"
+    predictor = Predictor(classifier_dir, device="cpu")
+    with pytest.raises(DataError, match=r"in.txt:36: undecodable bytes \(not UTF-8\)"):
+        write_predictions(predictor.frames(text_lines(src), max_texts=4), out)
+    assert list(tmp_path.iterdir()) == [src]
+    out.write_text("an earlier result\n", encoding="utf-8")
+    with pytest.raises(DataError, match="in.txt:36"):
+        main(["--model", str(classifier_dir), "--file", str(src), "--output", str(out), "--overwrite"])
+
+    def interrupted():
+        frames = predictor.frames(TITLES * 5, max_texts=4)
+        yield next(frames)
+        yield next(frames)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_predictions(interrupted(), out, overwrite=True)
+    assert sorted(tmp_path.iterdir()) == [src, out] and out.read_text(encoding="utf-8") == "an earlier result\n"
+    with pytest.raises(NbutilsError, match="already exists"):
+        predict_file(src, classifier_dir, out)
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(TITLES) + "\n", encoding="utf-8")
+    assert predict_file(good, classifier_dir, out, overwrite=True) == len(TITLES)
+    assert pd.read_csv(out)["text"].tolist() == TITLES
