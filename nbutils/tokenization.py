@@ -183,7 +183,8 @@ def word_local(tokenizer) -> bool:
 # What prediction tokenizes at once. The fast tokenizer's whole-text encodings (for n_tokens)
 # take a few hundred bytes per character while they exist: on ~900-character articles (128x2
 # model, 471 MB once loaded) chunks of 250k characters (~270 articles) peaked at 660 MB, chunks
-# of 1M characters at 841 MB; the time per text was the same within the noise.
+# of 1M characters at 841 MB. 100k articles took 0.95x the time of the old 1M-character in-memory
+# way (benchmarks/bench_predict_scale.py, load 3-5).
 CHUNK_TEXTS = 4096
 CHUNK_CHARS = 250_000
 
