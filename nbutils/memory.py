@@ -1,4 +1,4 @@
-"""Keep freed memory from piling up in the C heap (glibc): ``trim_heap`` and ``large_blocks_via_mmap``.
+"""Where large memory comes from: ``trim_heap``, ``large_blocks_via_mmap``, ``huge_pages_for_torch``.
 
 glibc's malloc keeps freed blocks in its heaps for reuse and returns pages to the OS only from
 the top of a heap. Work that allocates and frees a large, differently shaped working set over and
@@ -23,12 +23,23 @@ only where their memory comes from (a 4-step loop gave bit-identical losses with
 Five steps of the benchmark's fine-tuning on 50k articles at max_length 512 peaked at 1,519 MB
 without it and 1,306 MB with it; ``benchmarks/bench_scale.py`` and the README's scale section
 have the measured peaks and the time per step it costs (fresh pages are faulted in every step).
+
+That cost is page faults, 4 KiB at a time, and huge pages remove most of it: torch backs tensors of
+2 MiB or more with transparent huge pages (2 MiB-aligned, ``madvise(MADV_HUGEPAGE)``) when
+``THP_MEM_ALLOC_ENABLE=1`` is in the environment before its first allocation, so ``import
+nbutils`` sets it (``huge_pages_for_torch``, like the thread policy, before torch loads; a value
+the user set is kept). ``benchmarks/bench_heap.py`` measures the four combinations in one run:
+huge pages make a demo step (48 tokens) faster with or without the mapping and take the mapping's
+time cost at 512 tokens away; alone at 512 they raise the peak (whole 2 MiB pages stay resident in
+the heap), so ``finetune`` maps large blocks for long inputs (``max_length`` >= 256) and leaves
+titles on the heap, where the mapping saves nothing and costs time.
 """
 
 from __future__ import annotations
 
 import functools
 
+THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"  # read once by torch (c10's CPU allocator) at its first allocation
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 4 << 20  # blocks this large or larger get their own mapping
 
@@ -65,3 +76,17 @@ def large_blocks_via_mmap(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     the C library cannot. Blocks already in the heap stay there; calling it again is harmless."""
     mallopt = _glibc("mallopt")
     return bool(mallopt is not None and mallopt(M_MMAP_THRESHOLD, threshold) == 1)
+
+
+def huge_pages_for_torch(environ=None) -> bool:
+    """Put ``THP_MEM_ALLOC_ENABLE=1`` into ``environ`` (default: this process's environment) unless
+    it is set already; True when this call set it. Effective for torch loaded afterwards, in this
+    process and in the processes it starts (runner kernels, DDP workers); Linux only."""
+    import os
+    import sys
+
+    environ = os.environ if environ is None else environ
+    if not sys.platform.startswith("linux") or THP_VARIABLE in environ:
+        return False
+    environ[THP_VARIABLE] = "1"
+    return True

@@ -44,6 +44,9 @@ from nbutils.weights import quiet_weight_files
 
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
 CHECKPOINTS = "checkpoints"
+# From this max_length on, blocks of 4 MiB or more get their own mapping (nbutils.memory): at 512
+# tokens it lowers the peak by ~200 MB; for titles it saves nothing (benchmarks/bench_heap.py).
+MMAP_FROM_MAX_LENGTH = 256
 
 
 @dataclass
@@ -301,10 +304,13 @@ def finetune(
     from nbutils.thread_callback import govern_threads, thread_schedule
     from nbutils.tokenization import TokenizingCollator, Truncator
 
-    # Activations freed by each step go back to the OS instead of fragmenting the heap: peak RSS at
-    # max_length 512 is ~200 MB lower and no longer creeps up step after step (nbutils.memory).
-    large_blocks_via_mmap()
     config = config or FinetuneConfig()
+    if config.max_length >= MMAP_FROM_MAX_LENGTH:
+        # Long inputs: activations freed by each step go back to the OS instead of fragmenting the
+        # heap, so peak RSS at max_length 512 is ~200 MB lower and no longer creeps up step after
+        # step; titles' activations are small and the mapping only costs time (nbutils.memory,
+        # benchmarks/bench_heap.py).
+        large_blocks_via_mmap()
     out_dir = Path(out_dir)
     finished = (out_dir / METRICS).exists()
     if finished and not overwrite:

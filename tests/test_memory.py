@@ -51,3 +51,44 @@ def test_trim_heap_runs():
     from nbutils.memory import trim_heap
 
     assert trim_heap() is sys.platform.startswith("linux")
+
+
+# A large tensor's mapping: torch advises the kernel to back it with huge pages (VmFlags "hg",
+# madvise(MADV_HUGEPAGE)) only when THP_MEM_ALLOC_ENABLE was set before its first allocation,
+# which `import nbutils` (before torch) takes care of.
+_TENSOR_ADVICE = textwrap.dedent("""
+    import os, nbutils, torch
+    tensor = torch.ones(8 << 20, dtype=torch.uint8)
+    address, flags, inside = tensor.data_ptr(), [], False
+    for line in open("/proc/self/smaps"):
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            low, high = (int(x, 16) for x in head.split("-"))
+            inside = low <= address < high
+        elif inside and line.startswith("VmFlags:"):
+            flags = line.split()[1:]
+            break
+    print(os.environ.get("THP_MEM_ALLOC_ENABLE"), "hg" in flags)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch's huge-page switch is Linux only")
+@pytest.mark.parametrize("preset, expected", [(None, "1 True"), ("0", "0 False")])
+def test_import_nbutils_turns_torch_huge_pages_on_unless_the_user_decided(preset, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if preset is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = preset
+    out = subprocess.run([sys.executable, "-c", _TENSOR_ADVICE], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.split()[-2:] == expected.split()
+
+
+def test_huge_pages_switch_keeps_a_value_already_set():
+    from nbutils.memory import huge_pages_for_torch
+
+    environ = {"THP_MEM_ALLOC_ENABLE": "0"}
+    assert huge_pages_for_torch(environ) is False and environ == {"THP_MEM_ALLOC_ENABLE": "0"}
+    fresh: dict[str, str] = {}
+    assert huge_pages_for_torch(fresh) is sys.platform.startswith("linux")
