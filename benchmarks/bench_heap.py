@@ -19,7 +19,7 @@ The arms run in turn (rotated each rep) at each max_length; it prints the median
 peak RSS (``ru_maxrss``) and both as ratios to ``default``, and checks that every arm ends at the
 same loss (only where memory comes from changes, not the numbers).
 
-    python benchmarks/bench_heap.py                          # 48 and 512 tokens, 2 reps, ~8 min on 2 cores
+    python benchmarks/bench_heap.py                          # 48, 128 and 512 tokens, 2 reps, ~8 min on 2 cores
     python benchmarks/bench_heap.py --lengths 48 --steps 300 --reps 3
 """
 
@@ -77,8 +77,8 @@ def worker(arm: str, length: int, steps: int, warmup: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[48, 512])
-    parser.add_argument("--steps", type=int, default=0, help="timed steps per run (0: 150 at <= 128 tokens, else 6)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[48, 128, 512])
+    parser.add_argument("--steps", type=int, default=0, help="timed steps per run (0: 7,200 / max_length, at least 6)")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--worker", nargs=4, metavar=("ARM", "LENGTH", "STEPS", "WARMUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -88,7 +88,7 @@ def main() -> None:
         return
     print(f"load average at start: {os.getloadavg()}")
     for length in args.lengths:
-        steps = args.steps or (150 if length <= 128 else 6)
+        steps = args.steps or max(6, 7200 // length)
         warmup = 10 if length <= 128 else 3
         results: dict[str, list[tuple[float, float, str]]] = {arm: [] for arm in ARMS}
         names = list(ARMS)
