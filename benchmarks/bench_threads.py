@@ -12,9 +12,14 @@ processes of its own (each stops by itself after ``--hog-seconds`` and is killed
   core, libgomp spinning ~300,000 rounds before a waiting thread sleeps);
 - ``new``: what runs by default now: the environment nbutils.threads applies before torch loads,
   and, where that policy is adaptive, the thread governor around the steps exactly as the Trainer
-  callback (nbutils.thread_callback) runs it in training, from the first step;
-- ``adaptive``: the governor whatever the environment says (all usable CPUs in the pool);
-- ``1thread``: the previous policy on 2 cores (all usable CPUs but one, fixed);
+  callback (nbutils.thread_callback) runs it in training, from the first step; the model made
+  thread-invariant (``nbutils.thread_invariant``: its LayerNorm, attention and small fp32
+  products, and MKL's reproducible mode) as every CPU training does now;
+- ``adaptive``: the governor whatever the environment says (all usable CPUs in the pool), with
+  the thread-invariant model;
+- ``1thread``: the previous policy on 2 cores (all usable CPUs but one, fixed; stock kernels);
+- a ``-inv`` suffix on a count (``2thread-inv``) adds the thread-invariant model to it: the price
+  of the invariant numerics alone, against ``2thread``;
 - candidates, to choose the policy by measurement: ``Nthread`` (OMP_NUM_THREADS=N), ``passive``
   (OMP_WAIT_POLICY=PASSIVE), ``spinN`` (GOMP_SPINCOUNT=N: libgomp's spin rounds), e.g.
   ``--policies old,new,2thread,passive,spin1000,spin10000``. (torch's pip builds link GNU
@@ -29,6 +34,7 @@ step) and says how many steps it timed.
     python benchmarks/bench_threads.py                                  # old vs new vs 1thread
     python benchmarks/bench_threads.py --nice -20                       # as root on a shared machine
     python benchmarks/bench_threads.py --policies old,new,passive,spin1000,spin3000,spin10000
+    python benchmarks/bench_threads.py --task mlm --batch-size 64    # a masked-LM pre-training step
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import sys
 import time
 
 # Variables that decide OpenMP's behaviour: stripped from every worker, then set per policy.
-OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS",
+OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "MKL_CBWR",
                     "OMP_PROC_BIND", "OMP_PLACES", "NBUTILS_THREAD_POLICY", "NBUTILS_POLICY_THREADS")
 
 
@@ -58,6 +64,8 @@ def policy_env(name: str) -> dict[str, str]:
         if name == "adaptive":
             return {"OMP_NUM_THREADS": str(policy_threads()), "NBUTILS_THREAD_POLICY": "off"}
         return policy_environment(environ={})
+    if name.endswith("thread-inv") and name[:-10].isdigit():
+        return {"OMP_NUM_THREADS": name[:-10], "NBUTILS_THREAD_POLICY": "off"}
     if name.endswith("thread") and name[:-6].isdigit():
         return {"OMP_NUM_THREADS": name[:-6], "NBUTILS_THREAD_POLICY": "off"}
     if name == "passive":
@@ -65,6 +73,12 @@ def policy_env(name: str) -> dict[str, str]:
     if name.startswith("spin") and name[4:].isdigit():
         return {"GOMP_SPINCOUNT": name[4:], "NBUTILS_THREAD_POLICY": "off"}
     raise SystemExit(f"unknown policy {name!r}: use old, new, adaptive, Nthread, passive or spinN")
+
+
+def invariant_numerics(policy: str) -> bool:
+    """Whether a policy's worker trains the thread-invariant model (nbutils.thread_invariant),
+    as every CPU training now does: ``new``, ``adaptive`` and the ``-inv`` counts."""
+    return policy in ("new", "adaptive") or policy.endswith("-inv")
 
 
 def make_governor(policy: str):
@@ -88,20 +102,48 @@ def worker(args) -> None:
     With a governor it runs from the first step (the warm-up too), as in training: before each
     step the count it chose is applied with torch.set_num_threads, after it the step's time per
     token goes back to it."""
+    invariant = invariant_numerics(args.policy)
+    if invariant:
+        import nbutils  # noqa: F401 -- its environment (MKL's reproducible mode) before torch loads
     governor = make_governor(args.policy)  # before torch loads, as nbutils is imported in training
     import torch
+
+    if not invariant:
+        # MKL starts now, before anything imports nbutils (whose MKL_CBWR would switch on MKL's
+        # reproducible mode, read once when MKL starts): the stock kernels, as before
+        torch.ones(64, 64) @ torch.ones(64, 64)
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
+    # the demo's dropout: 0.1 when fine-tuning, none in pre-training (params/demo.yaml)
+    dropout = 0.0 if args.task == "mlm" else 0.1
     config = BertConfig(vocab_size=21128, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=512, max_position_embeddings=128, num_labels=10)
+                        intermediate_size=512, max_position_embeddings=128, num_labels=10,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     config._attn_implementation = "sdpa"  # as nbutils.device chooses
-    model = BertForSequenceClassification(config).train()
+    if args.task == "mlm":
+        from nbutils.pretrain import _mlm_class
+
+        model = _mlm_class()(config).train()  # the demo's pre-training model (head on masked tokens only)
+    else:
+        model = BertForSequenceClassification(config).train()
+    if invariant:
+        from nbutils.thread_invariant import make_thread_invariant
+
+        make_thread_invariant(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, fused=True)
     generator = torch.Generator().manual_seed(0)
-    batches = [{"input_ids": torch.randint(1, 21128, (args.batch_size, args.tokens), generator=generator),
-                "attention_mask": torch.ones(args.batch_size, args.tokens, dtype=torch.long),
-                "labels": torch.randint(0, 10, (args.batch_size,), generator=generator)} for _ in range(8)]
+
+    def labels(ids):
+        if args.task == "classify":
+            return torch.randint(0, 10, (args.batch_size,), generator=generator)
+        masked = torch.rand(ids.shape, generator=generator) < 0.15  # the demo's mlm_probability
+        return torch.where(masked, ids, torch.full_like(ids, -100))
+
+    batches = []
+    for _ in range(8):
+        ids = torch.randint(1, 21128, (args.batch_size, args.tokens), generator=generator)
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels(ids)})
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
     if governor is not None:
         torch.set_num_threads(governor.threads)
@@ -131,7 +173,15 @@ def worker(args) -> None:
                 break
     print(json.dumps({"median_ms": 1000 * statistics.median(times), "mean_ms": 1000 * statistics.fmean(times),
                       "timed_steps": len(times), "threads": torch.get_num_threads(),
+                      "mkl_reproducible": _mkl_reproducible(),
                       "schedule": governor.summary() if governor is not None else None}))
+
+
+def _mkl_reproducible() -> bool | None:
+    """Whether MKL ran in its strict reproducible mode (None: no MKL in this torch)."""
+    from nbutils.thread_invariant import mkl_strict_reproducible
+
+    return mkl_strict_reproducible()  # MKL has started by now, so this only reads the mode
 
 
 def start_hogs(count: int, seconds: float, nice: int = 0) -> list[subprocess.Popen]:
@@ -172,7 +222,8 @@ def run_worker(policy: str, args) -> dict:
     env.update(policy_env(policy))
     cmd = [sys.executable, __file__, "--worker", "--policy", policy, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--max-worker-s", str(args.max_worker_s),
-           "--batch-size", str(args.batch_size), "--tokens", str(args.tokens), "--precision", args.precision]
+           "--batch-size", str(args.batch_size), "--tokens", str(args.tokens), "--precision", args.precision,
+           "--task", args.task]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, preexec_fn=_niceness(args.nice))
     if out.returncode != 0:
         raise SystemExit(f"worker for policy {policy!r} failed:\n{out.stderr[-3000:]}")
@@ -191,7 +242,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (allocator, kernels)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=24, help="tokens per text (a demo title is ~20)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: autocast, as fine-tuning on a CPU with native bf16 (nbutils.device)")
+    parser.add_argument("--task", choices=("classify", "mlm"), default="classify",
+                        help="classify: a fine-tuning step; mlm: a masked-LM pre-training step")
     parser.add_argument("--hogs", type=int, default=1, help="busy-loop processes in the contended condition")
     parser.add_argument("--hog-seconds", type=float, default=600, help="each busy loop stops by itself after this")
     parser.add_argument("--nice", type=int, default=0,
@@ -206,11 +260,12 @@ def main() -> None:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     for policy in policies:
         policy_env(policy)  # unknown names fail before any timing
-    print(f"training step of the demo BERT (128x2, vocab 21,128), batch {args.batch_size} x {args.tokens} tokens, "
+    print(f"{args.task} training step of the demo BERT (128x2, vocab 21,128), batch {args.batch_size} x {args.tokens} tokens, "
           f"{args.precision}; {os.cpu_count()} CPUs; {args.rounds} rounds x {args.steps} timed steps per worker; "
           f"contended = {args.hogs} busy-loop process(es) of our own; workers and busy loops at nice {args.nice}")
     for policy in policies:
-        print(f"  {policy:<12} env {policy_env(policy)}")
+        numerics = "thread-invariant model" if invariant_numerics(policy) else "stock kernels"
+        print(f"  {policy:<12} env {policy_env(policy)}, {numerics}")
     load_before = os.getloadavg()
     results: dict[tuple[str, str], list[float]] = {}
     means: dict[tuple[str, str], list[float]] = {}
@@ -224,6 +279,9 @@ def main() -> None:
                 for policy in order:
                     out = run_worker(policy, args)
                     threads[policy] = out["threads"]
+                    if out["mkl_reproducible"] is not None and out["mkl_reproducible"] != invariant_numerics(policy):
+                        raise SystemExit(f"worker for {policy!r}: MKL's reproducible mode is "
+                                         f"{'on' if out['mkl_reproducible'] else 'off'}, expected the opposite")
                     results.setdefault((policy, condition), []).append(out["median_ms"])
                     means.setdefault((policy, condition), []).append(out["mean_ms"])
                     cut = "" if out["timed_steps"] == args.steps else f", timing cut at {out['timed_steps']} steps"

@@ -178,6 +178,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback
     from nbutils.thread_callback import govern_threads, thread_schedule
+    from nbutils.thread_invariant import make_thread_invariant
 
     config = config or ElectraConfig()
     texts, model_dir, out_dir = check_pretraining_inputs(texts, model_dir, out_dir, config, overwrite=overwrite)
@@ -185,6 +186,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     choice = choose_device(config.device, config.precision, task="pretrain")
     tokenizer = masking_tokenizer(model_dir)
     model = build_electra(model_dir, config, attn_implementation=choice.attn_implementation)
+    make_thread_invariant(model, choice.device)  # the same bits for any CPU thread count
 
     train_texts, heldout_texts = split_heldout(texts, config.heldout_size, config.seed)
     train_features = tokenize_texts(train_texts, tokenizer, max_length=config.max_length)

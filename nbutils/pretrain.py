@@ -310,12 +310,14 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
     from nbutils.thread_callback import govern_threads, thread_schedule
+    from nbutils.thread_invariant import make_thread_invariant
 
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
     tokenizer = masking_tokenizer(model_dir)
     model = load_mlm_model(model_dir, masked_only_head=config.masked_only_head,
                            attn_implementation=choice.attn_implementation, dropout=config.dropout)
+    make_thread_invariant(model, choice.device)  # the same bits for any CPU thread count
     # Fine-tuning later should see the model's own dropout, not the pre-training override.
     from transformers import AutoConfig
 

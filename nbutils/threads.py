@@ -6,22 +6,21 @@ sleeps. Quiet, that spin keeps the next region's start cheap; when another proce
 the spinning thread burns the very core its partner needs (``benchmarks/bench_threads.py``,
 README "CPU threads": on 2 cores two threads train the demo BERT ~1.5x faster than one when
 quiet, and up to ~50x slower beside busy processes; the gentler libgomp waits, GOMP_SPINCOUNT and
-OMP_WAIT_POLICY=PASSIVE, cost more quiet speed than they save). A different thread count also
-splits some sums differently (LayerNorm's weight gradient, full reductions, batched matmul and
-CPU attention differ in their last bits between 1 and 2 threads), and over thousands of steps
-those bits grow into different models: the demo, 2-thread-adaptive when quiet, tested 84.53%
-where the same commit pinned to one thread tested 85.86%. So the policy
-(``NBUTILS_THREAD_POLICY``) is:
+OMP_WAIT_POLICY=PASSIVE, cost more quiet speed than they save). No fixed count is best both
+ways, so the policy (``NBUTILS_THREAD_POLICY``) is:
 
-- ``fixed`` (the default): the usable CPUs minus one (at least one), for the whole process. One
-  core stays free for whatever else runs, so one other busy process no longer meets a spinning
-  thread, and the count never depends on the load: the same machine gives bit-identical results
-  quiet or busy. On 2 cores that is one thread, ~1.5x slower than two when the machine is quiet;
-- ``adaptive``: torch's pool gets every usable CPU, and during training
+- ``adaptive`` (the default): torch's pool gets every usable CPU, and during training
   ``nbutils.thread_governor.ThreadGovernor`` (one Trainer callback, ``nbutils.thread_callback``)
   picks the active count from the step times: all while that is fastest, fewer while other
-  processes compete. Quiet speed of two threads and no collapse, but **results then depend on
-  the machine's load** (accuracy moves by seed-sized noise): for speed, not for reported numbers;
+  processes compete. A different thread count used to split some sums differently (LayerNorm's
+  weight gradient, softmax's backward, small fp32 matrix products), and over thousands of steps
+  those last bits grew into different models (two demo runs, quiet and busy, 0.99 points of test
+  accuracy apart); every CPU training now runs thread-invariant numerics
+  (``nbutils.thread_invariant``), so the count the governor picks no longer changes any bit of
+  the result: the same machine gives bit-identical results quiet or busy, at two threads' quiet
+  speed and without the collapse;
+- ``fixed``: the usable CPUs minus one (at least one), for the whole process: one core stays free
+  for whatever else runs (on 2 cores one thread, ~1.2-1.5x slower than two when quiet);
 - ``off``: torch's default count (all CPUs), fixed.
 
 ``OMP_NUM_THREADS`` (exported by the user) or a notebook's ``torch_threads`` parameter pins the
@@ -42,13 +41,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nbutils.errors import NbutilsError
+from nbutils.thread_invariant import numerics_environment
 
-SWITCH = "NBUTILS_THREAD_POLICY"  # fixed (default) | adaptive | off
+SWITCH = "NBUTILS_THREAD_POLICY"  # adaptive (default) | fixed | off
 # Set next to OMP_NUM_THREADS when the policy (not the user) chose it, so child processes
 # (kernels, torchrun workers) can tell the two apart.
 MARKER = "NBUTILS_POLICY_THREADS"
 OFF_VALUES = ("off", "0", "false", "no")
-MODES = ("fixed", "adaptive")
+MODES = ("adaptive", "fixed")
 MEASURED = "benchmarks/bench_threads.py; README, CPU threads"
 
 
@@ -61,18 +61,18 @@ def usable_cpus() -> int:
 
 
 def policy_mode(environ: MutableMapping[str, str] | None = None) -> str:
-    """``fixed``, ``adaptive`` or ``off``, from NBUTILS_THREAD_POLICY (unset: fixed)."""
+    """``adaptive``, ``fixed`` or ``off``, from NBUTILS_THREAD_POLICY (unset: adaptive)."""
     raw = (os.environ if environ is None else environ).get(SWITCH, "").strip().lower()
     if raw in OFF_VALUES:
         return "off"
     if raw in ("", *MODES):
-        return raw or "fixed"
+        return raw or "adaptive"
     raise NbutilsError(f"{SWITCH}={raw!r} is not a thread policy",
-                       fix=f"set {SWITCH} to fixed (bit-identical, the default), adaptive (faster when "
-                           "quiet; results follow the load) or off (torch's default)")
+                       fix=f"set {SWITCH} to adaptive (the default: all CPUs while that is fastest, fewer "
+                           "while other processes compete), fixed (all CPUs but one) or off (torch's default)")
 
 
-def policy_threads(cpus: int | None = None, mode: str = "fixed") -> int:
+def policy_threads(cpus: int | None = None, mode: str = "adaptive") -> int:
     """The size of torch's thread pool under the policy: ``fixed``, every usable CPU but one;
     ``adaptive``, every usable CPU (the governor uses fewer when that is faster)."""
     cpus = usable_cpus() if cpus is None else cpus
@@ -98,7 +98,7 @@ class ThreadPolicy:
     cpus: int  # usable CPUs
     applied_before_torch: bool  # False: torch loaded first, so OpenMP kept its own count
     set_here: dict[str, str] = field(default_factory=dict)  # variables this process added
-    mode: str = "fixed"  # NBUTILS_THREAD_POLICY: fixed | adaptive | off
+    mode: str = "adaptive"  # NBUTILS_THREAD_POLICY: adaptive | fixed | off
 
     @property
     def adaptive(self) -> bool:
@@ -107,20 +107,19 @@ class ThreadPolicy:
 
     @property
     def reason(self) -> str:
-        pinned = "; pinned, so results are bit-identical quiet or busy"
+        pinned = "; pinned (results are bit-identical at any count: nbutils.thread_invariant)"
         if self.source == "policy" and self.mode == "fixed" and not self.applied_before_torch:
             return ("torch was imported before nbutils, so OpenMP kept its own thread count; "
                     "import nbutils first (or export OMP_NUM_THREADS)")
         if self.source == "policy" and self.mode == "fixed" and self.cpus > 1:
             return (f"{SWITCH}=fixed: one of {self.cpus} CPUs left free, so another busy process cannot "
-                    f"collapse training, and never changed, so results are bit-identical quiet or busy "
-                    f"({SWITCH}=adaptive: faster when quiet, results follow the load; {MEASURED})")
+                    f"collapse training ({SWITCH}=adaptive, the default, is faster when quiet; {MEASURED})")
         if self.source == "policy" and not self.adaptive:
             return "one usable CPU: one thread"
         return {
             "policy": (f"{SWITCH}=adaptive: training uses {self.threads} threads while that is fastest, "
-                       f"fewer while other processes compete for the CPUs ({MEASURED}); results then "
-                       f"depend on the load: unset {SWITCH} or set torch_threads for bit-identical runs"),
+                       f"fewer while other processes compete for the CPUs ({MEASURED}); thread-invariant "
+                       f"numerics (nbutils.thread_invariant), so results are bit-identical quiet or busy"),
             "OMP_NUM_THREADS": "OMP_NUM_THREADS from the environment" + pinned,
             "torch_threads": "the torch_threads parameter" + pinned,
             "off": f"{SWITCH}=off: torch's default thread count, fixed",
@@ -179,11 +178,14 @@ def apply_thread_policy(environ: MutableMapping[str, str] | None = None) -> Thre
         return _applied
     target = os.environ if environ is None else environ
     added = policy_environment(target)
+    # MKL's reproducible mode: the same bits for any thread count (nbutils.thread_invariant)
+    numerics = numerics_environment(target)
     # torch in this process only matters for this process's environment; a mapping given
     # describes a process yet to start
     torch_loaded = environ is None and "torch" in sys.modules
-    target.update(added)
+    target.update({**added, **numerics})
     policy = _policy_for(target, added, torch_loaded)
+    policy.set_here.update(numerics)
     if environ is None:
         _applied = policy
     return policy

@@ -302,6 +302,7 @@ def finetune(
     from nbutils.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.tensorboard_logs import tensorboard_callback, write_scalars
     from nbutils.thread_callback import govern_threads, thread_schedule
+    from nbutils.thread_invariant import make_thread_invariant
     from nbutils.tokenization import TokenizingCollator, Truncator
 
     config = config or FinetuneConfig()
@@ -333,6 +334,8 @@ def finetune(
     label_names = [str(n) for n in dataset.label_names]
 
     model, tokenizer = load_model(model_dir, label_names, choice)
+    # the same bits for any CPU thread count, so the adaptive thread policy cannot change results
+    make_thread_invariant(model, choice.device)
     from nbutils.weights import random_weights_warning, weights_origin
 
     warning = random_weights_warning(model_dir)

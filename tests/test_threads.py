@@ -28,7 +28,8 @@ from nbutils.errors import NbutilsError
 from nbutils.paths import REPO_ROOT
 from nbutils.runner import discover_notebooks
 
-POLICY_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS", threads.SWITCH, threads.MARKER)
+POLICY_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_CBWR", threads.SWITCH, threads.MARKER)
+NUMERICS = {"MKL_CBWR": "AUTO,STRICT"}  # nbutils.thread_invariant: MKL's reproducible mode, always
 EFFECTIVE = re.compile(r"OMP_NUM_THREADS = '(\d+)'")
 POLICY = threads.policy_threads()
 DEFAULT = threads.usable_cpus()  # libgomp's own count: one thread per usable CPU
@@ -53,36 +54,40 @@ def run(cmd: list[str], env: dict[str, str], timeout: int = 120) -> subprocess.C
 
 
 def test_policy_adds_only_what_the_user_left_unset():
-    # fixed (the default): all CPUs but one; adaptive: the whole pool, the governor picks the count
-    assert threads.policy_threads(2) == 1 and threads.policy_threads(1) == 1 and threads.policy_threads(16) == 15
-    assert threads.policy_threads(2, "adaptive") == 2 and threads.policy_threads(16, "adaptive") == 16
-    assert threads.policy_environment({}, cpus=2) == {"OMP_NUM_THREADS": "1", threads.MARKER: "1"}
-    assert threads.policy_environment({threads.SWITCH: "adaptive"}, cpus=2) == {"OMP_NUM_THREADS": "2",
-                                                                                threads.MARKER: "2"}
+    # adaptive (the default): the whole pool, the governor picks the count; fixed: all CPUs but one
+    assert threads.policy_threads(2, "fixed") == 1 and threads.policy_threads(1, "fixed") == 1
+    assert threads.policy_threads(16, "fixed") == 15
+    assert threads.policy_threads(2) == 2 and threads.policy_threads(16) == 16 and threads.policy_threads(1) == 1
+    assert threads.policy_environment({}, cpus=2) == {"OMP_NUM_THREADS": "2", threads.MARKER: "2"}
+    assert threads.policy_environment({threads.SWITCH: "fixed"}, cpus=2) == {"OMP_NUM_THREADS": "1",
+                                                                             threads.MARKER: "1"}
     assert threads.policy_environment({"OMP_NUM_THREADS": "2"}, cpus=2) == {}
     assert threads.policy_environment({threads.SWITCH: "off"}, cpus=2) == {}
-    with pytest.raises(NbutilsError, match="fixed .*adaptive .*off"):
+    with pytest.raises(NbutilsError, match="adaptive .*fixed .*off"):
         threads.policy_environment({threads.SWITCH: "fast"}, cpus=2)
     env = {"OMP_NUM_THREADS": "3"}
     policy = threads.apply_thread_policy(env)
-    assert env == {"OMP_NUM_THREADS": "3"}
+    assert env == {"OMP_NUM_THREADS": "3", **NUMERICS}
     assert (policy.threads, policy.source) == (3, "OMP_NUM_THREADS") and "OMP_NUM_THREADS" in policy.reason
     assert not policy.adaptive and "bit-identical" in policy.reason  # pinned: no governor
+    env = {"MKL_CBWR": "AVX2"}
+    threads.apply_thread_policy(env)
+    assert env["MKL_CBWR"] == "AVX2"
+    env_fixed = {threads.SWITCH: "fixed"}
+    policy = threads.apply_thread_policy(env_fixed)
+    assert (policy.threads, policy.source, policy.mode) == (threads.policy_threads(mode="fixed"), "policy", "fixed")
+    assert not policy.adaptive and "left free" in policy.reason
     env = {}
-    policy = threads.apply_thread_policy(env)
-    assert (policy.threads, policy.source, policy.mode) == (POLICY, "policy", "fixed")
-    assert not policy.adaptive and "bit-identical" in policy.reason and "left free" in policy.reason
-    assert policy.describe(POLICY).startswith(f"CPU threads: {POLICY} of {DEFAULT}")
-    env_adaptive = {threads.SWITCH: "adaptive"}
-    adaptive = threads.apply_thread_policy(env_adaptive)
-    assert adaptive.adaptive == (DEFAULT > 1) and adaptive.threads == DEFAULT
+    adaptive = threads.apply_thread_policy(env)
+    assert adaptive.mode == "adaptive" and adaptive.adaptive == (DEFAULT > 1) and adaptive.threads == DEFAULT
     if adaptive.adaptive:
         assert "fewer while other processes compete" in adaptive.reason
-        assert "depend on the load" in adaptive.reason
+        assert "bit-identical quiet or busy" in adaptive.reason
         assert adaptive.describe(DEFAULT).startswith(f"CPU threads: adaptive 1-{DEFAULT} (now {DEFAULT}) of {DEFAULT}")
     # a child process that inherited the policy's count still knows it is the policy's
     assert threads.apply_thread_policy(dict(env)).source == "policy"
-    assert threads.apply_thread_policy(dict(env_adaptive)).adaptive == adaptive.adaptive
+    assert threads.apply_thread_policy(dict(env)).adaptive == adaptive.adaptive
+    assert threads.apply_thread_policy(dict(env_fixed)).source == "policy"
     # ... unless torch_threads / the user changed the count (the marker no longer matches)
     assert threads.apply_thread_policy({**env, "OMP_NUM_THREADS": "7"}).source == "OMP_NUM_THREADS"
 
@@ -103,8 +108,9 @@ def test_cli_applies_the_policy_before_torch_loads():
     shown = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shown["applied_before_torch"] is True and shown["torch_threads"] == POLICY
     assert shown["source"] == "policy" and shown["set_here"] == {"OMP_NUM_THREADS": str(POLICY),
-                                                                 threads.MARKER: str(POLICY)}
-    assert shown["policy"] == "fixed" and shown["mode"] == "fixed" and f"CPU threads: {POLICY} of {DEFAULT}" in proc.stdout
+                                                                 threads.MARKER: str(POLICY), **NUMERICS}
+    assert shown["mode"] == "adaptive" and shown["policy"] == ("adaptive" if POLICY > 1 else "fixed")
+    assert "CPU threads: " + (f"adaptive 1-{POLICY} (now {POLICY})" if POLICY > 1 else "1") in proc.stdout
     assert len(shown["load_average"]) == 3
 
 
@@ -122,7 +128,7 @@ def test_the_switch_turns_the_policy_off():
     proc = run([sys.executable, "-m", "nbutils.cli", "threads"], clean_env(**{threads.SWITCH: "off"}))
     assert effective_threads(proc.stderr) == [DEFAULT]
     shown = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (shown["source"], shown["policy"], shown["set_here"]) == ("off", "fixed", {})
+    assert (shown["source"], shown["policy"], shown["set_here"]) == ("off", "fixed", NUMERICS)
 
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
@@ -130,11 +136,11 @@ def test_torch_loaded_first_is_recorded():
     # torch loaded before nbutils keeps libgomp's count: the record says so and how to fix it
     code = ("import torch, nbutils.threads as t; p = t.current_policy(); "
             "print(p.reason); print(p.applied_before_torch, t.governor_threads(), torch.get_num_threads())")
-    proc = run([sys.executable, "-c", code], clean_env())
+    proc = run([sys.executable, "-c", code], clean_env(**{threads.SWITCH: "fixed"}))
     assert effective_threads(proc.stderr) == [DEFAULT]
     assert proc.stdout.split()[-3:] == ["False", "None", str(DEFAULT)] and "import nbutils first" in proc.stdout
-    # the adaptive pool is libgomp's default count, so there it only shows in the record
-    proc = run([sys.executable, "-c", code], clean_env(**{threads.SWITCH: "adaptive"}))
+    # the adaptive pool (the default) is libgomp's default count, so there it only shows in the record
+    proc = run([sys.executable, "-c", code], clean_env())
     assert proc.stdout.split()[-3:] == ["False", str(DEFAULT), str(DEFAULT)]
 
 
