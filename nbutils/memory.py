@@ -24,8 +24,8 @@ Five steps of the benchmark's fine-tuning on 50k articles at max_length 512 peak
 without it and 1,306 MB with it; ``benchmarks/bench_scale.py`` and the README's scale section
 have the measured peaks and the time per step it costs (fresh pages are faulted in every step).
 
-That cost is page faults, 4 KiB at a time, and huge pages remove most of it: torch backs tensors of
-2 MiB or more with transparent huge pages (2 MiB-aligned, ``madvise(MADV_HUGEPAGE)``) when
+That cost is page faults, 4 KiB at a time, and huge pages remove most of it: torch advises the
+kernel to back tensors of 2 MiB or more with transparent huge pages (``madvise(MADV_HUGEPAGE)``) when
 ``THP_MEM_ALLOC_ENABLE=1`` is in the environment before its first allocation, so ``import
 nbutils`` sets it (``huge_pages_for_torch``, like the thread policy, before torch loads; a value
 the user set is kept). ``benchmarks/bench_heap.py`` measures the four combinations in one run:
