@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from nbutils.errors import NbutilsError
+from nbutils.tokenization import iter_chunks
 
 MAX_LENGTH_CANDIDATES = (32, 64, 128, 256, 512)
 PERCENTILES = (50, 90, 95, 99)
@@ -72,17 +73,9 @@ BATCH_CHARS = 1_000_000
 
 
 def text_batches(texts: Iterable[str], batch_size: int, max_chars: int = BATCH_CHARS) -> Iterable[list[str]]:
-    """``texts`` in lists of at most ``batch_size`` texts and (beyond the first) ``max_chars``."""
-    batch: list[str] = []
-    chars = 0
-    for text in texts:
-        if batch and (len(batch) >= batch_size or chars + len(text) > max_chars):
-            yield batch
-            batch, chars = [], 0
-        batch.append(text)
-        chars += len(text)
-    if batch:
-        yield batch
+    """``texts`` in lists of at most ``batch_size`` texts and (beyond the first) ``max_chars``:
+    prediction's chunking (:func:`nbutils.tokenization.iter_chunks`), read as it goes."""
+    return iter_chunks(texts, batch_size, max_chars)
 
 
 def count_tokens(texts: Iterable[str], tokenizer, *, batch_size: int = 8192) -> TokenCounts:
