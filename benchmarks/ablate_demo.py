@@ -30,6 +30,7 @@ A run that fails is a row with ``status=error`` and the message, never silently 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -133,6 +134,18 @@ def pretraining_key(s: dict, seed: int) -> str:
     return f"{s['recipe']}-seed{seed}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
+@contextlib.contextmanager
+def _cache_lock(cached: Path):
+    """Hold ``<cached>.lock``: a parallel run that needs the same pre-training waits for this one to
+    finish it and then reuses it, instead of training it a second time."""
+    import fcntl
+
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with open(cached.with_name(cached.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, even if the run dies
+        yield
+
+
 def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, tiny: bool, threads: int,
             timing: int = 0, pretrained: str = "", cache: str = "") -> dict:
     """One variant and seed, start to finish, in this process; a CSV row (errors included).
@@ -180,47 +193,48 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
             # one thread on a loaded machine they track what a quiet machine's wall clock would show.
             cpu0 = time.process_time()
             cached = Path(cache) / pretraining_key(s, seed) if cache and s["recipe"] != "none" and not reuse else None
-            if cached is not None and (cached / "row.json").exists():
-                row.update(json.loads((cached / "row.json").read_text(encoding="utf-8")))
-                row["pretrain_metric"] = f"cached {row['pretrain_metric']}"
-                model_dir = cached / "model"
-            elif reuse:
-                pre_metrics = reused_pretraining(pretrained, s)
-                row["pretrain_steps"] = pre_metrics["steps"]
-                row["pretrain_s"] = round(pre_metrics["train_runtime_s"], 2)
-                row["pretrain_metric"] = f"reused mlm_acc={pre_metrics['masked_token_accuracy']:.4f}"
-                model_dir = Path(pretrained) / "model"
-            elif s["recipe"] != "none":
-                common = dict(max_steps=s["pt_steps"], batch_size=s["pt_batch"], learning_rate=s["pt_lr"],
-                              max_length=s["pt_max_length"], mlm_probability=s["mask"], dropout=s["pt_dropout"],
-                              warmup_ratio=s["pt_warmup"], heldout_size=s.get("heldout", 500), seed=seed,
-                              device=device, precision="fp32", headless=True, logging_steps=50)
-                if s["recipe"] == "electra":
-                    from nbutils.electra import ElectraConfig, electra_pretraining
+            with _cache_lock(cached) if cached is not None else contextlib.nullcontext():
+                if cached is not None and (cached / "row.json").exists():
+                    row.update(json.loads((cached / "row.json").read_text(encoding="utf-8")))
+                    row["pretrain_metric"] = f"cached {row['pretrain_metric']}"
+                    model_dir = cached / "model"
+                elif reuse:
+                    pre_metrics = reused_pretraining(pretrained, s)
+                    row["pretrain_steps"] = pre_metrics["steps"]
+                    row["pretrain_s"] = round(pre_metrics["train_runtime_s"], 2)
+                    row["pretrain_metric"] = f"reused mlm_acc={pre_metrics['masked_token_accuracy']:.4f}"
+                    model_dir = Path(pretrained) / "model"
+                elif s["recipe"] != "none":
+                    common = dict(max_steps=s["pt_steps"], batch_size=s["pt_batch"], learning_rate=s["pt_lr"],
+                                  max_length=s["pt_max_length"], mlm_probability=s["mask"], dropout=s["pt_dropout"],
+                                  warmup_ratio=s["pt_warmup"], heldout_size=s.get("heldout", 500), seed=seed,
+                                  device=device, precision="fp32", headless=True, logging_steps=50)
+                    if s["recipe"] == "electra":
+                        from nbutils.electra import ElectraConfig, electra_pretraining
 
-                    cfg = ElectraConfig(**common, generator_layers=s["gen_layers"],
-                                        discriminator_weight=s["disc_weight"])
-                    pre = electra_pretraining(train_texts, model_dir, tmp / "pretrain", cfg)
-                    row["pretrain_metric"] = f"rtd_acc={pre.metrics['replaced_token_accuracy']:.4f}"
-                else:
-                    from nbutils.pretrain import PretrainConfig, continue_pretraining
+                        cfg = ElectraConfig(**common, generator_layers=s["gen_layers"],
+                                            discriminator_weight=s["disc_weight"])
+                        pre = electra_pretraining(train_texts, model_dir, tmp / "pretrain", cfg)
+                        row["pretrain_metric"] = f"rtd_acc={pre.metrics['replaced_token_accuracy']:.4f}"
+                    else:
+                        from nbutils.pretrain import PretrainConfig, continue_pretraining
 
-                    pre = continue_pretraining(train_texts, model_dir, tmp / "pretrain", PretrainConfig(**common))
-                    row["pretrain_metric"] = f"mlm_acc={pre.metrics['masked_token_accuracy']:.4f}"
-                row["pretrain_steps"] = pre.metrics["steps"]
-                row["pretrain_s"] = round(pre.metrics["train_runtime_s"], 2)
-                row["pretrain_ms_per_step"] = round(1000 * pre.metrics["train_runtime_s"] / max(pre.metrics["steps"], 1), 1)
-                model_dir = pre.model_dir
-                row["pretrain_cpu_s"] = round(time.process_time() - cpu0, 2)
-                if cached is not None:
-                    import shutil
+                        pre = continue_pretraining(train_texts, model_dir, tmp / "pretrain", PretrainConfig(**common))
+                        row["pretrain_metric"] = f"mlm_acc={pre.metrics['masked_token_accuracy']:.4f}"
+                    row["pretrain_steps"] = pre.metrics["steps"]
+                    row["pretrain_s"] = round(pre.metrics["train_runtime_s"], 2)
+                    row["pretrain_ms_per_step"] = round(1000 * pre.metrics["train_runtime_s"] / max(pre.metrics["steps"], 1), 1)
+                    model_dir = pre.model_dir
+                    row["pretrain_cpu_s"] = round(time.process_time() - cpu0, 2)
+                    if cached is not None:
+                        import shutil
 
-                    partial = cached.with_name(cached.name + ".partial")
-                    shutil.rmtree(partial, ignore_errors=True)
-                    shutil.copytree(model_dir, partial / "model")
-                    keep = ("pretrain_steps", "pretrain_s", "pretrain_ms_per_step", "pretrain_cpu_s", "pretrain_metric")
-                    (partial / "row.json").write_text(json.dumps({k: row[k] for k in keep}), encoding="utf-8")
-                    os.replace(partial, cached)
+                        partial = cached.with_name(cached.name + ".partial")
+                        shutil.rmtree(partial, ignore_errors=True)
+                        shutil.copytree(model_dir, partial / "model")
+                        keep = ("pretrain_steps", "pretrain_s", "pretrain_ms_per_step", "pretrain_cpu_s", "pretrain_metric")
+                        (partial / "row.json").write_text(json.dumps({k: row[k] for k in keep}), encoding="utf-8")
+                        os.replace(partial, cached)
             if "pretrain_cpu_s" not in row:
                 row["pretrain_cpu_s"] = round(time.process_time() - cpu0, 2)
             cpu0 = time.process_time()
@@ -370,6 +384,17 @@ def main(argv=None) -> int:
     head, rest = names[:args.priority], names[args.priority:]
     order = [(n, s) for s in args.seeds for n in head] + [(n, s) for s in args.seeds for n in rest]
     todo = [(n, s) for n, s in order if (n, s) not in done]
+    if args.jobs > 1 and not args.no_cache and not args.from_pretrained:
+        # Every distinct pre-training starts before any run that would reuse one, so parallel jobs
+        # do not queue on the same pre-training (the cache lock covers what this order cannot).
+        firsts, seen = [], set()
+        for n, s in todo:
+            settings = settings_of(n, args.tiny, args.timing)
+            key = pretraining_key(settings, s) if settings["recipe"] != "none" else (n, s)
+            if key not in seen:
+                seen.add(key)
+                firsts.append((n, s))
+        todo = firsts + [run for run in todo if run not in firsts]
     import torch
     import transformers
 
