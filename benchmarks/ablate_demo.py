@@ -385,16 +385,20 @@ def main(argv=None) -> int:
     order = [(n, s) for s in args.seeds for n in head] + [(n, s) for s in args.seeds for n in rest]
     todo = [(n, s) for n, s in order if (n, s) not in done]
     if args.jobs > 1 and not args.no_cache and not args.from_pretrained:
-        # Every distinct pre-training starts before any run that would reuse one, so parallel jobs
-        # do not queue on the same pre-training (the cache lock covers what this order cannot).
-        firsts, seen = [], set()
-        for n, s in todo:
-            settings = settings_of(n, args.tiny, args.timing)
-            key = pretraining_key(settings, s) if settings["recipe"] != "none" else (n, s)
-            if key not in seen:
-                seen.add(key)
-                firsts.append((n, s))
-        todo = firsts + [run for run in todo if run not in firsts]
+        # Every distinct pre-training starts before any run that would reuse one (within the
+        # priority variants, then within the rest), so parallel jobs do not queue on the same
+        # pre-training (the cache lock covers what this order cannot).
+        def leaders_first(runs):
+            firsts, seen = [], set()
+            for n, s in runs:
+                settings = settings_of(n, args.tiny, args.timing)
+                key = pretraining_key(settings, s) if settings["recipe"] != "none" else (n, s)
+                if key not in seen:
+                    seen.add(key)
+                    firsts.append((n, s))
+            return firsts + [run for run in runs if run not in firsts]
+
+        todo = leaders_first([r for r in todo if r[0] in head]) + leaders_first([r for r in todo if r[0] in rest])
     import torch
     import transformers
 
