@@ -2,7 +2,7 @@
 
 Four ways of running the same training steps (the demo's 128x2 BERT, batch 32, bf16 autocast as
 fine-tuning uses on CPUs with native bf16 or ``--precision fp32`` as masked-LM pre-training,
-AdamW, gradients freed after every step as Trainer does, one thread), each in a fresh process
+fused AdamW and gradients freed after every step as every nbutils training runs them, one thread), each in a fresh process
 that imports nbutils first as the notebooks do, so nothing carries over:
 
 - ``default``: glibc as it comes (a block is mapped on its own only above a threshold that glibc
@@ -11,9 +11,9 @@ that imports nbutils first as the notebooks do, so nothing carries over:
 - ``mmap``: ``nbutils.memory.large_blocks_via_mmap`` (blocks >= 4 MiB mapped and unmapped every
   step: lower peak, but every step faults its activations' pages in again, 4 KiB at a time);
 - ``mmap+thp``: the same plus ``THP_MEM_ALLOC_ENABLE=1``, torch's switch that advises the kernel
-  to back tensors of 2 MiB or more with transparent huge pages (far fewer page faults), which is what
-  ``import nbutils`` sets (``nbutils.memory.huge_pages_for_torch``) together with ``mmap`` for
-  long inputs (``nbutils.train.finetune``);
+  to back tensors of 2 MiB or more with transparent huge pages (far fewer page faults): what
+  ``nbutils run`` and the ``nbutils`` commands switch on for long inputs (``max_length`` >= 256),
+  where ``finetune`` also maps large blocks (``nbutils.memory``);
 - ``thp``: huge pages alone.
 
 The arms run in turn (rotated each rep) at each max_length; it prints the median time per step,
@@ -57,7 +57,10 @@ def worker(arm: str, length: int, steps: int, warmup: int, precision: str) -> No
     config = BertConfig(vocab_size=21128, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=512, num_labels=10, max_position_embeddings=512)
     model = BertForSequenceClassification(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # fused, as nbutils.device has Trainer run it: the per-tensor AdamW allocates temporaries the
+    # size of the 10.8 MB embedding every step, which made huge pages look good on titles (0.86x)
+    # where the real path (no such temporaries) does not gain
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     generator = torch.Generator().manual_seed(1)
 
     def step() -> float:

@@ -2,18 +2,14 @@
 
 Heavy dependencies (torch, transformers) are imported lazily by the modules that need them,
 so ``nbutils data fetch`` and the runner start in well under a second. Importing the package
-puts the CPU thread policy (``nbutils.threads``) and torch's huge-page switch (``nbutils.memory``)
-into the environment first.
+puts the CPU thread policy (``nbutils.threads``) into the environment first.
 """
 
 from nbutils.errors import NbutilsError
-from nbutils.memory import huge_pages_for_torch
 from nbutils.threads import apply_thread_policy
 
-# Before anything loads torch: OpenMP reads its wait policy once, when torch loads (nbutils.threads),
-# and torch's allocator reads its huge-page switch at its first allocation (nbutils.memory).
+# Before anything loads torch: OpenMP reads its settings once, when torch loads (nbutils.threads).
 apply_thread_policy()
-huge_pages_for_torch()
 
 __version__ = "0.1.0"
 __all__ = ["NbutilsError", "__version__", "predict"]

@@ -14,6 +14,7 @@ import signal
 import sys
 
 from nbutils.errors import NbutilsError
+from nbutils.memory import huge_pages_for_long_inputs, max_length_argument
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("nbutils.fetch:main", "fetch a dataset into data/raw (from its source or a local mirror)"),
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"nbutils: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    # Before the command loads torch, whose allocator reads its huge-page switch once (nbutils.memory).
+    huge_pages_for_long_inputs(max_length_argument(rest))
     module_name, func_name = COMMANDS[name][0].split(":")
     command = getattr(importlib.import_module(module_name), func_name)
     _install_signal_handlers()

@@ -26,13 +26,17 @@ have the measured peaks and the time per step it costs (fresh pages are faulted 
 
 That cost is page faults, 4 KiB at a time, and huge pages remove most of it: torch advises the
 kernel to back tensors of 2 MiB or more with transparent huge pages (``madvise(MADV_HUGEPAGE)``) when
-``THP_MEM_ALLOC_ENABLE=1`` is in the environment before its first allocation, so ``import
-nbutils`` sets it (``huge_pages_for_torch``, like the thread policy, before torch loads; a value
-the user set is kept). ``benchmarks/bench_heap.py`` measures the four combinations in one run:
-huge pages make a demo step (48 tokens) faster with or without the mapping and take the mapping's
-time cost at 512 tokens away; alone at 512 they raise the peak (whole 2 MiB pages stay resident in
-the heap), so ``finetune`` maps large blocks for long inputs (``max_length`` >= 256) and leaves
-titles on the heap, where the mapping saves nothing and costs time.
+``THP_MEM_ALLOC_ENABLE=1`` is in the environment before its first allocation
+(``huge_pages_for_torch``; a value the user set is kept). ``benchmarks/bench_heap.py`` measures
+the four combinations in one run: at 512 tokens huge pages take the mapping's time cost away. On
+titles they do not pay: a demo fine-tuning step (bf16, fused AdamW, 24-48 tokens) was 1.0-1.1x
+slower with them, 1 and 2 threads, fresh processes (README "CPU threads"); there the only tensors
+of 2 MiB are the embedding matrix, its gradient and its optimizer state. So both switches are for
+long inputs only (``max_length`` >= ``LONG_INPUTS``): ``finetune`` maps large blocks, and huge pages
+are switched on where the length is known before torch loads: ``nbutils run`` for its kernels
+(``long_inputs_in``: the profile's and overrides' ``*max_length`` values) and the ``nbutils``
+commands given ``--max-length`` (``nbutils.cli``). In JupyterLab, start the kernel with the
+variable set (``%env`` is too late once torch has allocated).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import functools
 THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"  # read once by torch (c10's CPU allocator) at its first allocation
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 4 << 20  # blocks this large or larger get their own mapping
+LONG_INPUTS = 256  # max_length from which large blocks get their own mapping and huge pages pay
 
 
 @functools.cache
@@ -90,3 +95,28 @@ def huge_pages_for_torch(environ=None) -> bool:
         return False
     environ[THP_VARIABLE] = "1"
     return True
+
+
+def longest_max_length(values) -> int:
+    """The largest integer ``*max_length`` value of a profile's parameters (0 when none)."""
+    lengths = [v for k, v in values.items() if k.endswith("max_length") and isinstance(v, int)
+               and not isinstance(v, bool)]
+    return max(lengths, default=0)
+
+
+def max_length_argument(argv) -> int:
+    """The value of ``--max-length N`` / ``--max-length=N`` in a command line (0 when absent or bad)."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--max-length=") else (
+            argv[i + 1] if arg == "--max-length" and i + 1 < len(argv) else None)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return 0  # the command's own parser reports it
+    return 0
+
+
+def huge_pages_for_long_inputs(max_length: int, environ=None) -> bool:
+    """``huge_pages_for_torch`` when ``max_length`` >= ``LONG_INPUTS`` (module doc); True when set."""
+    return max_length >= LONG_INPUTS and huge_pages_for_torch(environ)

@@ -29,6 +29,7 @@ import yaml
 
 from nbutils.errors import NbutilsError
 from nbutils.io import write_json
+from nbutils.memory import huge_pages_for_long_inputs, longest_max_length
 from nbutils.paths import REPO_ROOT, RunPaths
 from nbutils.threads import current_policy, machine_load, thread_schedules, use_torch_threads
 
@@ -412,6 +413,7 @@ def run_pipeline(
     # Before torch loads here (device description) and before any kernel starts: the kernels
     # inherit the thread policy's environment, and OMP_NUM_THREADS where torch_threads asks.
     use_torch_threads(values.get("torch_threads") or 0)
+    huge_pages_for_long_inputs(longest_max_length(values))  # long articles: torch's huge pages (nbutils.memory)
     inspected = [inspect_parameters(p) for p in notebooks]
     known = set().union(*(inspect_parameters(p).declared for p in every_notebook))
 

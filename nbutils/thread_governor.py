@@ -16,7 +16,12 @@ best on both, so ``ThreadGovernor`` watches the step times and moves between cou
   ``max_interval`` steps), and never comes sooner than the lost time allows within
   ``probe_budget`` (2% of training time by default), so probing costs little when quiet;
 - a window whose median is ``slowdown`` times the settled one (load arrived) probes fewer
-  threads at once.
+  threads at once;
+- a probe that starts within the first ``early_steps`` steps must be ``early_gain`` faster: the
+  first steps of a process run slow at every count (allocator, caches; on a quiet 2-core CPU
+  the first ~30 two-thread steps of the demo BERT took 30-33 ms against 25-28 ms later, one
+  thread 29 ms), and with 5% a quiet run moved to one thread at step 12 and stayed there.
+  Contention still moves at once: one busy process makes two threads 3x slower, not 1.1x.
 
 **Results depend on the load in their last bits** when the governor runs: a different thread
 count splits sums differently. Accuracy moves by noise-level amounts, not more; but two runs
@@ -45,8 +50,8 @@ class ThreadGovernor:
     def __init__(self, max_threads: int, *, start: int | None = None, min_threads: int = 1,
                  window: int = 6, settle_steps: int = 2, probe_steps: int = 3, min_gain: float = 0.05,
                  abort_ratio: float = 1.5, slowdown: float = 1.25, first_interval: int = 50,
-                 max_interval: int = 2000, probe_budget: float = 0.02,
-                 clock: Callable[[], float] = time.perf_counter):
+                 max_interval: int = 2000, probe_budget: float = 0.02, early_steps: int = 30,
+                 early_gain: float = 0.25, clock: Callable[[], float] = time.perf_counter):
         if not 1 <= min_threads <= max_threads:
             raise ValueError(f"need 1 <= min_threads <= max_threads, got {min_threads}, {max_threads}")
         self.min_threads, self.max_threads = min_threads, max_threads
@@ -55,6 +60,7 @@ class ThreadGovernor:
         self.window_size, self.settle_steps, self.probe_steps = window, settle_steps, probe_steps
         self.min_gain, self.abort_ratio, self.slowdown = min_gain, abort_ratio, slowdown
         self.first_interval, self.max_interval, self.probe_budget = first_interval, max_interval, probe_budget
+        self.early_steps, self.early_gain = early_steps, early_gain
         self.clock = clock
         self.step = 0  # steps observed
         self._skip = settle_steps  # first steps (allocator, kernel choice) and the first after a move
@@ -133,7 +139,8 @@ class ThreadGovernor:
         if not aborted and len(probe["times"]) < self.probe_steps:
             return
         probe_median = statistics.median(probe["times"])
-        won = not aborted and probe_median < (1 - self.min_gain) * current
+        gain = self.early_gain if probe["step"] <= self.early_steps else self.min_gain
+        won = not aborted and probe_median < (1 - gain) * current
         self.probe_count += 1
         self._keep(self.probes, {"step": probe["step"], "threads": probe["threads"], "from": self.home,
                                  "steps": len(probe["times"]), "won": won, "aborted": aborted,

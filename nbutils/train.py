@@ -38,6 +38,7 @@ from transformers import Trainer
 
 from nbutils.config_flags import config_from_params
 from nbutils.errors import NbutilsError
+from nbutils.memory import LONG_INPUTS
 from nbutils.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
 from nbutils.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode
 from nbutils.weights import quiet_weight_files
@@ -46,7 +47,7 @@ CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cu
 CHECKPOINTS = "checkpoints"
 # From this max_length on, blocks of 4 MiB or more get their own mapping (nbutils.memory): at 512
 # tokens it lowers the peak by ~200 MB; for titles it saves nothing (benchmarks/bench_heap.py).
-MMAP_FROM_MAX_LENGTH = 256
+MMAP_FROM_MAX_LENGTH = LONG_INPUTS
 
 
 @dataclass

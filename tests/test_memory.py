@@ -73,8 +73,9 @@ _TENSOR_ADVICE = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch's huge-page switch is Linux only")
-@pytest.mark.parametrize("preset, expected", [(None, "1 True"), ("0", "0 False")])
-def test_import_nbutils_turns_torch_huge_pages_on_unless_the_user_decided(preset, expected):
+@pytest.mark.parametrize("preset, expected", [(None, "None False"), ("1", "1 True"), ("0", "0 False")])
+def test_import_nbutils_leaves_torch_huge_pages_to_the_user(preset, expected):
+    # titles do not pay for huge pages (nbutils.memory): only long inputs or the user turn them on
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
@@ -83,6 +84,42 @@ def test_import_nbutils_turns_torch_huge_pages_on_unless_the_user_decided(preset
     out = subprocess.run([sys.executable, "-c", _TENSOR_ADVICE], capture_output=True, text=True,
                          check=True, env=env)
     assert out.stdout.split()[-2:] == expected.split()
+
+
+def test_huge_pages_only_for_long_inputs():
+    from nbutils.memory import LONG_INPUTS, huge_pages_for_long_inputs, longest_max_length, max_length_argument
+
+    linux = sys.platform.startswith("linux")
+    titles: dict[str, str] = {}
+    assert huge_pages_for_long_inputs(48, titles) is False and titles == {}
+    articles: dict[str, str] = {}
+    assert huge_pages_for_long_inputs(LONG_INPUTS, articles) is linux
+    assert articles == ({"THP_MEM_ALLOC_ENABLE": "1"} if linux else {})
+    declined = {"THP_MEM_ALLOC_ENABLE": "0"}
+    assert huge_pages_for_long_inputs(512, declined) is False and declined == {"THP_MEM_ALLOC_ENABLE": "0"}
+    assert longest_max_length({"mlm_max_length": 32, "finetune_max_length": 512, "seed": 1000,
+                               "freeze_max_length": True}) == 512
+    assert longest_max_length({"seed": 1}) == 0
+    assert max_length_argument(["x", "--max-length", "512"]) == 512
+    assert max_length_argument(["--max-length=300", "y"]) == 300
+    assert max_length_argument(["--max-length", "lots"]) == 0 and max_length_argument(["--max-length"]) == 0
+
+
+def test_cli_switches_huge_pages_on_before_a_long_input_command_runs(monkeypatch):
+    import os
+    import types
+
+    from nbutils import cli
+
+    seen = []
+    probe = types.SimpleNamespace(main=lambda argv: seen.append(os.environ.get("THP_MEM_ALLOC_ENABLE")) or 0)
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    monkeypatch.setattr(cli, "COMMANDS", {"probe": ("probe:main", "")})
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: probe)
+    assert cli.main(["probe", "--max-length", "48"]) == 0
+    assert cli.main(["probe", "--max-length", "512"]) == 0
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    assert seen == [None, "1" if sys.platform.startswith("linux") else None]
 
 
 def test_huge_pages_switch_keeps_a_value_already_set():

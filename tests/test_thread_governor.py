@@ -48,6 +48,18 @@ def test_quiet_stays_on_all_threads_and_probing_costs_little():
         assert spent / best - 1 < bound, (steps, spent / best)
 
 
+def test_slow_first_steps_of_a_quiet_run_do_not_move_it():
+    # measured: the first ~30 two-thread steps 31 ms, later 26 ms; one thread 29 ms throughout
+    warming = lambda i: {2: 0.031, 1: 0.029} if i < 30 else {2: 0.026, 1: 0.029}  # noqa: E731
+    governor = ThreadGovernor(2)
+    run(governor, 300, warming)
+    assert governor.switch_count == 0 and governor.steps_at[2] > 290
+    # with the old rule (5% from the first probe) it moved to one thread
+    eager = ThreadGovernor(2, early_gain=0.05)
+    run(eager, 300, warming)
+    assert eager.switches and eager.switches[0]["step"] < 30
+
+
 def test_contention_moves_to_fewer_threads_within_a_few_windows():
     governor = ThreadGovernor(2)
     run(governor, 400, lambda i: QUIET if i < 200 else ONE_BUSY)
