@@ -1,6 +1,6 @@
 """What notebook 06 shows, for the sections that do more than display one table: prose lines,
 "this input is missing" notes, an earlier stage's saved figures, the TF-IDF baseline trained
-beside the model, and the error analysis.
+beside the model, the error analysis, and the ablation that chose the demo recipe.
 
 The tables themselves are built in ``nbutils.report`` from the run directory; this module puts
 them on the page (IPython ``display``), so the notebook stays prose and one call per step.
@@ -16,7 +16,11 @@ from IPython.display import Image, Markdown, display
 from nbutils import report
 from nbutils.errors import NbutilsError
 from nbutils.io import write_json
-from nbutils.paths import RunPaths
+from nbutils.paths import REPO_ROOT, RunPaths
+
+# The ablation of the demo recipe that the README shows (benchmarks/ablate_demo.py writes it as
+# <out>/summary.csv; the committed copy is the one the demo profile was chosen from).
+ABLATION_SUMMARY = REPO_ROOT / "benchmarks" / "results" / "ablate_demo_summary.csv"
 
 
 def say(text: str) -> None:
@@ -122,3 +126,35 @@ def error_analysis(predictions, *, max_examples: int, max_chars: int, baseline: 
         agreement = report.agreement_with_baseline(predictions, baseline_pred)
         say("**Model and baseline on the same test examples**")
         display(pd.Series(agreement, name="test examples").to_frame())
+
+
+def ablation_section(baseline: dict | None = None, path: str | Path = ABLATION_SUMMARY):
+    """Show the committed ablation of the demo recipe (variant, steps, CPU seconds, dev and test
+    accuracy as mean +- std over seeds, test median) beside this run's TF-IDF baseline; returns
+    the table shown, None when there is no summary file."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        say(f"No ablation summary at `{path}`: `python benchmarks/ablate_demo.py --out OUT` writes "
+            "`OUT/summary.csv`.")
+        return None
+    rows = pd.read_csv(path)
+    pm = lambda mean, sd: "n/a" if pd.isna(mean) else f"{mean:.2%} ± {0 if pd.isna(sd) else sd:.2%}"  # noqa: E731
+    table = pd.DataFrame({
+        "variant": rows["variant"], "what": rows["what"], "seeds": rows["seeds"],
+        "pre-training steps": rows["pretrain_steps"], "fine-tuning steps": rows["finetune_steps"],
+        "pre-training CPU s": rows["pretrain_cpu_s"], "fine-tuning CPU s": rows["finetune_cpu_s"],
+        "dev accuracy": [pm(m, s) for m, s in zip(rows["dev_acc"], rows["dev_sd"], strict=True)],
+        "test accuracy": [pm(m, s) for m, s in zip(rows["test_acc"], rows["test_sd"], strict=True)],
+        "test median": rows["test_median"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2%}"),
+    })
+    display(table.style.hide(axis="index"))
+    best = rows.loc[rows["test_median"].idxmax()] if rows["test_median"].notna().any() else None
+    line = f"From `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`."
+    if best is not None:
+        line += f" Best test median: **{best['variant']}** ({best['test_median']:.2%}, {best['seeds']} seeds)."
+    if baseline:
+        line += f" The TF-IDF baseline in this run: {baseline['test']['accuracy']:.2%}."
+    say(line)
+    return table

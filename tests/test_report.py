@@ -467,3 +467,24 @@ def test_training_summary_formats_scalars():
     table = report.training_summary({"train_samples": 33590.0, "runtime_s": 3.493193, "kind": "rss",
                                      "nested": {"a": 1}})
     assert table["value"].to_dict() == {"train samples": "33,590", "runtime s": "3.493", "kind": "rss"}
+
+
+def test_ablation_section_shows_mean_sd_and_the_best_variant(tmp_path, monkeypatch):
+    from nbutils import report_sections
+
+    shown = []
+    monkeypatch.setattr(report_sections, "say", shown.append)
+    monkeypatch.setattr(report_sections, "display", lambda *a, **k: None)
+    summary = tmp_path / "summary.csv"
+    summary.write_text(
+        "variant,what,seeds,errors,pretrain_steps,finetune_steps,pretrain_s,finetune_s,pretrain_ms_per_step,"
+        "finetune_ms_per_step,pretrain_cpu_s,finetune_cpu_s,dev_acc,dev_sd,test_acc,test_sd,test_median\n"
+        "demo,today's demo profile,3,0,3000,2100,1,1,1,1,318.0,82.0,0.85,0.01,0.853,0.004,0.853\n"
+        "ft4,\"fine-tune 4 epochs, not 2\",3,0,3000,4200,1,1,1,1,318.0,160.0,0.86,0.02,0.861,0.001,0.862\n",
+        encoding="utf-8")
+    table = report_sections.ablation_section({"test": {"accuracy": 0.903}}, summary)
+    assert list(table["variant"]) == ["demo", "ft4"]
+    assert list(table["test accuracy"]) == ["85.30% ± 0.40%", "86.10% ± 0.10%"]
+    assert "Best test median: **ft4** (86.20%, 3 seeds)" in shown[-1] and "90.30%" in shown[-1]
+    assert report_sections.ablation_section(None, tmp_path / "missing.csv") is None
+    assert "No ablation summary" in shown[-1]
