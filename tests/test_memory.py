@@ -87,7 +87,12 @@ def test_import_nbutils_leaves_torch_huge_pages_to_the_user(preset, expected):
 
 
 def test_huge_pages_only_for_long_inputs():
-    from nbutils.memory import LONG_INPUTS, huge_pages_for_long_inputs, longest_max_length, max_length_argument
+    from nbutils.memory import (
+        LONG_INPUTS,
+        huge_pages_for_long_inputs,
+        longest_max_length,
+        max_length_argument,
+    )
 
     linux = sys.platform.startswith("linux")
     titles: dict[str, str] = {}
