@@ -34,7 +34,8 @@ WORDS = {  # each class has its own vocabulary, so a bag of characters separates
 }
 SECTIONS = ["1. What was run", "2. The data", "3. Training curves", "4. Baseline",
             "5. Test results", "6. Error analysis", "7. Layer freezing",
-            "8. Published reference numbers", "9. Files of this report"]
+            "8. How the demo recipe was chosen", "9. Published reference numbers",
+            "10. Files of this report"]
 
 
 def _texts(label: str, n: int, rng) -> list[str]:
