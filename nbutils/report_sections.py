@@ -130,8 +130,8 @@ def error_analysis(predictions, *, max_examples: int, max_chars: int, baseline: 
 
 def ablation_section(baseline: dict | None = None, path: str | Path = ABLATION_SUMMARY):
     """Show the committed ablation of the demo recipe (variant, steps, CPU seconds, dev and test
-    accuracy as mean +- std over seeds, test median) beside this run's TF-IDF baseline; returns
-    the table shown, None when there is no summary file."""
+    accuracy as mean +- std over seeds, test median), the variant best on dev, and this run's
+    TF-IDF baseline; returns the table shown, None when there is no summary file."""
     import pandas as pd
 
     path = Path(path)
@@ -150,10 +150,12 @@ def ablation_section(baseline: dict | None = None, path: str | Path = ABLATION_S
         "test median": rows["test_median"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2%}"),
     })
     display(table.style.hide(axis="index"))
-    best = rows.loc[rows["test_median"].idxmax()] if rows["test_median"].notna().any() else None
+    # chosen on the dev split, so that picking a variant does not peek at the test split
+    best = rows.loc[rows["dev_acc"].idxmax()] if rows["dev_acc"].notna().any() else None
     line = f"From `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`."
     if best is not None:
-        line += f" Best test median: **{best['variant']}** ({best['test_median']:.2%}, {best['seeds']} seeds)."
+        line += (f" Best on dev: **{best['variant']}** (dev {best['dev_acc']:.2%}, test median "
+                 f"{best['test_median']:.2%}, {best['seeds']} seeds).")
     if baseline:
         line += f" The TF-IDF baseline in this run: {baseline['test']['accuracy']:.2%}."
     say(line)

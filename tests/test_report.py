@@ -486,6 +486,6 @@ def test_ablation_section_shows_mean_sd_and_the_best_variant(tmp_path, monkeypat
     table = report_sections.ablation_section({"test": {"accuracy": 0.903}}, summary)
     assert list(table["variant"]) == ["demo", "ft4"]
     assert list(table["test accuracy"]) == ["85.30% ± 0.40%", "86.10% ± 0.10%"]
-    assert "Best test median: **ft4** (86.20%, 3 seeds)" in shown[-1] and "90.30%" in shown[-1]
+    assert "Best on dev: **ft4** (dev 86.00%, test median 86.20%, 3 seeds)" in shown[-1] and "90.30%" in shown[-1]
     assert report_sections.ablation_section(None, tmp_path / "missing.csv") is None
     assert "No ablation summary" in shown[-1]
