@@ -214,5 +214,6 @@ def outputs(page) -> list[str]:
 
 
 def errors(page) -> list[str]:
-    """Error outputs on the page (an exception's traceback)."""
-    return [t[:800] for t in outputs(page) if "Traceback" in t]
+    """Error outputs on the page (an exception's traceback), long ones cut in the middle so the
+    first frames and the exception's own line (at the end) stay."""
+    return [t if len(t) <= 800 else f"{t[:400]} [...] {t[-400:]}" for t in outputs(page) if "Traceback" in t]
