@@ -29,12 +29,14 @@ kernel to back tensors of 2 MiB or more with transparent huge pages (``madvise(M
 ``THP_MEM_ALLOC_ENABLE=1`` is in the environment before its first allocation
 (``huge_pages_for_torch``; a value the user set is kept). ``benchmarks/bench_heap.py`` measures
 the four combinations in one run: at 512 tokens huge pages take the mapping's time cost away. On
-titles they do not pay: a demo fine-tuning step (bf16, fused AdamW, 24-48 tokens) was 1.0-1.1x
-slower with them, 1 and 2 threads, fresh processes (README "CPU threads"); there the only tensors
-of 2 MiB are the embedding matrix, its gradient and its optimizer state. So both switches are for
+titles they did not pay where it counts: with the fused AdamW that training uses, a demo step
+(bf16) was 0.89x at one thread and 48 tokens but 1.05-1.17x at two threads and 24 tokens (medians
+of 8-12 fresh processes), and a real 400-step fine-tune showed no difference (README, "Session 6:
+huge pages only for long inputs"); there the only tensors of 2 MiB are the embedding matrix, its
+gradient and its optimizer state. So both switches are for
 long inputs only (``max_length`` >= ``LONG_INPUTS``): ``finetune`` maps large blocks, and huge pages
 are switched on where the length is known before torch loads: ``nbutils run`` for its kernels
-(``long_inputs_in``: the profile's and overrides' ``*max_length`` values) and the ``nbutils``
+(``longest_max_length``: the profile's and overrides' ``*max_length`` values) and the ``nbutils``
 commands given ``--max-length`` (``nbutils.cli``). In JupyterLab, start the kernel with the
 variable set (``%env`` is too late once torch has allocated).
 """

@@ -23,10 +23,11 @@ best on both, so ``ThreadGovernor`` watches the step times and moves between cou
   thread 29 ms), and with 5% a quiet run moved to one thread at step 12 and stayed there.
   Contention still moves at once: one busy process makes two threads 3x slower, not 1.1x.
 
-**Results depend on the load in their last bits** when the governor runs: a different thread
-count splits sums differently. Accuracy moves by noise-level amounts, not more; but two runs
-are bit-identical only with a pinned count: ``OMP_NUM_THREADS`` or a notebook's
-``torch_threads`` (``nbutils.threads``) switch the governor off.
+**Results used to depend on the load in their last bits** when the governor ran (before
+``nbutils.thread_invariant``, which every CPU training now uses): a different thread
+count split sums differently, and two runs were bit-identical only with a pinned count. With the
+thread-invariant numerics they are bit-identical under the governor too; ``OMP_NUM_THREADS`` or
+a notebook's ``torch_threads`` (``nbutils.threads``) still pin the count and switch it off.
 
 Pure Python, no torch: ``observe`` gets a step's seconds and returns the count for the next
 step; ``nbutils.thread_callback`` applies it with ``torch.set_num_threads`` around Trainer's
