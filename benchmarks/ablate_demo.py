@@ -126,8 +126,11 @@ def reused_pretraining(pretrained: str, s: dict) -> dict:
     return metrics
 
 
-def pretraining_key(s: dict, seed: int) -> str:
-    """Name of a pre-training in the cache: variants that pre-train alike (same settings, same seed) share it."""
+def pretraining_key(s: dict, seed: int) -> str | None:
+    """Name of a pre-training in the cache: variants that pre-train alike (same settings, same seed)
+    share it; None for a variant that does not pre-train."""
+    if s["recipe"] == "none":
+        return None
     import hashlib
 
     settings = json.dumps({k: s[k] for k in PRETRAIN_KEYS} | {"heldout": s.get("heldout", 500),
@@ -193,7 +196,8 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
             # CPU seconds of this process per stage (tokenizing, scoring, teacher fit included): with
             # one thread on a loaded machine they track what a quiet machine's wall clock would show.
             cpu0 = time.process_time()
-            cached = Path(cache) / pretraining_key(s, seed) if cache and s["recipe"] != "none" and not reuse else None
+            key = pretraining_key(s, seed)
+            cached = Path(cache) / key if cache and key and not reuse else None
             with _cache_lock(cached) if cached is not None else contextlib.nullcontext():
                 if cached is not None and (cached / "row.json").exists():
                     row.update(json.loads((cached / "row.json").read_text(encoding="utf-8")))
@@ -392,8 +396,7 @@ def main(argv=None) -> int:
         def leaders_first(runs):
             firsts, seen = [], set()
             for n, s in runs:
-                settings = settings_of(n, args.tiny, args.timing)
-                key = pretraining_key(settings, s) if settings["recipe"] != "none" else (n, s)
+                key = pretraining_key(settings_of(n, args.tiny, args.timing), s) or (n, s)
                 if key not in seen:
                     seen.add(key)
                     firsts.append((n, s))

@@ -47,9 +47,9 @@ import subprocess
 import sys
 import time
 
-# Variables that decide OpenMP's behaviour: stripped from every worker, then set per policy.
-# torch's huge-page switch too: read once, it changes a title step's time by up to ~10% (nbutils.memory).
-OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "MKL_CBWR",
+# Variables that decide OpenMP's behaviour, and torch's huge-page switch (read once, it changes a
+# title step's time by up to ~10%: nbutils.memory): stripped from every worker, then set per policy.
+WORKER_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "MKL_CBWR",
                     "OMP_PROC_BIND", "OMP_PLACES", "NBUTILS_THREAD_POLICY", "NBUTILS_POLICY_THREADS",
                     "THP_MEM_ALLOC_ENABLE")
 
@@ -220,7 +220,7 @@ def stop_hogs(hogs: list[subprocess.Popen]) -> None:
 
 
 def run_worker(policy: str, args) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in WORKER_VARIABLES}
     env.update(policy_env(policy))
     cmd = [sys.executable, __file__, "--worker", "--policy", policy, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--max-worker-s", str(args.max_worker_s),
