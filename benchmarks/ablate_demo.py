@@ -51,7 +51,7 @@ BASE = {
     "hidden": 128, "layers": 2, "heads": 2, "intermediate": 512,
     "recipe": "mlm",  # mlm | electra | none
     "pt_steps": 3000, "pt_batch": 64, "pt_lr": 1e-3, "pt_max_length": 32, "mask": 0.15, "pt_dropout": 0.0,
-    "pt_warmup": 0.06, "gen_layers": 1, "disc_weight": 50.0,
+    "pt_warmup": 0.06, "pt_vocab": "full", "gen_layers": 1, "disc_weight": 50.0,
     "ft_epochs": 2.0, "ft_lr": 5e-4, "ft_batch": 32, "ft_max_length": 48, "ft_warmup": 0.1,
     "ft_eval_steps": 300, "label_smoothing": 0.0, "distill_alpha": 0.0, "distill_folds": 5, "distill_T": 1.0,
 }
@@ -85,6 +85,17 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                     {"pt_lr": 2e-3, "ft_epochs": 4.0}),
     "distill_T2_ft4": ("distil at temperature 2, 4 epochs", {"distill_alpha": 0.5, "distill_T": 2.0, "ft_epochs": 4.0}),
     "distill_ft4_lr1e3": ("distil + 4 epochs at lr 1e-3", {"distill_alpha": 0.5, "ft_epochs": 4.0, "ft_lr": 1e-3}),
+    # "cv": the MLM head scores only the tokens of the pre-training texts (mlm_output_vocabulary:
+    # corpus), which makes a step cheaper, the more so the more tokens are masked
+    "cv_distill_ft6": ("corpus-vocabulary head + distil + 6 epochs", {"pt_vocab": "corpus", "distill_alpha": 0.5,
+                                                                     "ft_epochs": 6.0}),
+    "cv_mask30_distill_ft6": ("corpus-vocabulary head, mask 30% + distil + 6 epochs",
+                              {"pt_vocab": "corpus", "mask": 0.30, "distill_alpha": 0.5, "ft_epochs": 6.0}),
+    "cv_mask40_distill_ft6": ("corpus-vocabulary head, mask 40% + distil + 6 epochs",
+                              {"pt_vocab": "corpus", "mask": 0.40, "distill_alpha": 0.5, "ft_epochs": 6.0}),
+    "cv_mask30_pt4000_distill_ft6": ("corpus-vocabulary head, mask 30%, 4,000 steps + distil + 6 epochs",
+                                     {"pt_vocab": "corpus", "mask": 0.30, "pt_steps": 4000, "distill_alpha": 0.5,
+                                      "ft_epochs": 6.0}),
 }
 
 COLUMNS = ["variant", "seed", "recipe", "shape", "pretrain_steps", "finetune_steps", "dev_acc", "test_acc",
@@ -105,7 +116,7 @@ def settings_of(name: str, tiny: bool, timing: int = 0) -> dict:
 
 
 PRETRAIN_KEYS = ("hidden", "layers", "heads", "intermediate", "recipe", "pt_steps", "pt_batch", "pt_lr",
-                 "pt_max_length", "mask", "pt_dropout", "pt_warmup", "gen_layers", "disc_weight")
+                 "pt_max_length", "mask", "pt_dropout", "pt_warmup", "gen_layers", "disc_weight", "pt_vocab")
 
 
 def reused_pretraining(pretrained: str, s: dict) -> dict:
@@ -119,7 +130,7 @@ def reused_pretraining(pretrained: str, s: dict) -> dict:
             "intermediate": model["intermediate_size"], "recipe": metrics.get("recipe", "mlm"),
             "pt_steps": metrics["steps"], "pt_batch": cfg["batch_size"], "pt_lr": cfg["learning_rate"],
             "pt_max_length": cfg["max_length"], "mask": cfg["mlm_probability"], "pt_dropout": cfg["dropout"],
-            "pt_warmup": cfg["warmup_ratio"]}
+            "pt_warmup": cfg["warmup_ratio"], "pt_vocab": cfg.get("output_vocabulary", "full")}
     differ = {k: (seen[k], s[k]) for k in seen if seen[k] != s[k]}
     if differ or s["recipe"] == "electra":
         raise ValueError(f"--from-pretrained {folder} was pre-trained differently from this variant: {differ}")
@@ -213,6 +224,7 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
                     common = dict(max_steps=s["pt_steps"], batch_size=s["pt_batch"], learning_rate=s["pt_lr"],
                                   max_length=s["pt_max_length"], mlm_probability=s["mask"], dropout=s["pt_dropout"],
                                   warmup_ratio=s["pt_warmup"], heldout_size=s.get("heldout", 500), seed=seed,
+                                  output_vocabulary=s["pt_vocab"],
                                   device=device, precision="fp32", headless=True, logging_steps=50)
                     if s["recipe"] == "electra":
                         from nbutils.electra import ElectraConfig, electra_pretraining

@@ -204,21 +204,25 @@ def _functions():
                 grad_bias = rows.sum(0)  # one sum per output column: thread-invariant
             return grad_x, grad_weight, grad_bias
 
+    def linear(x, weight, bias):
+        """``F.linear``, with fp32 CPU products that have few rows or columns on one MKL thread."""
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and small(x.numel() // max(1, x.shape[-1]), min(weight.shape))):
+            if torch.is_grad_enabled():
+                return SmallLinear.apply(x, weight, bias)
+            with one_thread:
+                return torch.nn.functional.linear(x, weight, bias)
+        return torch.nn.functional.linear(x, weight, bias)
+
     class ThreadInvariantLinear(torch.nn.Linear):
         """``nn.Linear`` (same parameters and state dict) whose fp32 CPU products with few rows or
         columns run on one MKL thread; everything else runs as before."""
 
         def forward(self, x):
-            if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-                    and small(x.numel() // max(1, x.shape[-1]), min(self.in_features, self.out_features))):
-                if torch.is_grad_enabled():
-                    return SmallLinear.apply(x, self.weight, self.bias)
-                with one_thread:
-                    return super().forward(x)
-            return super().forward(x)
+            return linear(x, self.weight, self.bias)
 
     _BUILT = {"softmax": InvariantSoftmax, "layer_norm_class": ThreadInvariantLayerNorm,
-              "linear_class": ThreadInvariantLinear}
+              "linear_class": ThreadInvariantLinear, "linear": linear}
     return _BUILT
 
 
@@ -259,6 +263,17 @@ def register_attention() -> str:
     AttentionInterface.register(ATTENTION, thread_invariant_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
     return ATTENTION
+
+
+def linear_as(module, x, weight, bias):
+    """``F.linear(x, weight, bias)`` computed as the Linear ``module`` computes its own product:
+    thread-invariantly if :func:`make_thread_invariant` changed its class. For a product with
+    other weights than the module's own, e.g. a slice of its rows."""
+    import torch
+
+    if isinstance(module, _functions()["linear_class"]):
+        return _functions()["linear"](x, weight, bias)
+    return torch.nn.functional.linear(x, weight, bias)
 
 
 def make_thread_invariant(model, device: str = "cpu"):

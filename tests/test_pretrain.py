@@ -78,15 +78,64 @@ def test_masked_only_head_gives_the_stock_loss_and_gradients(tiny_bert, titles_d
     assert ours(**batch).logits.shape == ((batch["labels"] != -100).sum(), tokenizer.vocab_size)
 
 
+def test_corpus_vocabulary_head_is_the_softmax_over_those_tokens(tiny_bert, titles_dir):
+    model = load_mlm_model(tiny_bert, dropout=0.0)  # train() and eval() then differ in the head only
+    model.eval()  # eval() scores the whole vocabulary: the reference
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert)
+    features = tokenize_texts(_titles(titles_dir, "train", 32), tokenizer, max_length=48)
+    batch = make_collator(tokenizer, seed=3)(features)
+    selected = batch["labels"] != -100
+    corpus = sorted({i for f in features for i in f["input_ids"]})
+    assert 50 < len(corpus) < tokenizer.vocab_size // 10
+    full_logits = model(**batch).logits
+    # the reference: the whole vocabulary's logits, cut to the corpus tokens, then cross-entropy
+    position = {token: k for k, token in enumerate(corpus)}
+    targets = torch.tensor([position[int(t)] for t in batch["labels"][selected]])
+    expected = torch.nn.functional.cross_entropy(full_logits[:, corpus], targets)
+
+    model.restrict_output_vocabulary(corpus)
+    model.train()
+    out = model(**batch)
+    assert out.logits.shape == (int(selected.sum()), len(corpus))
+    assert out.loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    out.loss.backward()
+    grad = model.cls.predictions.bias.grad
+    outside = torch.ones(tokenizer.vocab_size, dtype=torch.bool)
+    outside[corpus] = False
+    assert grad[outside].abs().max() == 0 and grad[~outside].abs().max() > 0
+    # evaluation (and the saved model) score the whole vocabulary, with the loss training saw:
+    # the tokens outside the corpus have probability 0
+    model.eval()
+    scored = model(**batch)
+    assert scored.logits.shape[-1] == tokenizer.vocab_size
+    assert scored.loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert scored.logits.softmax(-1)[:, outside].max() == 0
+
+    left_out = int(batch["labels"][selected][0])  # a labelled token left out: a clear error, not a wrong loss
+    model.restrict_output_vocabulary(t for t in corpus if t != left_out)
+    model.train()
+    with pytest.raises(NbutilsError, match="outside the head's restricted vocabulary"):
+        model(**batch)
+
+
+def test_unknown_output_vocabulary_is_refused():
+    with pytest.raises(NbutilsError, match="mlm_output_vocabulary"):
+        PretrainConfig(output_vocabulary="all")
+
+
 def test_loss_decreases_and_heldout_accuracy_rises(pretrained):
     history = pretrained.history
     assert list(history.columns[:3]) == ["step", "epoch", "loss"]
-    assert history["loss"].iloc[-1] < history["loss"].iloc[0] - 1.0
+    # the corpus head starts at about ln(tokens in the corpus), ~7 here, not ln(21,128) ~ 10
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0] - 0.25
     m = pretrained.metrics
     assert m["steps"] == 80 == m["max_steps"]
     assert m["masked_token_accuracy"] > m["masked_token_accuracy_before"]
     assert m["heldout_mlm_loss"] < m["heldout_mlm_loss_before"]
     assert m["tokens_per_s"] > 0
+    # the default head trained over the corpus's tokens only (scored over all of them)
+    assert m["config"]["output_vocabulary"] == "corpus"
+    assert 50 < m["model"]["trained_output_tokens"] < m["model"]["vocab_size"] // 10
 
 
 def test_writes_the_contract_files(pretrained):
