@@ -68,7 +68,9 @@ class PretrainConfig:
     logging_steps: int = 10  # optimizer steps between loss log lines (and history.csv rows)
     headless: bool = True  # quiet progress lines instead of bars; figure only as PNG
     masked_only_head: bool = True  # run the vocabulary decoder on masked positions only
-    output_vocabulary: str = "corpus"  # "corpus": while training, the head scores only tokens that occur in the texts; "full": all
+    # "corpus": only tokens that occur in the texts can be predicted, and training scores those alone
+    # (MaskedPositionsBertForMaskedLM; ELECTRA's generator always scores all); "full": the stock head
+    output_vocabulary: str = "corpus"
     dropout: float | None = None  # dropout while pre-training (None: the model's own); saved model keeps its own
 
     @classmethod
