@@ -98,6 +98,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                       "ft_epochs": 6.0}),
     "cv_mask30_distill_ft8": ("corpus-vocabulary head, mask 30% + distil + 8 epochs",
                               {"pt_vocab": "corpus", "mask": 0.30, "distill_alpha": 0.5, "ft_epochs": 8.0}),
+    "cv_mask40_distill_ft8": ("corpus-vocabulary head, mask 40% + distil + 8 epochs",
+                              {"pt_vocab": "corpus", "mask": 0.40, "distill_alpha": 0.5, "ft_epochs": 8.0}),
     "cv_mask30_pt12000_distill_ft6": ("corpus-vocabulary head, mask 30%, 12,000 steps (4x: beyond the demo's "
                                       "budget, what more pre-training buys) + distil + 6 epochs",
                                       {"pt_vocab": "corpus", "mask": 0.30, "pt_steps": 12000, "distill_alpha": 0.5,
