@@ -1,7 +1,7 @@
 """Ablation of the demo recipe: which pre-training / shape / fine-tuning choices pay in the demo's budget.
 
 Each variant is the demo recipe as issue 18 was filed (``BASE``: 15% masking, 2 epochs, no
-distillation) with a few settings changed (``cv_mask40_distill_ft6`` is today's ``params/demo.yaml``): the
+distillation) with a few settings changed (``cv_mask40_distill_ft8`` is today's ``params/demo.yaml``): the
 pre-training recipe (masked LM, ELECTRA replaced-token detection, none), its step budget and
 masking rate, the model shape, and the fine-tuning schedule (epochs, learning rate, label
 smoothing, distillation from the cross-fitted TF-IDF SVM). Every run goes through the same
