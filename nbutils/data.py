@@ -6,7 +6,12 @@ Four layouts are understood (``format="auto"`` picks one from the folder content
   plus ``class.txt`` (class names in label-id order).
 - ``cnews``: the long-article split, ``cnews.{train,val,test}.txt`` of ``label_name<TAB>article``.
 - ``table``: CSV/TSV/JSONL with configurable text/label columns, either one file per split or
-  one file (with a ``split`` column, or split here by label-stratified ratios).
+  one file (with a ``split`` column, or split here by label-stratified ratios). A table's label
+  column may hold several labels per text (multi-label): a JSON list (``["体育", "娱乐"]``, in
+  JSONL or as a CSV/TSV cell) is recognised as such, and ``label_delimiter`` (e.g. ``"|"``)
+  splits plain cells. A multi-label dataset keeps a 0/1 ``label_matrix`` (rows x labels);
+  its ``label_array`` then holds each text's rarest label, which stratifies splits and
+  subsamples (see ``Dataset.multi_label``).
 - ``corpus``: the raw THUCNews layout, one folder per class and one ``.txt`` per article,
   split here by label-stratified ratios.
 
@@ -99,17 +104,28 @@ class Dataset:
 
     @classmethod
     def from_columns(cls, texts: TextColumn, labels, split_codes, label_names: list[str], *,
-                     source: str | Path, format: str, skipped: list[BadRow] | None = None) -> Dataset:
-        """A dataset over stored texts; ``split_codes`` index :data:`SPLITS` (0 train, 1 dev, 2 test)."""
+                     source: str | Path, format: str, skipped: list[BadRow] | None = None,
+                     label_matrix=None) -> Dataset:
+        """A dataset over stored texts; ``split_codes`` index :data:`SPLITS` (0 train, 1 dev, 2 test).
+
+        ``label_matrix`` (rows x labels, 0/1) makes it multi-label; ``labels`` then holds the label
+        each row is stratified by (:func:`stratification_labels`)."""
         ds = cls.__new__(cls)
         ds._init(texts, np.asarray(labels, dtype=np.int64), np.asarray(split_codes, dtype=np.int8),
                  label_names, source=source, format=format, skipped=skipped)
+        if label_matrix is not None:
+            matrix = np.asarray(label_matrix, dtype=np.uint8)
+            if matrix.shape != (len(texts), len(ds.label_names)):
+                raise ValueError(f"label_matrix has shape {matrix.shape}, expected "
+                                 f"{(len(texts), len(ds.label_names))}")
+            ds._matrix = matrix
         return ds
 
     def _init(self, texts, labels, split_codes, label_names, *, source, format, skipped):
         if not len(texts) == len(labels) == len(split_codes):
             raise ValueError("texts, labels and splits differ in length")
         self._texts, self._labels, self._splits = texts, labels, split_codes
+        self._matrix: np.ndarray | None = None
         self._frame: pd.DataFrame | None = None
         self.label_names = list(label_names)
         self.source = Path(source)
@@ -118,11 +134,33 @@ class Dataset:
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes().items())
-        return (f"Dataset({self.format}, {len(self.label_names)} classes, {sizes}, "
+        kind = "labels (multi-label)" if self.multi_label else "classes"
+        return (f"Dataset({self.format}, {len(self.label_names)} {kind}, {sizes}, "
                 f"skipped={len(self.skipped)}, source={str(self.source)!r})")
 
     def __len__(self) -> int:
         return len(self._labels)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether a text may carry several labels (``label_matrix``), not exactly one."""
+        return self._matrix is not None
+
+    def label_matrix(self, name: str | None = None) -> np.ndarray:
+        """Rows x labels, 1 where the text carries the label (of one split, or of every row).
+
+        A single-label dataset gives its one-hot matrix, so code written for multi-label reads
+        either kind."""
+        if self._matrix is None:
+            labels = self.label_array(name)
+            matrix = np.zeros((len(labels), len(self.label_names)), dtype=np.uint8)
+            matrix[np.arange(len(labels)), labels] = 1
+            return matrix
+        return self._matrix if name is None else self._matrix[self._rows(name)]
+
+    def label_sets(self, name: str | None = None) -> list[list[str]]:
+        """The label names of each row (of one split, or of every row), in label order."""
+        return [[self.label_names[i] for i in np.flatnonzero(row)] for row in self.label_matrix(name)]
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -188,6 +226,9 @@ class Dataset:
             digest.update(data)
         digest.update(np.ascontiguousarray(self._labels, dtype=np.int64).tobytes())
         digest.update(np.ascontiguousarray(self._splits, dtype=np.int8).tobytes())
+        if self._matrix is not None:  # absent for single-label data: its fingerprint is unchanged
+            digest.update(b"multi-label")
+            digest.update(np.ascontiguousarray(self._matrix, dtype=np.uint8).tobytes())
         return digest.hexdigest()
 
     def sizes(self) -> dict[str, int]:
@@ -195,8 +236,13 @@ class Dataset:
         return {s: int(counts[i]) for i, s in enumerate(SPLITS)}
 
     def class_counts(self) -> pd.DataFrame:
-        """Rows per class (index: label names, in id order) and split (columns)."""
+        """Rows per class (index: label names, in id order) and split (columns); for multi-label
+        data, the rows carrying each label (a row counts once for each of its labels)."""
         n = len(self.label_names)
+        if self._matrix is not None:
+            table = np.stack([self._matrix[self._splits == i].sum(axis=0, dtype=np.int64)
+                              for i in range(len(SPLITS))], axis=1)
+            return pd.DataFrame(table, index=pd.Index(self.label_names, name="label"), columns=list(SPLITS))
         valid = (self._labels >= 0) & (self._labels < n)
         table = np.zeros((n, len(SPLITS)), dtype=np.int64)
         np.add.at(table, (self._labels[valid], self._splits[valid]), 1)
@@ -236,13 +282,16 @@ class Dataset:
         pairs = {f"{a}/{b}": int((present[leaked, i] & present[leaked, j]).sum())
                  for i, a in enumerate(SPLITS) for j, b in enumerate(SPLITS) if j > i}
         # distinct (text, label) pairs: a text with more than one is labelled inconsistently
-        pair_keys = np.unique(groups * (len(self.label_names) + 1) + self._labels)
-        pair_groups = pair_keys // (len(self.label_names) + 1)
+        # (multi-label: a text with two different label sets)
+        label_ids, label_names = self._label_identity()
+        width = len(label_names) + 1
+        pair_keys = np.unique(groups * width + label_ids)
+        pair_groups = pair_keys // width
         conflicting = np.unique(pair_groups[np.flatnonzero(np.diff(pair_groups) == 0)])
         conflict_examples = []
         for g in conflicting[:max_examples]:
-            ids = sorted(int(k % (len(self.label_names) + 1)) for k in pair_keys[pair_groups == g])
-            conflict_examples.append({"text": text_of(g), "labels": [self.label_names[i] for i in ids]})
+            ids = sorted(int(k % width) for k in pair_keys[pair_groups == g])
+            conflict_examples.append({"text": text_of(g), "labels": [label_names[i] for i in ids]})
         return {
             "duplicates": duplicates,
             "leakage": {"count": len(leaked), "pairs": pairs,
@@ -251,6 +300,15 @@ class Dataset:
                                      for g in leaked[:max_examples]]},
             "conflicting_labels": {"count": len(conflicting), "examples": conflict_examples},
         }
+
+    def _label_identity(self) -> tuple[np.ndarray, list[str]]:
+        """An id per row that two rows share exactly when their labels are the same, and names for
+        the ids: the label itself, or for multi-label data the label set (``a+b``)."""
+        if self._matrix is None:
+            return self._labels, list(self.label_names)
+        sets, ids = np.unique(self._matrix, axis=0, return_inverse=True)
+        names = ["+".join(self.label_names[i] for i in np.flatnonzero(row)) or "(none)" for row in sets]
+        return ids.reshape(-1).astype(np.int64), names
 
     def subsample(self, n_per_split: int | Mapping[str, int | None], seed: int = 42) -> Dataset:
         """A smaller dataset with the same class proportions per split, the same for the same seed.
@@ -286,7 +344,8 @@ class Dataset:
         index = np.sort(np.concatenate(keep)) if keep else np.array([], dtype=int)
         return Dataset.from_columns(self._texts[index], self._labels[index], self._splits[index],
                                     self.label_names, source=self.source, format=self.format,
-                                    skipped=self.skipped)
+                                    skipped=self.skipped,
+                                    label_matrix=None if self._matrix is None else self._matrix[index])
 
 
 def load_dataset(
@@ -298,11 +357,14 @@ def load_dataset(
     on_bad_rows: str = "raise",
     split_seed: int = 42,
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    label_delimiter: str = "",
 ) -> Dataset:
     """Load the dataset at ``path`` (a folder, or one table file) into a :class:`Dataset`.
 
     ``format``: ``auto`` | ``titles`` | ``cnews`` | ``table`` | ``corpus``.
-    ``text_column``/``label_column`` name the columns of a table. ``on_bad_rows``: ``raise``
+    ``text_column``/``label_column`` name the columns of a table. ``label_delimiter`` (tables
+    only; e.g. ``"|"``) splits each label cell into several labels: the dataset is multi-label.
+    Left empty, a label column holding JSON lists makes it multi-label too. ``on_bad_rows``: ``raise``
     (default) or ``skip`` (skipped rows are listed in ``Dataset.skipped``). ``split_seed`` and
     ``split_ratios`` (train, dev, test) decide the stratified split of a corpus or of a single
     table file without a ``split`` column.
@@ -318,20 +380,28 @@ def load_dataset(
                         fix="check the path, or fetch the data first (`nbutils data fetch NAME`)")
     if format == "auto":
         format = detect_format(path)
+    if label_delimiter and format != "table":
+        raise NbutilsError(f"a label delimiter ({label_delimiter!r}) applies to table files (CSV/TSV/JSONL), "
+                           f"but {path} is in the {format} format, one label per text",
+                           fix="leave the label delimiter empty (runner: -p data_label_delimiter=; "
+                               "CLI: drop --label-delimiter), or convert the data to a table")
+    if label_delimiter and label_delimiter.strip() != label_delimiter:
+        raise NbutilsError(f"label delimiter {label_delimiter!r} has surrounding whitespace",
+                           fix="pass the bare separator, e.g. '|' or ';' (whitespace around labels is stripped)")
     rows = _BadRows(on_bad_rows == "skip")
     if format == "titles":
         read = _read_titles(_folder(path, format), rows)
     elif format == "cnews":
         read = _read_cnews(_folder(path, format), rows)
     elif format == "table":
-        read = _read_table(path, rows, text_column, label_column, ratios, split_seed)
+        read = _read_table(path, rows, text_column, label_column, ratios, split_seed, label_delimiter)
     else:
         read = _read_corpus(_folder(path, format), rows, ratios, split_seed)
     if not (read.split_codes == 0).any():
         raise DataError(path, None, "no usable training rows",
                         fix="check the files (or the skipped rows listed by `nbutils data check`)")
     return Dataset.from_columns(read.texts, read.labels, read.split_codes, read.names, source=path,
-                                format=format, skipped=rows.skipped)
+                                format=format, skipped=rows.skipped, label_matrix=read.matrix)
 
 
 def detect_format(path: str | Path) -> str:
@@ -583,9 +653,25 @@ class _Columns(NamedTuple):
     labels: np.ndarray
     split_codes: np.ndarray
     names: list[str]
+    matrix: np.ndarray | None = None  # multi-label: rows x labels, 0/1
 
 
 _NO_SPLIT = -1  # split code of a row whose split is decided after reading (corpus, single table)
+# Joins the labels of one multi-label row into one key while reading; never part of a label name
+# (a label holding it is a bad row).
+_LABEL_SEP = "\x1f"
+
+
+def stratification_labels(label_matrix) -> np.ndarray:
+    """For each row of a 0/1 label matrix, the id of its rarest label (fewest rows in the whole
+    matrix; ties: the lower id): what multi-label splits and subsamples are stratified by, so rare
+    labels reach every split. A row without labels gets ``n_labels``."""
+    matrix = np.asarray(label_matrix, dtype=bool)
+    counts = matrix.sum(axis=0)
+    rarity = np.where(matrix, counts[None, :], np.iinfo(np.int64).max)
+    key = rarity.argmin(axis=1).astype(np.int64) if matrix.shape[1] else np.zeros(len(matrix), np.int64)
+    key[~matrix.any(axis=1)] = matrix.shape[1]
+    return key
 
 
 def _split_codes(splits) -> np.ndarray:
@@ -610,6 +696,8 @@ class _NamedRows:
         self.file_codes = array("i")
         self.lines = array("q")  # -1: no line number
         self.integer_rows: list[int] = []  # rows whose label was a JSON integer, not a string
+        self.multi = False  # some row held several labels (or a label delimiter was given)
+        self.label_delimiter = ""  # table cells are cut into labels at this string (empty: JSON lists only)
 
     @property
     def labels(self) -> list[str]:
@@ -670,6 +758,9 @@ class _NamedRows:
         suspect = np.zeros(len(label_codes), dtype=bool)
         suspect[self._suspect_rows(bad, label_codes, swapped_fix)] = True
         naming = ((splits == 0) if names_from_train else np.ones(len(label_codes), dtype=bool)) & ~suspect
+        if self.multi:
+            return self._multi_label_columns(bad, label_codes, splits, naming_rows=naming,
+                                             suspect=suspect, ratios=ratios, seed=seed)
         used = np.unique(label_codes[naming])
         names = order_label_names(self.label_list[c] for c in used)
         ids = {name: i for i, name in enumerate(names)}
@@ -690,6 +781,65 @@ class _NamedRows:
         else:  # copies of a text share a split: no train/test leak
             codes = _split_codes(stratified_split(labels, ratios, seed, groups=texts.group_ids()))
         return _Columns(texts, labels, codes, names)
+
+    def _multi_label_columns(self, bad: _BadRows, label_codes: np.ndarray, splits: np.ndarray, *,
+                             naming_rows: np.ndarray, suspect: np.ndarray, ratios, seed: int) -> _Columns:
+        """``to_frame`` for multi-label rows: every distinct label set read is one code here; the
+        label names are the labels in the naming rows' sets, each row becomes a 0/1 matrix row."""
+        sets = [label.split(_LABEL_SEP) for label in self.label_list]
+        names = order_label_names({part for code in np.unique(label_codes[naming_rows]) for part in sets[code]})
+        ids = {name: i for i, name in enumerate(names)}
+        set_rows = np.zeros((len(sets), len(names)), dtype=np.uint8)
+        known = np.ones(len(sets), dtype=bool)
+        for code, parts in enumerate(sets):
+            for part in parts:
+                if part in ids:
+                    set_rows[code, ids[part]] = 1
+                else:
+                    known[code] = False
+        usable = known[label_codes] & ~suspect if len(label_codes) else np.zeros(0, bool)
+        for i in np.flatnonzero(~usable & ~suspect):
+            unknown = [p for p in sets[label_codes[i]] if p not in ids]
+            bad(*self.where(int(i)), f"unknown label(s) {', '.join(map(repr, unknown))}: not among the train "
+                f"split's labels ({', '.join(names)})",
+                "correct the label, or add training rows for it (a label with no training rows cannot be learned)")
+        keep = np.flatnonzero(usable)
+        texts = self.store.column(keep)
+        matrix = set_rows[label_codes[keep]]
+        key = stratification_labels(matrix)
+        if ratios is None:
+            codes = splits[keep]
+        else:  # copies of a text share a split: no train/test leak
+            codes = _split_codes(stratified_split(key, ratios, seed, groups=texts.group_ids()))
+        return _Columns(texts, key, codes, names, matrix)
+
+
+def _label_parts(value, delimiter: str) -> list[str] | None:
+    """The labels of one multi-label cell: a JSON list (a list in JSONL, or a cell that reads as
+    one), or a string cut at ``delimiter``. ``None``: a plain single label. Raises ValueError with
+    the reason for a cell that cannot be read."""
+    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            value = parsed
+    if isinstance(value, list):
+        if any(isinstance(v, (dict, list, bool, float)) or v is None for v in value):
+            raise ValueError("a label list may hold only label names (strings) or integers")
+        parts = [str(v).strip() for v in value]
+    elif delimiter and isinstance(value, (str, int)) and not isinstance(value, bool):
+        parts = [p.strip() for p in str(value).split(delimiter)]
+    else:
+        return None
+    if not parts or parts == [""]:
+        raise ValueError("no labels (an empty label list)")
+    if any(not p for p in parts):
+        raise ValueError("an empty label between delimiters")
+    if any(_LABEL_SEP in p for p in parts):
+        raise ValueError("a label holds the control character \\x1f")
+    return sorted(set(parts))
 
 
 # --- the formats -----------------------------------------------------------------------
@@ -825,8 +975,11 @@ def _read_corpus(folder: Path, bad: _BadRows, ratios, seed: int):
     return rows.to_frame(bad, names_from_train=False, ratios=ratios, seed=seed)
 
 
-def _read_table(path: Path, bad: _BadRows, text_column: str, label_column: str, ratios, seed: int):
+def _read_table(path: Path, bad: _BadRows, text_column: str, label_column: str, ratios, seed: int,
+                label_delimiter: str = ""):
     rows = _NamedRows()
+    rows.multi = bool(label_delimiter)
+    rows.label_delimiter = label_delimiter
     if path.is_dir():
         kinds = sorted({suffix for suffix in _TABLE_SUFFIXES
                         if any((path / f"{stem}{suffix}").is_file() for stem in _TABLE_STEMS)})
@@ -859,9 +1012,20 @@ def _read_table_file(path: Path, bad: _BadRows, text_column: str, label_column: 
         if text is None:
             bad(path, number, f"missing {text_column!r}", f"give every row a {text_column!r} value")
             continue
-        if label is None or isinstance(label, (dict, list, bool, float)):
+        try:
+            parts = _label_parts(label, rows.label_delimiter)
+        except ValueError as err:
+            bad(path, number, f"{label_column!r} {label!r}: {err}",
+                'write the labels as a JSON list (["a", "b"]) or separated by the label delimiter '
+                "(runner: -p data_label_delimiter='|'; CLI: --label-delimiter '|')")
+            continue
+        if parts is not None:
+            rows.multi = True
+            label = _LABEL_SEP.join(parts)
+        elif label is None or isinstance(label, (dict, list, bool, float)):
             bad(path, number, f"missing or invalid {label_column!r} ({label!r})",
-                "give every row a label name (a string) or an integer label")
+                "give every row a label name (a string) or an integer label, or several labels "
+                'as a JSON list (["a", "b"])')
             continue
         if not isinstance(text, str):
             bad(path, number, f"{text_column!r} is not a string ({type(text).__name__})",

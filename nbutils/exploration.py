@@ -41,6 +41,7 @@ class Exploration:
         self.figure_names = plots.plot_labels(self.names)  # "class <id>" where no font draws the names
         self.stats: dict[str, Any] = {"dataset": {"source": str(dataset.source), "format": dataset.format,
                                                   "label_names": self.names,
+                                                  "multi_label": dataset.multi_label,
                                                   "skipped_rows": len(dataset.skipped)}}
         self.figures: dict[str, str] = {}
         self.sample = None  # the stratified sample the token statistics use (set by lengths())
@@ -49,7 +50,8 @@ class Exploration:
     @classmethod
     def open(cls, run_dir: str | Path, data_dir: str | Path, data_format: str = "auto", *,
              text_column: str = "text", label_column: str = "label", on_bad_rows: str = "raise",
-             vocab_dir: str | Path | None = None, sample_size: int = 5000, seed: int = 42) -> Exploration:
+             label_delimiter: str = "", vocab_dir: str | Path | None = None, sample_size: int = 5000,
+             seed: int = 42) -> Exploration:
         """Read the dataset and the tokenizer to count with; say what was read."""
         from nbutils.data import load_dataset
 
@@ -57,7 +59,7 @@ class Exploration:
         paths.explore.mkdir(parents=True, exist_ok=True)
         plots.use_cjk_font()
         ds = load_dataset(data_dir, data_format, text_column=text_column, label_column=label_column,
-                          on_bad_rows=on_bad_rows)
+                          on_bad_rows=on_bad_rows, label_delimiter=label_delimiter)
         tokenizer, source = explore.counting_tokenizer(vocab_dir, paths.converted_model)
         study = cls(run_dir, ds, tokenizer, source, sample_size=sample_size, seed=seed)
         if study.figure_names != study.names:
@@ -84,6 +86,30 @@ class Exploration:
         print("largest / smallest class:",
               {s: round(r, 2) if r else r for s, r in self.stats["imbalance_ratio"].items()})
         self._show(plots.class_balance_bars(counts[splits].set_axis(self.figure_names)), "class_balance")
+
+    def labels_per_text(self, top_pairs: int = 10) -> None:
+        """Multi-label data: labels per text (cardinality), label pairs on one text (co-occurrence
+        heatmap). One label per text: says so and records ``None``."""
+        if not self.ds.multi_label:
+            self.stats["multi_label"] = None
+            print("one label per text (single-label); a label column with several labels per text "
+                  "(a JSON list, or a label delimiter) makes this section count them")
+            return
+        per_split = {s: explore.label_cardinality(self.ds.label_matrix(s))
+                     for s, n in self.ds.sizes().items() if n}
+        cooccurrence = explore.label_cooccurrence(self.ds.label_matrix("train"), self.names)
+        self.stats["multi_label"] = {
+            "cardinality": per_split,
+            "cooccurrence_train": cooccurrence.to_numpy().tolist(),
+            "top_pairs_train": explore.top_label_pairs(cooccurrence, top_pairs),
+            "stratified_by": "each text's rarest label",
+        }
+        display(pd.DataFrame(per_split).T)
+        pairs = self.stats["multi_label"]["top_pairs_train"]
+        if pairs:
+            display(pd.DataFrame([{"labels": " + ".join(p["labels"]), "texts": p["texts"]} for p in pairs]))
+        self._show(plots.cooccurrence_heatmap(cooccurrence.set_axis(self.figure_names, axis=0)
+                                              .set_axis(self.figure_names, axis=1)), "label_cooccurrence")
 
     def lengths(self, coverage: float) -> None:
         """Character and token lengths on the sample; the recommended ``max_length``."""

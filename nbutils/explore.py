@@ -51,6 +51,47 @@ def imbalance_ratio(counts: Iterable[int]) -> float | None:
     return None if smallest == 0 else max(values) / smallest
 
 
+# --- several labels per text (multi-label) --------------------------------------------------
+
+
+def label_cardinality(label_matrix) -> dict[str, Any]:
+    """How many labels the texts carry: mean (label cardinality), mean over the number of labels
+    (label density), the largest count, texts per count, and the number of distinct label sets."""
+    matrix = np.asarray(label_matrix, dtype=bool)
+    if matrix.ndim != 2 or not len(matrix):
+        raise NbutilsError("label_cardinality needs a non-empty rows x labels matrix")
+    per_text = matrix.sum(axis=1)
+    values, counts = np.unique(per_text, return_counts=True)
+    return {
+        "texts": int(len(matrix)),
+        "cardinality": float(per_text.mean()),
+        "density": float(per_text.mean() / matrix.shape[1]) if matrix.shape[1] else 0.0,
+        "max_labels": int(per_text.max()),
+        "texts_by_label_count": {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+        "distinct_label_sets": int(len(np.unique(matrix, axis=0))),
+    }
+
+
+def label_cooccurrence(label_matrix, label_names: Sequence[str]) -> pd.DataFrame:
+    """Texts carrying both labels of each pair (the diagonal: texts carrying the label)."""
+    matrix = np.asarray(label_matrix, dtype=np.int64)
+    names = pd.Index([str(n) for n in label_names], name="label")
+    return pd.DataFrame(matrix.T @ matrix, index=names, columns=names)
+
+
+def top_label_pairs(cooccurrence: pd.DataFrame, top: int = 10) -> list[dict[str, Any]]:
+    """The label pairs most often on one text, with the share of each label's texts they make."""
+    values = cooccurrence.to_numpy()
+    names = list(cooccurrence.index)
+    pairs = [(int(values[i, j]), i, j) for i in range(len(names)) for j in range(i + 1, len(names))
+             if values[i, j] > 0]
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+    return [{"labels": [names[i], names[j]], "texts": n,
+             "share_of_first": n / values[i, i] if values[i, i] else 0.0,
+             "share_of_second": n / values[j, j] if values[j, j] else 0.0}
+            for n, i, j in pairs[:top]]
+
+
 # --- lengths --------------------------------------------------------------------------------
 
 

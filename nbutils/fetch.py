@@ -275,15 +275,23 @@ def _fetch_one(spec: RemoteFile, dest: Path, folders: list[Path], downloader, st
 
 
 def check(path: str | Path, format: str = "auto", *, text_column: str = "text", label_column: str = "label",
-          skip_bad_rows: bool = False, max_examples: int = 5, log: Callable[[str], None] = print):
-    """Load a dataset and print its sizes, class balance, skipped rows and quality findings."""
+          label_delimiter: str = "", skip_bad_rows: bool = False, max_examples: int = 5,
+          log: Callable[[str], None] = print):
+    """Load a dataset and print its sizes, class balance, skipped rows and quality findings;
+    for multi-label data also the labels per text and the commonest label pairs."""
     from nbutils.data import load_dataset
 
     ds = load_dataset(path, format, text_column=text_column, label_column=label_column,
-                      on_bad_rows="skip" if skip_bad_rows else "raise")
-    log(f"{ds.source}: format {ds.format}, {len(ds.label_names)} classes, {len(ds):,} rows")
+                      on_bad_rows="skip" if skip_bad_rows else "raise", label_delimiter=label_delimiter)
+    kind = "labels (multi-label: several per text)" if ds.multi_label else "classes"
+    log(f"{ds.source}: format {ds.format}, {len(ds.label_names)} {kind}, {len(ds):,} rows")
     log("  " + "  ".join(f"{split} {n:,}" for split, n in ds.sizes().items()))
-    log("class balance (rows per class and split):")
+    if ds.multi_label:
+        _log_labels_per_text(ds, max_examples, log)
+    else:
+        _hint_delimiter(ds.label_names, log)
+    log("class balance (rows per class and split):" if not ds.multi_label
+        else "label balance (rows carrying each label, per split):")
     log("\n".join("  " + line for line in ds.class_counts().to_string().splitlines()))
     log(f"bad rows skipped: {len(ds.skipped)}")
     for row in ds.skipped[:20]:
@@ -302,10 +310,38 @@ def check(path: str | Path, format: str = "auto", *, text_column: str = "text", 
     for e in leak["examples"]:
         log(f"  {'+'.join(e['splits'])}: {e['text'][:60]!r}")
     conflict = q["conflicting_labels"]
-    log(f"texts with more than one label: {conflict['count']}")
+    log(f"texts with more than one {'label set' if ds.multi_label else 'label'}: {conflict['count']}")
     for e in conflict["examples"]:
         log(f"  {'/'.join(e['labels'])}: {e['text'][:60]!r}")
     return ds
+
+
+def _log_labels_per_text(ds, max_examples: int, log: Callable[[str], None]) -> None:
+    from nbutils.explore import label_cardinality, label_cooccurrence, top_label_pairs
+
+    log("labels per text (cardinality: the mean):")
+    for split, n in ds.sizes().items():
+        if n:
+            c = label_cardinality(ds.label_matrix(split))
+            counts = ", ".join(f"{k}: {v:,}" for k, v in c["texts_by_label_count"].items())
+            log(f"  {split}: cardinality {c['cardinality']:.2f}, density {c['density']:.3f}, "
+                f"{c['distinct_label_sets']:,} distinct label sets; texts by label count {counts}")
+    pairs = top_label_pairs(label_cooccurrence(ds.label_matrix("train"), ds.label_names), max_examples)
+    log("label pairs most often on one train text:" if pairs else "no two labels ever share a train text")
+    for p in pairs:
+        log(f"  {' + '.join(p['labels'])}: {p['texts']:,} texts "
+            f"({p['share_of_first']:.0%} of {p['labels'][0]}, {p['share_of_second']:.0%} of {p['labels'][1]})")
+
+
+def _hint_delimiter(label_names, log: Callable[[str], None]) -> None:
+    """Single-label names that look like several labels joined (``a|b``): say how to split them."""
+    for sep in ("|", ";", ",", "/"):
+        joined = [n for n in label_names if sep in n]
+        if len(joined) >= 2:
+            log(f"note: {len(joined)} of the {len(label_names)} label names contain {sep!r} (e.g. {joined[0]!r}); "
+                f"if a text carries several labels, pass --label-delimiter '{sep}' "
+                f"(runner: -p data_label_delimiter='{sep}') to read them as multi-label")
+            return
 
 
 def main(argv: list[str]) -> int:
@@ -327,6 +363,9 @@ def main(argv: list[str]) -> int:
                          help="dataset layout (default: auto, detected from the files)")
     p_check.add_argument("--text-column", default="text", help="table formats: the text column (default: text)")
     p_check.add_argument("--label-column", default="label", help="table formats: the label column (default: label)")
+    p_check.add_argument("--label-delimiter", default="",
+                         help="table formats: several labels per text separated by this (e.g. '|'): "
+                              "multi-label; a label column of JSON lists is read as multi-label without it")
     p_check.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows instead of failing")
     p_check.add_argument("--examples", type=int, default=5, help="examples shown per finding")
 
@@ -337,7 +376,7 @@ def main(argv: list[str]) -> int:
         fetch(args.name, args.dest, mirrors=args.mirrors, force=args.force)
     elif args.command == "check":
         check(args.path, args.format, text_column=args.text_column, label_column=args.label_column,
-              skip_bad_rows=args.skip_bad_rows, max_examples=args.examples)
+              label_delimiter=args.label_delimiter, skip_bad_rows=args.skip_bad_rows, max_examples=args.examples)
     else:
         for res in RESOURCES.values():
             print(f"{res.name}: {res.description}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from nbutils.io import atomic_file
@@ -111,6 +112,25 @@ def class_balance_bars(counts: pd.DataFrame) -> plt.Figure:
     ax.set(title="Texts per class and split", xlabel="", ylabel="texts")
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1))
     _rotate_labels(ax)
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence_heatmap(cooccurrence: pd.DataFrame) -> plt.Figure:
+    """Texts per label pair (``explore.label_cooccurrence``; the diagonal: texts per label),
+    coloured by the share of the row label's texts that also carry the column label."""
+    import seaborn as sns
+
+    counts = cooccurrence.astype(float)
+    diagonal = pd.Series(np.diag(counts.to_numpy()), index=counts.index)
+    shares = counts.div(diagonal.where(diagonal > 0), axis=0).fillna(0)
+    n = len(counts)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 0.62 * n), max(4.0, 0.9 + 0.55 * n)))
+    sns.heatmap(shares, ax=ax, cmap="Purples", vmin=0, vmax=1, square=True, annot=counts if n <= 15 else False,
+                fmt=".0f", annot_kws={"size": 8}, cbar_kws={"label": "share of the row label's texts"})
+    ax.set(xlabel="also carries", ylabel="label", title="label co-occurrence (texts; diagonal: per label)")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    ax.tick_params(axis="y", labelrotation=0)
     fig.tight_layout()
     return fig
 

@@ -52,7 +52,7 @@ FREEZING_HISTORY_COLUMNS = ("strategy", "seed", "step", "loss", "eval_accuracy",
 EXPLORE_STATS_KEYS = (
     "dataset", "split_sizes", "class_balance", "imbalance_ratio", "length_sample", "char_lengths_all_texts",
     "lengths", "fit_shares", "recommended_max_length", "recommended_max_length_rule", "recommended_fit_share",
-    "tokenizer", "char_width", "quality", "characteristic_ngrams", "figures",
+    "tokenizer", "char_width", "quality", "characteristic_ngrams", "multi_label", "figures",
 )
 
 

@@ -158,6 +158,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if value in ("", None) and raw.strip()[:1] in ("|", ">", "#"):
+        # YAML reads a lone "|" or ">" as an empty block and "#" as a comment; as a value they
+        # are meant literally (e.g. -p data_label_delimiter=|)
+        value = raw.strip()
     if isinstance(value, str):
         try:
             value = float(value) if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value) else value
