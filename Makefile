@@ -9,15 +9,20 @@ NBUTILS_DATA_MIRROR ?= $(abspath ../shared/data):$(abspath ../shared/models)
 export NBUTILS_DATA_MIRROR
 
 .DEFAULT_GOAL := help
-.PHONY: help setup git-filter data demo smoke full run report figures test test-fast lint format bench clean-runs
+.PHONY: help setup browser browser-check git-filter data demo smoke full run report figures test test-fast lint format bench clean-runs
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## install torch (pinned) then nbutils with dev tools, editable; the nbstripout git filter
+setup: ## install torch (pinned), nbutils with dev tools (editable), the git filter, a browser for the tests
 	$(PYTHON) -m pip install "torch==$(TORCH_VERSION)"
 	$(PYTHON) -m pip install -e ".[dev]"
 	@$(MAKE) --no-print-directory git-filter
+	@$(MAKE) --no-print-directory browser || echo "setup done without a browser: make test will stop and say how to install one"
+
+# As root with apt-get: Debian's chromium + fonts-noto-cjk; otherwise Playwright's own Chromium.
+browser: ## install a headless browser for tests/test_browser.py (JupyterLab), unless one starts already
+	@$(PYTHON) tests/jupyterlab_driver.py install
 
 git-filter: ## strip notebook outputs on `git add` (.gitattributes names the filter): save notebooks freely
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
@@ -57,8 +62,12 @@ figures: ## redraw the README figures in figures/ from a run: make figures RUN=r
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
-test: data ## run the test suite (unit + end-to-end smoke run) on the real data (fetched by `make data`)
+# The browser check comes first: without one, make test stops at once and says how to install it.
+test: browser-check data ## run the test suite (unit + end-to-end smoke run) on the real data (fetched by `make data`)
 	$(PYTHON) -m pytest $(PYTEST_PARALLEL)
+
+browser-check:
+	@$(PYTHON) tests/jupyterlab_driver.py check
 
 test-fast: ## unit tests only (no slow end-to-end/multi-process checks); offline: falls back to tests/fixtures
 	$(PYTHON) -m pytest $(PYTEST_PARALLEL) -m "not slow"

@@ -1,9 +1,16 @@
 """Driving JupyterLab in headless Chromium, as a person would: start a server, open a notebook,
 use its menus, read what the page shows.
 
-Used by tests/test_browser.py and benchmarks/check_jupyterlab_run_all.py. It drives Debian's
-Chromium (`/usr/bin/chromium`, or NBUTILS_CHROMIUM) with Playwright for Python; Playwright's own
-browser download is not used. Not a test file itself (no `test_` prefix).
+Used by tests/test_browser.py and benchmarks/check_jupyterlab_run_all.py. It drives Chromium with
+Playwright for Python: the system's (NBUTILS_CHROMIUM, else ``chromium`` on PATH or
+/usr/bin/chromium, Debian's package) where there is one, else Playwright's own download
+(``python -m playwright install chromium``). Not a test file itself (no ``test_`` prefix).
+
+As a script it is what ``make browser`` (part of ``make setup``) and ``make test`` run:
+``python tests/jupyterlab_driver.py install`` installs a browser the way that works for this user
+(as root with apt-get: Debian's chromium and fonts-noto-cjk; otherwise Playwright's Chromium), and
+``python tests/jupyterlab_driver.py check`` starts the browser once and, where it cannot, prints
+one line saying what is missing and the command that installs it (exit status 2).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,25 +29,80 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHROMIUM = os.environ.get("NBUTILS_CHROMIUM", "/usr/bin/chromium")
-INSTALL = ("install them with:\n"
-           "    apt-get update && apt-get install -y chromium fonts-noto-cjk   # Debian/Ubuntu, as root\n"
-           "    pip install playwright   (or: pip install -e '.[dev]')\n"
-           "Playwright's own browser download (`playwright install`) is not needed: the test drives "
-           "the system Chromium (set NBUTILS_CHROMIUM to use another Chromium binary).")
+SYSTEM_CHROMIUM = "/usr/bin/chromium"  # Debian's chromium package
+APT_PACKAGES = ("chromium", "fonts-noto-cjk")  # the browser, and a font for the Chinese headlines
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps"]
 POLL_S = 0.1  # how often the page is looked at while waiting (reading the DOM costs little)
 
 
+def system_chromium() -> str | None:
+    """The Chromium binary to drive: NBUTILS_CHROMIUM as given (even if missing: the user named
+    it), else ``chromium`` on PATH or Debian's /usr/bin/chromium; None: use Playwright's own."""
+    named = os.environ.get("NBUTILS_CHROMIUM", "").strip()
+    if named:
+        return named
+    found = shutil.which("chromium")
+    if found:
+        return found
+    return SYSTEM_CHROMIUM if os.access(SYSTEM_CHROMIUM, os.X_OK) else None
+
+
+def _apt_usable() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def install_command() -> str:
+    """The command that installs a browser for this user (``make browser`` runs it)."""
+    if _apt_usable():
+        return f"apt-get update && apt-get install -y {' '.join(APT_PACKAGES)}"
+    return "python -m playwright install chromium"
+
+
 def missing_browser() -> str | None:
-    """Why the browser cannot be driven here (with how to install it), or None."""
+    """Why the browser cannot be driven here, in one line with the command that fixes it, or None.
+    Looks at files only (cheap); :func:`browser_problem` also starts the browser."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return f"Playwright for Python is not installed; {INSTALL}"
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        return f"no Chromium at {CHROMIUM}; {INSTALL}"
+        return "Playwright for Python is not installed: install it with  pip install -e '.[dev]'  (or make setup)"
+    path = system_chromium()
+    if path is not None:
+        if not (Path(path).is_file() and os.access(path, os.X_OK)):
+            return (f"NBUTILS_CHROMIUM={path} is not an executable file: point it at a Chromium binary, "
+                    f"or unset it and install one with  {install_command()}  (or make browser)")
+        return None
+    if not _playwright_chromium_installed():
+        return (f"no Chromium: none on PATH or at {SYSTEM_CHROMIUM}, and Playwright's own is not installed: "
+                f"install one with  {install_command()}  (or make browser)")
+    return None
+
+
+def _playwright_chromium_installed() -> bool:
+    """Whether ``python -m playwright install chromium`` has put its browser in place (dry run:
+    lists the install folders without downloading)."""
+    listed = subprocess.run([sys.executable, "-m", "playwright", "install", "--dry-run", "chromium"],
+                            capture_output=True, text=True, timeout=60)
+    folders = re.findall(r"Install location:\s*(\S+)", listed.stdout)
+    return bool(folders) and all(Path(folder).is_dir() for folder in folders)
+
+
+def browser_problem() -> str | None:
+    """:func:`missing_browser`, then start the browser once headless: None where it runs."""
+    problem = missing_browser()
+    if problem:
+        return problem
+    from playwright.sync_api import Error, sync_playwright
+
+    try:
+        with sync_playwright() as p:
+            p.chromium.launch(executable_path=system_chromium(), headless=True, args=CHROMIUM_ARGS).close()
+    except Error as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        which = system_chromium() or "Playwright's Chromium"
+        fix = ("python -m playwright install-deps chromium  (as root: the libraries it needs)"
+               if system_chromium() is None else install_command())
+        return f"{which} does not start ({first}): fix it with  {fix}"
     return None
 
 
@@ -141,8 +204,9 @@ def start_jupyterlab(root: Path, home: Path, env: dict | None = None, wait: bool
 
 
 def launch_chromium(playwright, profile_dir: Path):
+    """Headless Chromium (the system's where there is one, else Playwright's) with its own profile."""
     return playwright.chromium.launch_persistent_context(
-        str(profile_dir), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        str(profile_dir), executable_path=system_chromium(), headless=True, args=CHROMIUM_ARGS,
         viewport={"width": 1280, "height": 900})
 
 
@@ -217,3 +281,45 @@ def errors(page) -> list[str]:
     """Error outputs on the page (an exception's traceback), long ones cut in the middle so the
     first frames and the exception's own line (at the end) stay."""
     return [t if len(t) <= 800 else f"{t[:400]} [...] {t[-400:]}" for t in outputs(page) if "Traceback" in t]
+
+
+def install() -> int:
+    """Install a browser unless one runs already: Debian's chromium and fonts-noto-cjk as root with
+    apt-get, else Playwright's Chromium (no root needed). Says what it did; 1 where none runs after."""
+    if browser_problem() is None:
+        print(f"browser: {system_chromium() or 'Playwright Chromium'} starts; nothing to install")
+        return 0
+    missing = missing_browser()
+    if missing and missing.startswith("Playwright for Python"):
+        print(f"browser: {missing}")
+        return 1
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if _apt_usable() and "NBUTILS_CHROMIUM" not in os.environ:
+        print(f"browser: {install_command()}", flush=True)
+        if subprocess.run(["apt-get", "update", "-qq"], env=env).returncode == 0:
+            subprocess.run(["apt-get", "install", "-y", "-qq", *APT_PACKAGES], env=env)
+    if browser_problem() is not None and system_chromium() is None:
+        print("browser: python -m playwright install chromium", flush=True)
+        subprocess.run([sys.executable, "-m", "playwright", "install", "chromium"])
+    problem = browser_problem()
+    print(f"browser: {problem}" if problem else f"browser: {system_chromium() or 'Playwright Chromium'} starts")
+    return 1 if problem else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The browser for tests/test_browser.py: check it starts, or install one.")
+    parser.add_argument("action", choices=("check", "install"))
+    action = parser.parse_args(argv).action
+    if action == "install":
+        return install()
+    problem = browser_problem()
+    if problem:
+        print(f"make test needs a browser for tests/test_browser.py (JupyterLab): {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
