@@ -1,7 +1,7 @@
 """Ablation of the demo recipe: which pre-training / shape / fine-tuning choices pay in the demo's budget.
 
-Each variant is the demo recipe as issue 18 was filed (``BASE``: 15% masking, 2 epochs, no
-distillation) with a few settings changed (``cv_mask40_distill_ft8`` is today's ``params/demo.yaml``): the
+Each variant is the original demo recipe (``BASE``: 15% masking, 2 epochs, no distillation)
+with a few settings changed (``cv_mask40_distill_ft8`` is the current ``params/demo.yaml``): the
 pre-training recipe (masked LM, ELECTRA replaced-token detection, none), its step budget and
 masking rate, the model shape, and the fine-tuning schedule (epochs, learning rate, label
 smoothing, distillation from the cross-fitted TF-IDF SVM). Every run goes through the same
@@ -46,7 +46,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The demo profile as it stood when the issue was filed (params/demo.yaml, 128x2 BERT).
+# The original demo profile (params/demo.yaml before the ablation, 128x2 BERT).
 BASE = {
     "hidden": 128, "layers": 2, "heads": 2, "intermediate": 512,
     "recipe": "mlm",  # mlm | electra | none
@@ -58,7 +58,7 @@ BASE = {
 
 # name -> (what it tests, overrides of BASE). Order = priority: a sweep cut short keeps the first.
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "demo": ("the demo recipe before issue 18's sweep (2 epochs, no distillation)", {}),
+    "demo": ("the original demo recipe (2 epochs, no distillation)", {}),
     "ft4": ("fine-tune 4 epochs instead of 2", {"ft_epochs": 4.0}),
     "distill_ft4": ("distil the cross-fitted TF-IDF SVM (alpha 0.5), 4 epochs", {"distill_alpha": 0.5, "ft_epochs": 4.0}),
     "electra_ft4": ("ELECTRA replaced-token detection, 3,000 steps, 4 epochs", {"recipe": "electra", "ft_epochs": 4.0}),

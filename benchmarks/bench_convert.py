@@ -9,7 +9,7 @@ wait4's rusage of that child alone) relative to the checkpoint's data size.
     python benchmarks/bench_convert.py                # 5 repeats, vocab from ../shared
     python benchmarks/bench_convert.py --repeats 3 --vocab path/to/vocab.txt
 
-Goals (issue 3): convert within 10x the copy's wall time; peak RSS within 2x the data size.
+Goals: convert within 10x the copy's wall time; peak RSS within 2x the data size.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ fixes the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops the raising
 of 4 MiB or more is mapped on its own and unmapped when torch frees it. The numbers do not change,
 only where their memory comes from (a 4-step loop gave bit-identical losses with and without).
 Five steps of the benchmark's fine-tuning on 50k articles at max_length 512 peaked at 1,519 MB
-without it and 1,306 MB with it; ``benchmarks/bench_scale.py`` and the README's scale section
+without it and 1,306 MB with it; ``benchmarks/bench_scale.py`` and docs/scaling.md
 have the measured peaks and the time per step it costs (fresh pages are faulted in every step).
 
 That cost is page faults, 4 KiB at a time, and huge pages remove most of it: torch advises the
@@ -31,8 +31,8 @@ kernel to back tensors of 2 MiB or more with transparent huge pages (``madvise(M
 the four combinations in one run: at 512 tokens huge pages take the mapping's time cost away. On
 titles they did not pay where it counts: with the fused AdamW that training uses, a demo step
 (bf16) was 0.89x at one thread and 48 tokens but 1.05-1.17x at two threads and 24 tokens (medians
-of 8-12 fresh processes), and a real 400-step fine-tune showed no difference (README, "Session 6:
-huge pages only for long inputs"); there the only tensors of 2 MiB are the embedding matrix, its
+of 8-12 fresh processes), and a real 400-step fine-tune showed no difference (docs/scaling.md, "Huge pages
+only for long inputs"); there the only tensors of 2 MiB are the embedding matrix, its
 gradient and its optimizer state. So both switches are for
 long inputs only (``max_length`` >= ``LONG_INPUTS``): ``finetune`` maps large blocks, and huge pages
 are switched on where the length is known before torch loads: ``nbutils run`` for its kernels

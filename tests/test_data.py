@@ -247,7 +247,7 @@ def test_jsonl_bad_rows_and_skip(tmp_path):
         load_dataset(path)
     assert err.value.line == 2 and reasons[0] in err.value.reason
     ds = load_dataset(path, on_bad_rows="skip", split_ratios=(1, 0, 0))
-    # line 7's integer label among label names would be a class of its own (issue 15, case 3)
+    # line 7's integer label among label names would be a class of its own
     reasons.append("integer label 1 among label names")
     assert [r.line for r in ds.skipped] == [2, 3, 4, 5, 6, 7]
     for row, reason in zip(ds.skipped, reasons, strict=True):

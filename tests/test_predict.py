@@ -208,7 +208,7 @@ def test_iter_chunks_forms_the_chunks_char_chunks_forms():
 
 
 def test_streamed_file_prediction_equals_the_in_memory_path(classifier_dir, tmp_path):
-    """The file path (read, predicted and written a chunk at a time) gives today's labels: those
+    """The file path (read, predicted and written a chunk at a time) gives the labels
     of the in-memory path and of all texts tokenized whole, cut and batched from one length sort,
     for chunks that end inside a batch (7, 20, 33 texts with batches of 16), a character limit,
     and the default chunks (then the CSV is byte for byte the in-memory table's)."""

@@ -1,7 +1,7 @@
-"""Reliability, data kind (issue 15, cases 1, 2, 3 and the data half of 8): rows that used to be
+"""Reliability, data kind (docs/reliability.md): rows that used to be
 lost, mangled or silently mis-labelled. Every test here failed on the code before the fix.
 
-The table in CONTRIBUTING.md ("Reliability cases") names each test next to its behaviour.
+The table in docs/reliability.md ("Cases and their tests") names each test next to its behaviour.
 """
 
 from __future__ import annotations

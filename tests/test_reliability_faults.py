@@ -1,4 +1,4 @@
-"""Reliability, fault kind (issue 15, cases 6 and 8): signals, killed writers, a full disk, a
+"""Reliability, fault kind (docs/reliability.md): signals, killed writers, a full disk, a
 read-only folder, a closed pipe, and reports of folders that are not (whole) runs. Every
 interrupted or failed command must leave nothing but what it reports.
 

@@ -1,4 +1,4 @@
-"""Reliability, model kind (issue 15, cases 2, 4, 5 and 9 and the predict half of 8): resuming
+"""Reliability, model kind (docs/reliability.md): resuming
 on changed data, predicting with a model that cannot answer, converting what cannot load, and
 ``on_bad_rows`` reachable from the training CLI. Each test failed on the code before the fix.
 """

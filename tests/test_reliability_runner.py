@@ -1,4 +1,4 @@
-"""Reliability, runner kind (issue 15, cases 6 and 7 and the runner half of 8): re-entry with
+"""Reliability, runner kind (docs/reliability.md): re-entry with
 ``--only``, one writer per run directory, and runs killed in ways no ``finally`` sees.
 
 Each test failed on the code before the fix. Signals are sent to real subprocesses; the notebooks
@@ -126,7 +126,7 @@ def test_overwrite_reaches_the_notebooks_only_from_the_runner(project, tmp_path)
 
 def test_finished_stages_accept_the_runner_overwrite_flag():
     """03, 04 and 05 declare ``overwrite`` (True interactively: a second Run All in JupyterLab
-    replaces the first, issue 12) and pass it straight on; headless, the runner injects it
+    replaces the first) and pass it straight on; headless, the runner injects it
     (False unless --overwrite), so a re-entry never replaces finished results unasked."""
     import papermill
 

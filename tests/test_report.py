@@ -480,7 +480,7 @@ def test_ablation_section_shows_mean_sd_and_the_best_variant(tmp_path, monkeypat
     summary.write_text(
         "variant,what,seeds,errors,pretrain_steps,finetune_steps,pretrain_s,finetune_s,pretrain_ms_per_step,"
         "finetune_ms_per_step,pretrain_cpu_s,finetune_cpu_s,dev_acc,dev_sd,test_acc,test_sd,test_median\n"
-        "demo,today's demo profile,3,0,3000,2100,1,1,1,1,318.0,82.0,0.85,0.01,0.853,0.004,0.853\n"
+        "demo,the demo profile,3,0,3000,2100,1,1,1,1,318.0,82.0,0.85,0.01,0.853,0.004,0.853\n"
         "ft4,\"fine-tune 4 epochs, not 2\",3,0,3000,4200,1,1,1,1,318.0,160.0,0.86,0.02,0.861,0.001,0.862\n"
         "pt12000,one lucky seed,1,0,12000,2100,1,1,1,1,900.0,82.0,0.90,0.0,0.89,0.0,0.89\n",
         encoding="utf-8")
