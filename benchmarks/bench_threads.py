@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument("--hogs", type=int, default=1, help="busy-loop processes in the contended condition")
     parser.add_argument("--hog-seconds", type=float, default=600, help="each busy loop stops by itself after this")
     parser.add_argument("--nice", type=int, default=0,
-                        help="priority of workers and busy loops (e.g. -20 as root: other jobs on a shared "
+                        help="priority of workers and busy loops (e.g. -20 as root: other processes on a shared "
                              "machine then take a small share of the CPU, so 'quiet' is nearly quiet)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--policy", default="old", help=argparse.SUPPRESS)

@@ -239,7 +239,7 @@ class OnnxPredictor(Predictor):
         self.tokenizer = load_tokenizer(self.model_dir)
         self.train_config = training_cut(self.model_dir)
         # Follow the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads) rather than
-        # ONNX Runtime's default of one spinning thread per core, which fights other jobs.
+        # ONNX Runtime's default of one spinning thread per core, which fights other processes.
         self.threads = threads or torch.get_num_threads()
         self.session = onnx_session(path, self.threads)
 
