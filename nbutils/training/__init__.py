@@ -1,0 +1,1 @@
+"""Training: fine-tuning, its launcher and callbacks, and what measures training throughput."""
