@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from nbutils.errors import NbutilsError
+from nbutils.errors import NbutilsError, entered_through
 from nbutils.memory import huge_pages_for_long_inputs, max_length_argument
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     command = getattr(importlib.import_module(module_name), func_name)
     _install_signal_handlers()
     try:
-        return int(command(rest) or 0)
+        with entered_through("cli"):  # errors name this command's --flags
+            return int(command(rest) or 0)
     except NbutilsError as err:
         print(f"nbutils {name}: error: {err}", file=sys.stderr)
         return 2

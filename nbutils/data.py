@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from nbutils.errors import DataError, NbutilsError
+from nbutils.errors import DataError, NbutilsError, entry_point
 from nbutils.textstore import TextColumn, TextStore
 
 SPLITS = ("train", "dev", "test")
@@ -1053,9 +1053,35 @@ def _read_table_file(path: Path, bad: _BadRows, text_column: str, label_column: 
 def _missing_columns(path: Path, columns, wanted) -> None:
     absent = [c for c in wanted if c not in columns]
     if absent:
-        raise DataError(path, 1, f"no column {' or '.join(map(repr, absent))}; the columns are: "
-                        f"{', '.join(map(str, columns)) or '(none)'}",
-                        fix="pass text_column=/label_column= (CLI: --text-column/--label-column) naming yours")
+        raise ColumnError(path, wanted, absent, list(map(str, columns)), kind="column")
+
+
+# Per entry point (nbutils.errors.entry_point): how the user names the text and the label column.
+_COLUMN_OPTIONS = {
+    "run": ("-p data_text_column=<column>", "-p data_label_column=<column>",
+            "add {} to `nbutils run` (or set the same names in your profile, params/*.yaml)"),
+    "notebook": ('data_text_column = "<column>"', 'data_label_column = "<column>"',
+                 "set {} in the notebook's parameters cell"),
+    "cli": ("--text-column <column>", "--label-column <column>", "pass {}"),
+    "python": ("text_column=<column>", "label_column=<column>", "pass {}"),
+}
+
+
+class ColumnError(DataError):
+    """A table without the text or the label column asked for. Its "how to fix" names the option
+    that exists where the user came in (``-p data_text_column=`` under ``nbutils run``, the
+    parameters-cell variable in a notebook, ``--text-column`` on the command line)."""
+
+    def __init__(self, path: Path, wanted, absent, columns: list[str], *, kind: str = "column",
+                 line: int = 1):
+        self.wanted, self.absent, self.columns = tuple(wanted), list(absent), list(columns)
+        roles = [role for role, name in zip(("text", "label"), self.wanted, strict=False) if name in absent]
+        text_option, label_option, how = _COLUMN_OPTIONS[entry_point()]
+        options = " and ".join(text_option if role == "text" else label_option for role in roles)
+        asked = " and no ".join(f"{role} {kind} {name!r}" for role, name in zip(("text", "label"), self.wanted,
+                                                                          strict=False) if name in absent)
+        super().__init__(path, line, f"no {asked}; the {kind}s are: {', '.join(columns) or '(none)'}",
+                         fix=how.format(options) + " naming yours")
 
 
 class _LineFeed:
@@ -1215,8 +1241,6 @@ def _jsonl_records(path: Path, bad: _BadRows, kind: str, wanted) -> Iterator[tup
             first = False
             if any(c not in record for c in wanted):
                 absent = [c for c in wanted if c not in record]
-                raise DataError(path, number, f"no field {' or '.join(map(repr, absent))}; the fields are: "
-                                f"{', '.join(record) or '(none)'}",
-                                fix="pass text_column=/label_column= (CLI: --text-column/--label-column) naming yours")
+                raise ColumnError(path, wanted, absent, list(record), kind="field", line=number)
         yield number, record
 

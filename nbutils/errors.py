@@ -30,3 +30,49 @@ class DataError(NbutilsError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else f"{self.path}"
         super().__init__(f"{where}: {reason}", fix=fix)
+
+
+# How the user reached the code that raised: ``nbutils run`` (``run``), a command such as
+# ``nbutils data check`` (``cli``), a notebook (``notebook``) or Python (``python``). An error's
+# "how to fix" names the option that exists there (-p name=..., --flag, a parameters-cell variable).
+ENTRY_VARIABLE = "NBUTILS_ENTRY"
+ENTRY_POINTS = ("run", "cli", "notebook", "python")
+
+
+def entry_point() -> str:
+    """Where the user came in: ``$NBUTILS_ENTRY`` when an entry point set it (the runner's kernels
+    inherit ``run``), else ``notebook`` inside a Jupyter kernel, else ``python``."""
+    import os
+    import sys
+
+    entry = os.environ.get(ENTRY_VARIABLE, "")
+    if entry in ENTRY_POINTS:
+        return entry
+    return "notebook" if "ipykernel" in sys.modules else "python"
+
+
+class entered_through:  # noqa: N801 - used as a context manager, like contextlib's
+    """``with entered_through("cli"): ...``: errors raised inside name that entry point's options.
+    An entry point already set (the runner above a notebook) is kept; the old value comes back."""
+
+    def __init__(self, entry: str):
+        if entry not in ENTRY_POINTS:
+            raise ValueError(f"entry point {entry!r} is not one of {ENTRY_POINTS}")
+        self.entry = entry
+
+    def __enter__(self):
+        import os
+
+        self._before = os.environ.get(ENTRY_VARIABLE)
+        if self._before not in ("run",):
+            os.environ[ENTRY_VARIABLE] = self.entry
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        if self._before is None:
+            os.environ.pop(ENTRY_VARIABLE, None)
+        else:
+            os.environ[ENTRY_VARIABLE] = self._before
+        return False

@@ -379,13 +379,16 @@ def comparison_config_from_params(params: dict[str, Any], n_train: int):
 
 
 def comparison_data(data_dir, data_format: str = "auto", *, on_bad_rows: str = "raise",
-                    max_train_samples: int = 0, max_dev_test_samples: int = 0, seed: int = 42):
+                    max_train_samples: int = 0, max_dev_test_samples: int = 0, seed: int = 42,
+                    text_column: str = "text", label_column: str = "label"):
     """The dataset every strategy trains and is scored on: stratified samples of at most
     ``max_train_samples`` training and ``max_dev_test_samples`` dev and test examples each (0: all)."""
     from nbutils.data import load_dataset
 
     sizes = {"train": max_train_samples, "dev": max_dev_test_samples, "test": max_dev_test_samples}
-    return load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows).subsample(
+    dataset = load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows, text_column=text_column,
+                           label_column=label_column)
+    return dataset.subsample(
         {split: n or None for split, n in sizes.items()}, seed=seed)
 
 

@@ -24,10 +24,12 @@ from nbutils.train import FinetuneConfig, finetune
 NOT_FLAGS = ("extra_training_args", "headless")
 
 
-def _load_dataset(data_dir: str, data_format: str, on_bad_rows: str = "raise"):
+def _load_dataset(data_dir: str, data_format: str, on_bad_rows: str = "raise", *,
+                  text_column: str = "text", label_column: str = "label"):
     from nbutils import data
 
-    dataset = data.load_dataset(data_dir, format=data_format, on_bad_rows=on_bad_rows)
+    dataset = data.load_dataset(data_dir, format=data_format, on_bad_rows=on_bad_rows,
+                                text_column=text_column, label_column=label_column)
     if dataset.skipped and int(os.environ.get("RANK", "0")) == 0:
         print(f"left out {len(dataset.skipped)} bad row(s) (--on-bad-rows skip), e.g. {dataset.skipped[0]}")
     return dataset
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="dataset folder or file")
     parser.add_argument("--data-format", default="auto",
                         help="auto | titles | cnews | table | corpus (see nbutils.data; default: auto)")
+    parser.add_argument("--text-column", default="text", help="table formats: the text column (default: text)")
+    parser.add_argument("--label-column", default="label", help="table formats: the label column (default: label)")
     parser.add_argument("--on-bad-rows", choices=("raise", "skip"), default="raise",
                         help="raise: stop at the first bad row (file:line, reason); skip: leave bad rows out")
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds checkpoints)")
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = [f.name for f in dataclasses.fields(FinetuneConfig) if f.name not in NOT_FLAGS]
     config = config_from_args(FinetuneConfig, args, names, headless=True)
-    dataset = _load_dataset(args.data, args.data_format, args.on_bad_rows)
+    dataset = _load_dataset(args.data, args.data_format, args.on_bad_rows, text_column=args.text_column,
+                            label_column=args.label_column)
     result = finetune(dataset, args.model, args.out, config, curves_png=args.curves_png,
                       overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -577,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_dir", help="BERT model folder (e.g. runs/<run>/convert/model)")
     parser.add_argument("out_dir", help="output folder (model/, history.csv, metrics.json, loss.png)")
     parser.add_argument("--format", default="auto", help="dataset format (see nbutils.data; default: auto)")
+    parser.add_argument("--text-column", default="text", help="table formats: the text column (default: text)")
+    parser.add_argument("--label-column", default="label", help="table formats: the label column (default: label)")
     parser.add_argument("--on-bad-rows", choices=("raise", "skip"), default="raise",
                         help="raise: stop at the first bad row (file:line, reason); skip: leave bad rows out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
@@ -585,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from nbutils.data import load_dataset
 
-    dataset = load_dataset(args.data, format=args.format, on_bad_rows=args.on_bad_rows)
+    dataset = load_dataset(args.data, format=args.format, on_bad_rows=args.on_bad_rows,
+                           text_column=args.text_column, label_column=args.label_column)
     config = config_from_args(PretrainConfig, args, names)
     result = continue_pretraining(dataset.texts("train"), args.model_dir, args.out_dir, config,
                                   overwrite=args.overwrite)

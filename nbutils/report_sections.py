@@ -52,7 +52,8 @@ _SAME_TEST = {True: "the very test examples the fine-tuned model was scored on",
 
 def baseline_section(run: report.RunData, data_dir: str | Path, data_format: str = "auto", *,
                      on_bad_rows: str = "raise", enabled: bool = True, full_split: bool = True,
-                     seed: int = 42) -> tuple[dict | None, Any]:
+                     seed: int = 42, text_column: str = "text",
+                     label_column: str = "label") -> tuple[dict | None, Any]:
     """Train the TF-IDF baseline on the examples the model was fine-tuned on, score it on the
     model's test examples, write ``report/baseline.json`` and say what it scored. With
     ``full_split`` and a subsampled fine-tuning, also fit it on the whole train split.
@@ -67,7 +68,8 @@ def baseline_section(run: report.RunData, data_dir: str | Path, data_format: str
         say("The baseline is switched off (`report_baseline=False`).")
         return None, None
     try:
-        dataset = load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows)
+        dataset = load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows, text_column=text_column,
+                               label_column=label_column)
     except NbutilsError as err:
         say(f"**Baseline skipped:** the dataset could not be read: `{err.message}`")
         return None, None

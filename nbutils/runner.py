@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from nbutils.errors import NbutilsError
+from nbutils.errors import NbutilsError, entered_through
 from nbutils.io import write_json
 from nbutils.memory import huge_pages_for_long_inputs, longest_max_length
 from nbutils.paths import REPO_ROOT, RunPaths
@@ -48,6 +48,8 @@ RUNNER_PARAMETERS = {"run_dir", "headless", "overwrite"}
 # with the new one instead of a bare "unknown parameter".
 RENAMED_PARAMETERS = {
     "freeze_max_eval_samples": ("freeze_max_dev_test_samples", "it sizes the dev and the test split"),
+    "explore_text_column": ("data_text_column", "every stage reads the text column, not only exploration"),
+    "explore_label_column": ("data_label_column", "every stage reads the label column, not only exploration"),
 }
 MANIFEST_PACKAGES = (
     "nbutils", "torch", "transformers", "tokenizers", "accelerate", "safetensors", "numpy",
@@ -449,7 +451,8 @@ def run_pipeline(
         raise
     from nbutils.runlock import RunLock
 
-    with RunLock(root):
+    # the kernels inherit NBUTILS_ENTRY=run: their errors name -p parameters (nbutils.errors)
+    with RunLock(root), entered_through("run"):
         return _execute(inspected, plan, paths, profile, values, cell_timeout, log)
 
 

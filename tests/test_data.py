@@ -209,11 +209,42 @@ def test_missing_column_names_the_columns_that_exist(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path / "data.csv")
     assert err.value.line == 1
-    assert "no column 'text'" in err.value.reason and "sentence, label" in err.value.reason
-    assert "text_column" in err.value.fix
+    assert "no text column 'text'" in err.value.reason and "sentence, label" in err.value.reason
+    assert "label column" not in err.value.reason  # the label column is there
+    assert "text_column=" in err.value.fix and "label_column" not in err.value.fix
     write(tmp_path / "data.jsonl", '{"sentence": "你好", "y": 1}\n')
-    with pytest.raises(DataError, match="no field 'text' or 'label'; the fields are: sentence, y"):
+    with pytest.raises(DataError, match="no text field 'text' and no label field 'label'; the fields are: sentence, y"):
         load_dataset(tmp_path / "data.jsonl", on_bad_rows="skip")
+
+
+@pytest.mark.parametrize(("entry", "option"), [
+    ("run", "-p data_label_column=<column>"),
+    ("cli", "--label-column <column>"),
+    ("notebook", 'data_label_column = "<column>"'),
+    ("python", "label_column=<column>"),
+])
+def test_a_missing_column_is_fixed_with_the_option_of_the_entry_point(tmp_path, entry, option):
+    """The same missing label column: `nbutils run` users are told -p data_label_column=, command
+    users --label-column, notebook users the parameters-cell variable, Python users the keyword."""
+    from nbutils.errors import entered_through, entry_point
+
+    path = write(tmp_path / "reviews.csv", "review,sentiment\n好,正面\n")
+    with entered_through(entry), pytest.raises(DataError) as err:
+        load_dataset(path, text_column="review")
+    assert "no label column 'label'; the columns are: review, sentiment" in err.value.reason
+    assert option in err.value.fix
+    others = {"run": "-p ", "cli": "--", "notebook": "parameters cell", "python": "label_column="}
+    assert not any(hint in err.value.fix for name, hint in others.items() if name != entry and hint not in option)
+    assert entry_point() == "python"  # the entry point is restored afterwards
+
+
+def test_the_runner_s_entry_point_outlives_a_nested_command():
+    from nbutils.errors import entered_through, entry_point
+
+    with entered_through("run"):
+        with entered_through("cli"):  # a command the runner's notebook calls stays a `run` for the user
+            assert entry_point() == "run"
+        assert entry_point() == "run"
 
 
 def test_single_table_with_split_column_tsv(tmp_path):
