@@ -636,6 +636,30 @@ def stratified_split(labels, ratios=(0.8, 0.1, 0.1), seed: int = 42, groups=None
     return out
 
 
+def text_groups(texts) -> np.ndarray:
+    """A group id per row, equal for exactly equal texts (numbered in first-seen order)."""
+    return pd.factorize(pd.Series(list(texts), dtype=object))[0]
+
+
+def grouped_stratified_folds(labels, groups, folds: int, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(fit rows, scored rows)`` per fold, for ``cross_val_predict(cv=...)``: every group's rows
+    (e.g. a text and its duplicates) fall into one fold, so no row is scored by a model fitted on
+    its copy. sklearn's StratifiedKFold (shuffled, seeded) deals the groups, stratified by each
+    group's first label: with no repeated group the folds are StratifiedKFold's on the rows."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    group_of_row, _ = pd.factorize(pd.Series(list(groups), dtype=object))
+    _, first = np.unique(group_of_row, return_index=True)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold_of_group = np.empty(len(first), dtype=np.int64)
+    for fold, (_, scored) in enumerate(splitter.split(np.zeros(len(first)), labels[first])):
+        fold_of_group[scored] = fold
+    fold_of_row = fold_of_group[group_of_row]
+    rows = np.arange(len(labels))
+    return [(rows[fold_of_row != k], rows[fold_of_row == k]) for k in range(folds)]
+
+
 def order_label_names(names) -> list[str]:
     """The cnews order for exactly the cnews classes; numeric order for integers; else sorted."""
     names = set(names)

@@ -10,6 +10,10 @@ baseline (``nbutils.baseline.build_baseline``) and it is kept honest:
 - its score for each train text comes from a copy fitted on the *other* folds (cross-fitting,
   ``sklearn.model_selection.cross_val_predict``): a teacher scoring texts it was fitted on is
   nearly always right with a huge margin, and its "soft" targets would be the hard labels again;
+- the folds are grouped by text (``nbutils.data.grouped_stratified_folds``): a text and its
+  duplicates share a fold, else the copy in another fold hands the "held-out" score its own
+  label, and on data full of duplicates the out-of-fold accuracy reads far above the SVM's
+  accuracy on unseen texts (tests/test_distill.py plants duplicates to show both);
 - the SVM's margins become probabilities by one temperature fitted to those out-of-fold scores
   (lowest log-loss of the true train labels; Guo et al. 2017), again train data only;
 - dev and test texts are never scored by the teacher, and the reported test accuracy is the
@@ -77,32 +81,36 @@ def crossfit_teacher_probs(texts: Sequence[str], labels: Sequence[int], n_classe
     """Out-of-fold class probabilities of the TF-IDF SVM for every train text, and a summary.
 
     Each text's row comes from a baseline fitted on the other ``folds - 1`` folds (stratified,
-    seeded). Returns ``(probs [n, n_classes] float32, info)`` where ``info`` holds the fitted
+    seeded, grouped by text: duplicates share a fold). Returns ``(probs [n, n_classes] float32,
+    info)`` where ``info`` holds the fitted
     scale, the out-of-fold accuracy and the fit time.
     """
     import time
 
     import numpy as np
     from scipy.special import softmax
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import cross_val_predict
 
     from nbutils.baseline import BaselineConfig, build_baseline
+    from nbutils.data import grouped_stratified_folds, text_groups
 
     labels = np.asarray([int(y) for y in labels])
     if len(texts) != len(labels):
         raise NbutilsError(f"teacher: {len(texts)} texts but {len(labels)} labels")
-    counts = np.bincount(labels, minlength=n_classes)
+    groups = text_groups(texts)
+    _, first = np.unique(groups, return_index=True)
+    counts = np.bincount(labels[first], minlength=n_classes)  # distinct texts per class
     present = counts[counts > 0]
     if len(present) < 2 or present.min() < folds:
         raise NbutilsError(
-            f"cross-fitting with {folds} folds needs every class at least {folds} times in the train split "
-            f"(smallest class: {int(present.min()) if len(present) else 0})",
+            f"cross-fitting with {folds} folds needs every class at least {folds} distinct texts in the "
+            f"train split (smallest class: {int(present.min()) if len(present) else 0})",
             fix="lower finetune_distill_folds, use more training examples, or switch distillation off",
         )
     t0 = time.perf_counter()
     teacher = build_baseline(BaselineConfig(seed=seed))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_predict(teacher, list(texts), labels, cv=splitter, method="decision_function")
+    cv = grouped_stratified_folds(labels, groups, folds, seed)
+    scores = cross_val_predict(teacher, list(texts), labels, cv=cv, method="decision_function")
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:  # two classes: LinearSVC returns one margin
         scores = np.stack([-scores, scores], axis=1)
@@ -111,7 +119,8 @@ def crossfit_teacher_probs(texts: Sequence[str], labels: Sequence[int], n_classe
     scale = fit_temperature(full, labels)
     probs = softmax(scale * full, axis=1).astype(np.float32)
     info = {"teacher": "TF-IDF character 1-2-grams + linear SVM, cross-fitted on the train split",
-            "folds": folds, "scale": scale, "oof_accuracy": float((probs.argmax(1) == labels).mean()),
+            "folds": folds, "grouped_by_text": True, "duplicate_rows": int(len(labels) - len(first)),
+            "scale": scale, "oof_accuracy": float((probs.argmax(1) == labels).mean()),
             "oof_log_loss": float(-np.log(probs[np.arange(len(labels)), labels] + 1e-12).mean()),
             "fit_s": time.perf_counter() - t0}
     return probs, info

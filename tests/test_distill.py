@@ -37,6 +37,63 @@ def test_teacher_scores_each_text_without_having_seen_it():
     assert info["folds"] == 3
 
 
+def texts_with_some_signal(rng, n: int, classes: int = 3) -> tuple[list[str], np.ndarray]:
+    """Texts of 3 characters from their class's pool among 9 any class may have; 30% of the
+    labels redrawn at random: a classifier learns something, far from everything."""
+    labels = rng.integers(0, classes, size=n)
+    texts = []
+    for y in labels:
+        chars = np.concatenate([rng.integers(40 * y, 40 * y + 40, size=3), rng.integers(1000, 6000, size=9)])
+        rng.shuffle(chars)
+        texts.append("".join(chr(0x4E00 + int(c)) for c in chars))
+    flip = rng.random(n) < 0.3
+    labels[flip] = rng.integers(0, classes, size=int(flip.sum()))
+    return texts, labels
+
+
+def test_duplicates_do_not_leak_into_the_out_of_fold_scores():
+    """Every train text planted twice: with plain stratified folds a text's copy sits in another
+    fold and hands its "held-out" score the label; grouped by text, the out-of-fold accuracy
+    falls to what the same SVM scores on texts it never saw."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from nbutils.baseline import BaselineConfig, build_baseline
+
+    rng = np.random.default_rng(3)
+    texts, labels = texts_with_some_signal(rng, 400)
+    unseen, unseen_labels = texts_with_some_signal(rng, 1000)
+    planted, planted_labels = texts + texts, np.concatenate([labels, labels])
+    svm = build_baseline(BaselineConfig(seed=0)).fit(planted, planted_labels)
+    heldout = float((svm.predict(unseen) == unseen_labels).mean())
+    _, info = crossfit_teacher_probs(planted, planted_labels, 3, folds=5, seed=0)
+    plain = cross_val_predict(build_baseline(BaselineConfig(seed=0)), planted, planted_labels,
+                              cv=StratifiedKFold(5, shuffle=True, random_state=0))
+    leaked = float((plain == planted_labels).mean())
+    assert 0.45 < heldout < 0.95  # the data has signal, and room above it for a leak to show
+    assert leaked > heldout + 0.08  # what plain folds report: the duplicates' labels
+    assert abs(info["oof_accuracy"] - heldout) < 0.06
+    assert info["grouped_by_text"] and info["duplicate_rows"] == 400
+
+
+def test_grouped_folds_keep_copies_together_and_equal_plain_folds_without_copies():
+    from sklearn.model_selection import StratifiedKFold
+
+    from nbutils.data import grouped_stratified_folds, text_groups
+
+    rng = np.random.default_rng(0)
+    texts = [f"t{i}" for i in rng.integers(0, 60, size=200)]  # many texts several times
+    labels = rng.integers(0, 3, size=200)
+    folds = grouped_stratified_folds(labels, text_groups(texts), 4, seed=7)
+    assert sorted(np.concatenate([scored for _, scored in folds]).tolist()) == list(range(200))
+    for fit, scored in folds:
+        assert not {texts[i] for i in fit} & {texts[i] for i in scored}
+    distinct = [f"u{i}" for i in range(200)]
+    plain = StratifiedKFold(4, shuffle=True, random_state=7).split(np.zeros(200), labels)
+    for (fit, scored), (plain_fit, plain_scored) in zip(grouped_stratified_folds(labels, text_groups(distinct), 4, 7),
+                                                      plain, strict=True):
+        assert fit.tolist() == plain_fit.tolist() and scored.tolist() == plain_scored.tolist()
+
+
 def test_teacher_learns_real_titles(real_titles_dir):
     ds = load_dataset(real_titles_dir).subsample({"train": 600}, seed=0)
     probs, info = crossfit_teacher_probs(ds.texts("train"), ds.labels("train"), 10, folds=3)

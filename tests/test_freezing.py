@@ -391,3 +391,20 @@ def test_comparison_config_spaces_evaluations_over_the_run():
     assert freezing.comparison_config(10, evals_per_run=5, batch_size=32, epochs=1).eval_steps == 1
     with pytest.raises(NbutilsError):
         freezing.comparison_config(0, batch_size=32)
+
+
+def test_comparison_data_from_one_file_of_duplicates_keeps_each_text_on_one_side(tmp_path):
+    """One CSV, custom columns, every headline three times: the split is grouped by text and the
+    subsamples draw within a split, so no text reaches two of train/dev/test."""
+    import csv
+
+    rows = [(f"第{i}条新闻标题", "体育" if i % 2 else "财经") for i in range(120)] * 3
+    path = tmp_path / "news.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("headline", "topic"), *rows])
+    ds = freezing.comparison_data(path, text_column="headline", label_column="topic",
+                                  max_train_samples=100, max_dev_test_samples=20, seed=3)
+    sides = {split: set(ds.texts(split)) for split in ("train", "dev", "test")}
+    assert ds.sizes() == {"train": 100, "dev": 20, "test": 20}
+    assert not sides["train"] & sides["dev"] and not sides["train"] & sides["test"]
+    assert not sides["dev"] & sides["test"]
