@@ -4,7 +4,7 @@ PYTHON ?= python
 PROFILE ?= demo
 TORCH_VERSION ?= 2.13.0
 # Offline machines read datasets and the vocabulary from a local mirror; folders that do not
-# exist are simply not searched (see README, "Running offline").
+# exist are simply not searched (see docs/running.md, "Offline").
 NBUTILS_DATA_MIRROR ?= $(abspath ../shared/data):$(abspath ../shared/models)
 export NBUTILS_DATA_MIRROR
 

@@ -13,7 +13,7 @@ way (fp32, eager attention). Steady-state time is measured after warm-up steps.
     python benchmarks/bench_gpu_mfu.py                    # on a CUDA machine
     python benchmarks/bench_gpu_mfu.py --tiny --device cpu  # checks the script itself, no MFU claim
 
-Measured once on an NVIDIA H200 (README, Results): MFU 9.6% at batch 64, 24.3% at 256, 28.2% compiled.
+Measured once on an NVIDIA H200 (docs/speed.md, "On a GPU"): MFU 9.6% at batch 64, 24.3% at 256, 28.2% compiled.
 """
 
 from __future__ import annotations

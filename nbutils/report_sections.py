@@ -18,7 +18,7 @@ from nbutils.errors import NbutilsError
 from nbutils.io import write_json
 from nbutils.paths import REPO_ROOT, RunPaths
 
-# The ablation of the demo recipe that the README shows (benchmarks/ablate_demo.py writes it as
+# The ablation of the demo recipe that docs/results.md shows (benchmarks/ablate_demo.py writes it as
 # <out>/summary.csv; the committed copy is the one the demo profile was chosen from).
 ABLATION_SUMMARY = REPO_ROOT / "benchmarks" / "results" / "ablate_demo_summary.csv"
 
