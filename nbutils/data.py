@@ -1020,6 +1020,32 @@ def _read_table(path: Path, bad: _BadRows, text_column: str, label_column: str, 
     return rows.to_frame(bad, names_from_train=False, ratios=ratios, seed=seed)
 
 
+def table_records(path: str | Path, text_column: str = "text", label_column: str = "label", *,
+                  on_bad_rows: str = "raise") -> tuple[str, list[tuple[int, dict]], list[BadRow]]:
+    """One CSV/TSV/JSONL file as written: ``(kind, [(line, record)], skipped)``, each record with
+    all its columns (values as strings for CSV/TSV, as parsed for JSONL), read and checked like
+    :func:`load_dataset` reads it (quoting, encoding, field counts, the two columns present).
+    Rows without a text or a label are bad rows; ``nbutils data split`` rewrites what it keeps."""
+    path = Path(path)
+    kind = _TABLE_SUFFIXES.get(path.suffix.lower())
+    if not path.is_file() or kind is None:
+        raise DataError(path, None, "not a CSV/TSV/JSONL file",
+                        fix="pass one table file (.csv, .tsv or .jsonl) holding every row")
+    bad = _BadRows(on_bad_rows == "skip")
+    reader = _jsonl_records if kind == "jsonl" else _delimited_records
+    records = []
+    for number, record in reader(path, bad, kind, (text_column, label_column)):
+        text, label = record.get(text_column), record.get(label_column)
+        if not isinstance(text, str) or not text.strip():
+            bad(path, number, f"missing or empty {text_column!r}", "remove the row or fill in the text")
+        elif label is None or isinstance(label, (dict, bool, float)) or not str(label).strip():
+            bad(path, number, f"missing or invalid {label_column!r} ({label!r})",
+                "give every row a label name (a string) or an integer label")
+        else:
+            records.append((number, record))
+    return kind, records, bad.skipped
+
+
 def _read_table_file(path: Path, bad: _BadRows, text_column: str, label_column: str,
                      rows: _NamedRows, split: str | None) -> bool:
     """Append the rows of one CSV/TSV/JSONL file; return whether it had a ``split`` column."""

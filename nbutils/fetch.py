@@ -369,11 +369,18 @@ def main(argv: list[str]) -> int:
     p_check.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows instead of failing")
     p_check.add_argument("--examples", type=int, default=5, help="examples shown per finding")
 
+    from nbutils.datasplit import add_parser as add_split_parser
+
+    add_split_parser(sub)
     sub.add_parser("list", help="list the resources `fetch` knows")
 
     args = parser.parse_args(argv)
     if args.command == "fetch":
         fetch(args.name, args.dest, mirrors=args.mirrors, force=args.force)
+    elif args.command == "split":
+        from nbutils.datasplit import run as run_split
+
+        run_split(args)
     elif args.command == "check":
         check(args.path, args.format, text_column=args.text_column, label_column=args.label_column,
               label_delimiter=args.label_delimiter, skip_bad_rows=args.skip_bad_rows, max_examples=args.examples)
