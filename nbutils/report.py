@@ -483,6 +483,13 @@ def random_weights_note(data: RunData) -> str | None:
             "pre-trained BERT; run masked-LM pre-training (notebook 03) or convert a pre-trained checkpoint.")
 
 
+def length_fit_note(data: RunData) -> str | None:
+    """Markdown repeating fine-tuning's line when its max_length cut many train texts, or None
+    (``metrics.json``'s ``length_fit``, written by ``nbutils.training.length_fit``)."""
+    warning = ((data.finetune_metrics or {}).get("length_fit") or {}).get("warning")
+    return f"**The settings do not fit the data:** {warning}." if warning else None
+
+
 def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str = "Run report",
                      dataset: str | None = None) -> str:
     """A short Markdown summary of the key numbers, for a README, an issue or an e-mail."""
@@ -493,9 +500,9 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
                   f"git commit: `{(manifest.get('git_commit') or 'unknown')[:12]}`",
                   f"Device: {manifest.get('device') or 'unknown'}"]
     lines.append("")
-    note = random_weights_note(data)
-    if note:
-        lines += [note, ""]
+    for note in (random_weights_note(data), length_fit_note(data)):
+        if note:
+            lines += [note, ""]
     metrics = data.finetune_metrics or {}
     test = metrics.get("test")
     lines += ["| model | split | examples | accuracy | macro F1 |", "| --- | --- | --- | --- | --- |"]

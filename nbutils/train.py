@@ -265,6 +265,7 @@ def finetune(
     title: str = "",
     overwrite: bool = False,
     teacher=None,
+    length_advice: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model_dir`` on ``dataset`` (train/dev/test splits) and write ``out_dir``.
 
@@ -278,6 +279,8 @@ def finetune(
     interrupted one with the same fingerprint still resumes (so a notebook re-run after Kernel >
     Interrupt continues), and checkpoints of a different run are discarded. ``teacher`` (e.g.
     ``nbutils.distill.SvmTeacher``) adds soft targets for the train split and supplies the loss.
+    ``length_advice``: exploration's recommended max_length, quoted when max_length cuts many
+    train texts (``nbutils.training.length_fit``).
     """
     import torch
     from transformers import (
@@ -305,6 +308,7 @@ def finetune(
     from nbutils.thread_callback import govern_threads, thread_schedule
     from nbutils.thread_invariant import make_thread_invariant
     from nbutils.tokenization import TokenizingCollator, Truncator
+    from nbutils.training.length_fit import measure_length_fit
 
     config = config or FinetuneConfig()
     if config.max_length >= MMAP_FROM_MAX_LENGTH:
@@ -349,12 +353,19 @@ def finetune(
     if trainable_params == 0:
         raise NbutilsError("prepare_model froze every parameter; nothing would train")
 
-    truncator = Truncator(tokenizer, config.max_length, config.truncation, config.head_tokens)
     limits = {"train": config.max_train_samples, "dev": config.max_eval_samples,
               "test": config.max_test_samples}
     if any(limits.values()):  # stratified, the same rows for the same seed
         dataset = dataset.subsample({k: n or None for k, n in limits.items()}, seed=config.seed)
     splits = {name: _split(dataset, name) for name in ("train", "dev", "test")}
+    # how many train texts max_length cuts: one line now, metrics.json's length_fit, the report
+    length_fit = measure_length_fit(splits["train"][0], tokenizer, config.max_length, seed=config.seed,
+                                    positions=getattr(model.config, "max_position_embeddings", None),
+                                    recommended=length_advice)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(length_fit["warning"] or f"max_length {config.max_length} cuts "
+              f"{length_fit['truncated_share']:.1%} of the train texts", flush=True)
+    truncator = Truncator(tokenizer, config.max_length, config.truncation, config.head_tokens)
     # Tokenized per batch by the collator: nothing waits for the whole corpus to be tokenized,
     # and memory holds one batch of ids (benchmarks/bench_scale.py measures both).
     encoded = {name: TextsToEncode(texts, labels, truncator) for name, (texts, labels) in splits.items()}
@@ -519,6 +530,7 @@ def finetune(
         # {"pretrained": False, ...}: these scores are of random weights fine-tuned (the demo without 03)
         "model_weights": weights_origin(model_dir),
         "config": asdict(config),
+        "length_fit": length_fit,
     }
     if teacher is not None:
         metrics["distillation"] = teacher.describe()

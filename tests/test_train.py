@@ -120,6 +120,9 @@ def test_run_writes_the_contract_files(finished, small_data):
     assert metrics["device"]["device"] == "cpu"
     # tiny_model is make_random_bert's: metrics.json must say these were never pre-trained weights
     assert metrics["model_weights"]["pretrained"] is False
+    fit = metrics["length_fit"]  # how many train texts max_length cut, measured on all 48
+    assert (fit["max_length"], fit["texts_measured"]) == (24, 48)
+    assert 0 <= fit["truncated_share"] <= 1 and fit["longest_tokens"] > 0
     assert "random initialisation" in metrics["model_weights"]["how"]
 
     history = pd.read_csv(out / "history.csv")
