@@ -309,6 +309,7 @@ def finetune(
     from nbutils.thread_invariant import make_thread_invariant
     from nbutils.tokenization import TokenizingCollator, Truncator
     from nbutils.training.length_fit import measure_length_fit
+    from nbutils.training.model_card import CARD, model_card
 
     config = config or FinetuneConfig()
     if config.max_length >= MMAP_FROM_MAX_LENGTH:
@@ -531,6 +532,9 @@ def finetune(
         "model_weights": weights_origin(model_dir),
         "config": asdict(config),
         "length_fit": length_fit,
+        # what the model card names as its data (sizes after any subsample: what was trained and scored)
+        "data": {"source": str(getattr(dataset, "source", "")), "format": getattr(dataset, "format", None),
+                 "sizes": {name: len(split[1]) for name, split in splits.items()}},
     }
     if teacher is not None:
         metrics["distillation"] = teacher.describe()
@@ -545,6 +549,8 @@ def finetune(
                     "max_length": config.max_length, "truncation": config.truncation,
                     "head_tokens": truncator.head, "label_names": label_names,
                 })
+                # a Hugging Face model card: the folder can be shared (or pushed to the Hub) as is
+                (tmp / CARD).write_text(model_card(metrics), encoding="utf-8")
         _write_csv(out_dir / HISTORY, history)
         _write_predictions_csv(out_dir / PREDICTIONS, splits["test"][0], test_out.predictions,
                                label_names, splits["test"][1])

@@ -120,6 +120,17 @@ def test_run_writes_the_contract_files(finished, small_data):
     assert metrics["device"]["device"] == "cpu"
     # tiny_model is make_random_bert's: metrics.json must say these were never pre-trained weights
     assert metrics["model_weights"]["pretrained"] is False
+    card = finished.model_dir / "README.md"  # a Hugging Face model card, from the same metrics
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(card).data
+    assert data.labels == small_data.label_names and data.pipeline_tag == "text-classification"
+    scores = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
+    assert scores[("test", "accuracy")] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    assert scores[("dev", "f1")] == pytest.approx(metrics["dev"]["macro_f1"], abs=1e-6)
+    assert data.training_parameters["max_length"] == 24 and data.training_data["sizes"]["train"] == 48
+    text = card.read_text(encoding="utf-8")
+    assert "random weights" in text and "Texts longer than 24 tokens" in text
     fit = metrics["length_fit"]  # how many train texts max_length cut, measured on all 48
     assert (fit["max_length"], fit["texts_measured"]) == (24, 48)
     assert 0 <= fit["truncated_share"] <= 1 and fit["longest_tokens"] > 0
