@@ -100,9 +100,10 @@ FILES: tuple[RunFile, ...] = (
     RunFile("pretrain_history", "pretrain", HISTORY, "one row per logged step",
             readers=("report",), columns=("step", "loss")),
     RunFile("finetuned_model", "finetune", MODEL,
-            "the classifier (+ `finetune_config.json`: how prediction cuts texts)"),
+            "the classifier (+ `finetune_config.json`: how prediction cuts texts; `README.md`: its model card)"),
     RunFile("finetune_metrics", "finetune", METRICS,
-            "label names, dev/test metrics, training speed and memory, device", readers=("report",)),
+            "label names, dev/test metrics, training speed and memory, device, the data, the share "
+            "of train texts max_length cut (length_fit)", readers=("report",)),
     RunFile("pretrain_tensorboard", "pretrain", TENSORBOARD, "TensorBoard event files (loss, held-out MLM loss)"),
     RunFile("finetune_tensorboard", "finetune", TENSORBOARD, "TensorBoard event files (loss, dev/test metrics)"),
     RunFile("finetune_history", "finetune", HISTORY, "one row per logged step",
