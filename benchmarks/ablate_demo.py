@@ -5,14 +5,14 @@ with a few settings changed (``cv_mask40_distill_ft8`` is the current ``params/d
 pre-training recipe (masked LM, ELECTRA replaced-token detection, none), its step budget and
 masking rate, the model shape, and the fine-tuning schedule (epochs, learning rate, label
 smoothing, distillation from the cross-fitted TF-IDF SVM). Every run goes through the same
-library code as ``make demo`` (``nbutils.random_bert.make_random_bert``, ``nbutils.pretrain`` /
-``nbutils.electra``, ``nbutils.train.finetune``), so accuracies at a step budget transfer
+library code as ``make demo`` (``nbutils.checkpoints.random_bert.make_random_bert``, ``nbutils.pretraining.mlm`` /
+``nbutils.pretraining.electra``, ``nbutils.training.finetune.finetune``), so accuracies at a step budget transfer
 between devices; seconds do not (time CPU steps on a CPU). Budgets are steps and epochs.
 
 Rules kept: pre-training sees the train split's texts only (500 of them held out for its own
 scores); fine-tuning trains on the train split, picks its checkpoint on the same 1,000-title
 stratified dev sample as the demo and is scored on the whole 10k test split; the distillation
-teacher is fitted on the train split only (cross-fitted; ``nbutils.distill``).
+teacher is fitted on the train split only (cross-fitted; ``nbutils.training.distill``).
 
     python benchmarks/ablate_demo.py --list                      # the variants and their settings
     python benchmarks/ablate_demo.py --tiny --device cpu --out benchmarks/out/ablation-tiny   # ~2 min check
@@ -194,12 +194,12 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
 
         if importlib.util.find_spec("matplotlib") is None:
             # Loss-curve PNGs are a by-product here; a machine without matplotlib still gives numbers.
-            from nbutils.live import LiveCurves
+            from nbutils.training.live import LiveCurves
 
             LiveCurves.save = lambda self, path: print(f"matplotlib missing: no figure {path}")
-        from nbutils.data import load_dataset
-        from nbutils.random_bert import make_random_bert
-        from nbutils.train import FinetuneConfig, finetune
+        from nbutils.checkpoints.random_bert import make_random_bert
+        from nbutils.data.dataset import load_dataset
+        from nbutils.training.finetune import FinetuneConfig, finetune
 
         ds = load_dataset(data_dir)
         with tempfile.TemporaryDirectory(prefix=f"ablate-{name}-{seed}-") as tmp:
@@ -235,14 +235,14 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
                                   output_vocabulary=s["pt_vocab"],
                                   device=device, precision="fp32", headless=True, logging_steps=50)
                     if s["recipe"] == "electra":
-                        from nbutils.electra import ElectraConfig, electra_pretraining
+                        from nbutils.pretraining.electra import ElectraConfig, electra_pretraining
 
                         cfg = ElectraConfig(**common, generator_layers=s["gen_layers"],
                                             discriminator_weight=s["disc_weight"])
                         pre = electra_pretraining(train_texts, model_dir, tmp / "pretrain", cfg)
                         row["pretrain_metric"] = f"rtd_acc={pre.metrics['replaced_token_accuracy']:.4f}"
                     else:
-                        from nbutils.pretrain import PretrainConfig, continue_pretraining
+                        from nbutils.pretraining.mlm import PretrainConfig, continue_pretraining
 
                         pre = continue_pretraining(train_texts, model_dir, tmp / "pretrain", PretrainConfig(**common))
                         row["pretrain_metric"] = f"mlm_acc={pre.metrics['masked_token_accuracy']:.4f}"
@@ -265,7 +265,7 @@ def run_one(name: str, seed: int, device: str, data_dir: str, vocab_dir: str, ti
             cpu0 = time.process_time()
             teacher = None
             if s["distill_alpha"] > 0:
-                from nbutils.distill import DistillConfig, SvmTeacher
+                from nbutils.training.distill import DistillConfig, SvmTeacher
 
                 teacher = SvmTeacher(DistillConfig(alpha=s["distill_alpha"], folds=s["distill_folds"], temperature=s["distill_T"],
                                                    label_smoothing=s["label_smoothing"], seed=seed))

@@ -44,8 +44,8 @@ def run_timed(cmd: list[str]) -> tuple[float, int]:
 
 def build_checkpoint(vocab: Path, work: Path) -> Path:
     """A bert-base-chinese-sized Google-layout checkpoint with random weights, in work/google."""
-    from nbutils.convert import export
-    from nbutils.random_bert import make_random_bert
+    from nbutils.checkpoints.convert import export
+    from nbutils.checkpoints.random_bert import make_random_bert
 
     hf = make_random_bert(vocab, work / "hf", hidden_size=768, num_layers=12, num_heads=12,
                           intermediate_size=3072, max_position_embeddings=512, seed=0)

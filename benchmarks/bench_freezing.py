@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from nbutils import freezing
-from nbutils.data import load_dataset
-from nbutils.paths import REPO_ROOT
-from nbutils.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.paths import REPO_ROOT
+from nbutils.data.dataset import load_dataset
+from nbutils.training import freezing
 
 SHARED = REPO_ROOT.parent / "shared"
 

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback
 
-from nbutils.device import choose_device
+from nbutils.runtime.device import choose_device
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOPS, by a substring of the device name.
 # Order matters: the first match wins ("H100 PCIe" before "H100").

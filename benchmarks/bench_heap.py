@@ -8,12 +8,12 @@ that imports nbutils first as the notebooks do, so nothing carries over:
 - ``default``: glibc as it comes (a block is mapped on its own only above a threshold that glibc
   raises to the size of every such block freed, so after step 1 most activations come from the
   heap, whose freed fragments stay resident);
-- ``mmap``: ``nbutils.memory.large_blocks_via_mmap`` (blocks >= 4 MiB mapped and unmapped every
+- ``mmap``: ``nbutils.runtime.memory.large_blocks_via_mmap`` (blocks >= 4 MiB mapped and unmapped every
   step: lower peak, but every step faults its activations' pages in again, 4 KiB at a time);
 - ``mmap+thp``: the same plus ``THP_MEM_ALLOC_ENABLE=1``, torch's switch that advises the kernel
   to back tensors of 2 MiB or more with transparent huge pages (far fewer page faults): what
   ``nbutils run`` and the ``nbutils`` commands switch on for long inputs (``max_length`` >= 256),
-  where ``finetune`` also maps large blocks (``nbutils.memory``);
+  where ``finetune`` also maps large blocks (``nbutils.runtime.memory``);
 - ``thp``: huge pages alone.
 
 The arms run in turn (rotated each rep) at each max_length; it prints the median time per step,
@@ -43,12 +43,12 @@ def worker(arm: str, length: int, steps: int, warmup: int, precision: str) -> No
     importlib.import_module("nbutils")  # first, as every notebook does: its environment before torch loads
     import torch
 
-    from nbutils.device import cpu_has_native_bf16
+    from nbutils.runtime.device import cpu_has_native_bf16
 
     torch.set_num_threads(1)
     autocast = precision == "bf16" or (precision == "auto" and cpu_has_native_bf16())
     if arm.startswith("mmap"):
-        from nbutils.memory import large_blocks_via_mmap
+        from nbutils.runtime.memory import large_blocks_via_mmap
 
         assert large_blocks_via_mmap(), "no glibc mallopt here"
     from transformers import BertConfig, BertForSequenceClassification
@@ -57,7 +57,7 @@ def worker(arm: str, length: int, steps: int, warmup: int, precision: str) -> No
     config = BertConfig(vocab_size=21128, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=512, num_labels=10, max_position_embeddings=512)
     model = BertForSequenceClassification(config).train()
-    # fused, as nbutils.device has Trainer run it: the per-tensor AdamW allocates temporaries the
+    # fused, as nbutils.runtime.device has Trainer run it: the per-tensor AdamW allocates temporaries the
     # size of the 10.8 MB embedding every step, which made huge pages look good on titles (0.86x)
     # where the real path (no such temporaries) does not gain
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)

@@ -3,7 +3,7 @@ vs. that head scoring only the tokens of the pre-training texts (``mlm_output_vo
 
 All three models hold the same weights and see the same batches (THUCNews headlines, the stock
 collator's masks). Each round times one forward + backward of A (stock: the vocabulary decoder
-scores every position), B (nbutils.pretrain: only masked positions reach the decoder) and C (B,
+scores every position), B (nbutils.pretraining.mlm: only masked positions reach the decoder) and C (B,
 whose softmax runs over the tokens of the whole train split only), interleaved A/B/C/A/B/C so
 that load drifts on a shared machine hit all alike. Prints the median seconds per step of each,
 the ratios, and two checks on identical batches: A and B give the same loss, and C's training
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-from nbutils.paths import REPO_ROOT
-from nbutils.pretrain import load_mlm_model, make_collator, tokenize_texts
+from nbutils.core.paths import REPO_ROOT
+from nbutils.pretraining.mlm import load_mlm_model, make_collator, tokenize_texts
 
 SHARED = REPO_ROOT.parent / "shared"
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import transformers
 
-from nbutils.data import load_dataset
-from nbutils.onnx_export import export_onnx
-from nbutils.paths import REPO_ROOT
-from nbutils.prediction import OnnxPredictor, Predictor
-from nbutils.random_bert import make_random_classifier
+from nbutils.checkpoints.random_bert import make_random_classifier
+from nbutils.core.paths import REPO_ROOT
+from nbutils.data.dataset import load_dataset
+from nbutils.inference.onnx_export import export_onnx
+from nbutils.inference.predict import OnnxPredictor, Predictor
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 import transformers
 
-from nbutils.data import load_dataset
-from nbutils.paths import REPO_ROOT
-from nbutils.prediction import load_predictor, predict
-from nbutils.random_bert import make_random_classifier
+from nbutils.checkpoints.random_bert import make_random_classifier
+from nbutils.core.paths import REPO_ROOT
+from nbutils.data.dataset import load_dataset
+from nbutils.inference.predict import load_predictor, predict
 
 
 def random_classifier(vocab: str, label_names, out: Path, hidden: int, layers: int) -> Path:

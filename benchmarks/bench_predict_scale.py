@@ -59,7 +59,7 @@ def make_inputs(titles: Path, work: Path, sizes: list[int], seed: int) -> dict[i
 
 
 def make_model(vocab: Path, titles: Path, out: Path) -> Path:
-    from nbutils.random_bert import make_random_classifier
+    from nbutils.checkpoints.random_bert import make_random_classifier
 
     names, _ = read_titles(titles)
     return make_random_classifier(vocab, names, out, hidden_size=128, num_layers=2, num_heads=2,

@@ -135,7 +135,7 @@ def make_table(data: Path, out: Path) -> int:
 
 
 def make_model(vocab: Path, names, out: Path) -> Path:
-    from nbutils.random_bert import make_random_classifier
+    from nbutils.checkpoints.random_bert import make_random_classifier
 
     return make_random_classifier(vocab, names, out, hidden_size=128, num_layers=2, num_heads=2,
                                   intermediate_size=512)
@@ -197,8 +197,8 @@ def old_tree(ref: str, dest: Path) -> Path:
 def driver_train(data: str, model: str, out: str, max_length: str) -> None:
     from transformers import TrainerCallback
 
-    from nbutils.data import load_dataset
-    from nbutils.train import FinetuneConfig, finetune
+    from nbutils.data.dataset import load_dataset
+    from nbutils.training.finetune import FinetuneConfig, finetune
 
     first = {}
 
@@ -233,8 +233,8 @@ def driver_explore(data: str, out: str, vocab_dir: str) -> None:
 
 
 def driver_tokenize(data: str, model: str, way: str) -> None:
-    from nbutils.data import load_dataset
-    from nbutils.tokenization import Truncator, load_tokenizer
+    from nbutils.data.dataset import load_dataset
+    from nbutils.text.tokenization import Truncator, load_tokenizer
 
     texts = load_dataset(data, "cnews").text_column("train")
     tokenizer = load_tokenizer(model)
@@ -266,7 +266,7 @@ def driver_predict(data: str, model: str, out: str) -> None:
     # the reference: one article at a time, tokenized whole and then cut, no batching or padding
     import torch
 
-    from nbutils.prediction import load_predictor
+    from nbutils.inference.predict import load_predictor
 
     predictor = load_predictor(model, "cpu")
     cut = predictor.truncator(128, None)

@@ -8,12 +8,12 @@ machine; the load average is printed) and "contended": this script starts ``--ho
 processes of its own (each stops by itself after ``--hog-seconds`` and is killed in a
 ``finally``). Policies, A/B interleaved over ``--rounds`` rounds in a rotating order:
 
-- ``old``: what the project did before nbutils.threads (torch's defaults: one OpenMP thread per
+- ``old``: what the project did before nbutils.runtime.threads (torch's defaults: one OpenMP thread per
   core, libgomp spinning ~300,000 rounds before a waiting thread sleeps);
-- ``new``: what runs by default now: the environment nbutils.threads applies before torch loads,
+- ``new``: what runs by default now: the environment nbutils.runtime.threads applies before torch loads,
   and, where that policy is adaptive, the thread governor around the steps exactly as the Trainer
-  callback (nbutils.thread_callback) runs it in training, from the first step; the model made
-  thread-invariant (``nbutils.thread_invariant``: its LayerNorm, attention and small fp32
+  callback (nbutils.runtime.governor_callback) runs it in training, from the first step; the model made
+  thread-invariant (``nbutils.runtime.invariant``: its LayerNorm, attention and small fp32
   products, and MKL's reproducible mode) as every CPU training does now;
 - ``adaptive``: the governor whatever the environment says (all usable CPUs in the pool), with
   the thread-invariant model;
@@ -48,7 +48,7 @@ import sys
 import time
 
 # Variables that decide OpenMP's behaviour, and torch's huge-page switch (read once, it changes a
-# title step's time by up to ~10%: nbutils.memory): stripped from every worker, then set per policy.
+# title step's time by up to ~10%: nbutils.runtime.memory): stripped from every worker, then set per policy.
 WORKER_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "MKL_CBWR",
                     "OMP_PROC_BIND", "OMP_PLACES", "NBUTILS_THREAD_POLICY", "NBUTILS_POLICY_THREADS",
                     "THP_MEM_ALLOC_ENABLE")
@@ -61,7 +61,7 @@ def policy_env(name: str) -> dict[str, str]:
         # switch keeps it off should anything the worker loads do so.
         return {"NBUTILS_THREAD_POLICY": "off"}
     if name in ("new", "adaptive"):
-        from nbutils.threads import policy_environment, policy_threads
+        from nbutils.runtime.threads import policy_environment, policy_threads
 
         if name == "adaptive":
             return {"OMP_NUM_THREADS": str(policy_threads()), "NBUTILS_THREAD_POLICY": "off"}
@@ -78,7 +78,7 @@ def policy_env(name: str) -> dict[str, str]:
 
 
 def invariant_numerics(policy: str) -> bool:
-    """Whether a policy's worker trains the thread-invariant model (nbutils.thread_invariant),
+    """Whether a policy's worker trains the thread-invariant model (nbutils.runtime.invariant),
     as every CPU training now does: ``new``, ``adaptive`` and the ``-inv`` counts."""
     return policy in ("new", "adaptive") or policy.endswith("-inv")
 
@@ -87,12 +87,12 @@ def make_governor(policy: str):
     """The governor a worker runs: ``new`` gets what training gets by default (none where the
     policy is not adaptive), ``adaptive`` always one."""
     if policy == "new":
-        from nbutils.thread_callback import make_governor as training_governor
+        from nbutils.runtime.governor_callback import make_governor as training_governor
 
         return training_governor()
     if policy == "adaptive":
-        from nbutils.thread_governor import ThreadGovernor
-        from nbutils.threads import usable_cpus
+        from nbutils.runtime.governor import ThreadGovernor
+        from nbutils.runtime.threads import usable_cpus
 
         return ThreadGovernor(usable_cpus())
     return None
@@ -122,15 +122,15 @@ def worker(args) -> None:
     config = BertConfig(vocab_size=21128, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=512, max_position_embeddings=128, num_labels=10,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    config._attn_implementation = "sdpa"  # as nbutils.device chooses
+    config._attn_implementation = "sdpa"  # as nbutils.runtime.device chooses
     if args.task == "mlm":
-        from nbutils.pretrain import _mlm_class
+        from nbutils.pretraining.mlm import _mlm_class
 
         model = _mlm_class()(config).train()  # the demo's pre-training model (head on masked tokens only)
     else:
         model = BertForSequenceClassification(config).train()
     if invariant:
-        from nbutils.thread_invariant import make_thread_invariant
+        from nbutils.runtime.invariant import make_thread_invariant
 
         make_thread_invariant(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, fused=True)
@@ -181,7 +181,7 @@ def worker(args) -> None:
 
 def _mkl_reproducible() -> bool | None:
     """Whether MKL ran in its strict reproducible mode (None: no MKL in this torch)."""
-    from nbutils.thread_invariant import mkl_strict_reproducible
+    from nbutils.runtime.invariant import mkl_strict_reproducible
 
     return mkl_strict_reproducible()  # MKL has started by now, so this only reads the mode
 
@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=24, help="tokens per text (a demo title is ~20)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: autocast, as fine-tuning on a CPU with native bf16 (nbutils.device)")
+                        help="bf16: autocast, as fine-tuning on a CPU with native bf16 (nbutils.runtime.device)")
     parser.add_argument("--task", choices=("classify", "mlm"), default="classify",
                         help="classify: a fine-tuning step; mlm: a masked-LM pre-training step")
     parser.add_argument("--hogs", type=int, default=1, help="busy-loop processes in the contended condition")

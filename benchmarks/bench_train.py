@@ -3,9 +3,9 @@
 Both arms run Hugging Face Trainer on the same model (same initial weights), the same training
 examples in the same number of steps with the same batch size and learning-rate schedule:
 
-- project: ``nbutils.train``'s defaults -- titles tokenized once in one batched call of the fast
-  tokenizer and cut on token ids (``nbutils.tokenization.Truncator``), ``DataCollatorWithPadding`` (each
-  batch padded to its longest title), SDPA attention, and the precision ``nbutils.device``
+- project: ``nbutils.training.finetune``'s defaults -- titles tokenized once in one batched call of the fast
+  tokenizer and cut on token ids (``nbutils.text.tokenization.Truncator``), ``DataCollatorWithPadding`` (each
+  batch padded to its longest title), SDPA attention, and the precision ``nbutils.runtime.device``
   chooses: bf16 autocast on a GPU and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32;
   optionally length buckets in random order (``--group-by-length 1``);
 - older repos: every example tokenized inside the data loader's ``__getitem__`` and padded to
@@ -41,12 +41,12 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback
 
-from nbutils.data import load_dataset
-from nbutils.device import choose_device
-from nbutils.paths import REPO_ROOT
-from nbutils.random_bert import make_random_bert
-from nbutils.tokenization import EncodedTexts, Truncator, load_tokenizer
-from nbutils.train import LengthBucketTrainer
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.paths import REPO_ROOT
+from nbutils.data.dataset import load_dataset
+from nbutils.runtime.device import choose_device
+from nbutils.text.tokenization import EncodedTexts, Truncator, load_tokenizer
+from nbutils.training.finetune import LengthBucketTrainer
 
 
 class PerExampleTokenized(torch.utils.data.Dataset):
@@ -92,7 +92,7 @@ def run_arm(arm, args, model_dir, train, dev, label_names, seed):
         trainer = (LengthBucketTrainer if project else Trainer)(
             model=model, args=targs, train_dataset=data, data_collator=collator, processing_class=tokenizer)
         trainer.group_by_length = project and bool(args.group_by_length)
-        trainer.model_accepts_loss_kwargs = False  # same loss scaling in both arms (see nbutils.train)
+        trainer.model_accepts_loss_kwargs = False  # same loss scaling in both arms (see nbutils.training.finetune)
         trainer.remove_callback(PrinterCallback)
         prep = time.perf_counter() - start
         start = time.perf_counter()
@@ -126,9 +126,9 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--dev-samples", type=int, default=2000)
     parser.add_argument("--group-by-length", type=int, default=0,
-                        help="project arm: length-grouped batches (off by default, as in nbutils.train)")
+                        help="project arm: length-grouped batches (off by default, as in nbutils.training.finetune)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", help="project arm: auto | bf16 | fp32 (nbutils.device)")
+    parser.add_argument("--precision", default="auto", help="project arm: auto | bf16 | fp32 (nbutils.runtime.device)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default); 1 is steadier on a shared, busy machine")

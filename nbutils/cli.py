@@ -13,21 +13,22 @@ import os
 import signal
 import sys
 
-from nbutils.errors import NbutilsError, entered_through
-from nbutils.memory import huge_pages_for_long_inputs, max_length_argument
+from nbutils.core.errors import NbutilsError, entered_through
+from nbutils.runtime.memory import max_length_argument
+from nbutils.runtime.process import configure_process
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("nbutils.fetch:main", "fetch a dataset into data/raw (from its source or a local mirror)"),
-    "run": ("nbutils.runner:main", "run the numbered notebooks headless with a profile"),
-    "convert": ("nbutils.convert:main_convert", "convert a Google TF BERT checkpoint to Hugging Face"),
-    "export": ("nbutils.convert:main_export", "export a Hugging Face BERT to Google's TF checkpoint layout"),
-    "train": ("nbutils.launch:main", "fine-tune a BERT model folder on a dataset"),
-    "pretrain": ("nbutils.pretrain:main", "continue masked-LM pre-training on in-domain text"),
-    "predict": ("nbutils.prediction:main", "classify texts with a fine-tuned model"),
-    "export-onnx": ("nbutils.onnx_export:main", "export a fine-tuned model to ONNX (fp32 + int8) for ONNX Runtime"),
-    "figures": ("nbutils.readme_figures:main", "redraw the README figures (figures/*.png) from a run"),
-    "report": ("nbutils.report:main", "rebuild the HTML report of a run directory"),
-    "threads": ("nbutils.device:main", "show the device, precision and CPU thread policy chosen here, and why"),
+    "data": ("nbutils.data.fetch:main", "fetch a dataset into data/raw (from its source or a local mirror)"),
+    "run": ("nbutils.pipeline.runner:main", "run the numbered notebooks headless with a profile"),
+    "convert": ("nbutils.checkpoints.convert:main_convert", "convert a Google TF BERT checkpoint to Hugging Face"),
+    "export": ("nbutils.checkpoints.convert:main_export", "export a Hugging Face BERT to Google's TF checkpoint layout"),
+    "train": ("nbutils.training.launch:main", "fine-tune a BERT model folder on a dataset"),
+    "pretrain": ("nbutils.pretraining.mlm:main", "continue masked-LM pre-training on in-domain text"),
+    "predict": ("nbutils.inference.predict:main", "classify texts with a fine-tuned model"),
+    "export-onnx": ("nbutils.inference.onnx_export:main", "export a fine-tuned model to ONNX (fp32 + int8) for ONNX Runtime"),
+    "figures": ("nbutils.reporting.figures:main", "redraw the README figures (figures/*.png) from a run"),
+    "report": ("nbutils.reporting.report:main", "rebuild the HTML report of a run directory"),
+    "threads": ("nbutils.runtime.device:main", "show the device, precision and CPU thread policy chosen here, and why"),
 }
 
 
@@ -82,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"nbutils: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    # Before the command loads torch, whose allocator reads its huge-page switch once (nbutils.memory).
-    huge_pages_for_long_inputs(max_length_argument(rest))
+    # Before the command loads torch: OpenMP reads its thread count, and torch's allocator its
+    # huge-page switch, once (nbutils.runtime.process).
+    configure_process(max_length=max_length_argument(rest), quiet=True)
     module_name, func_name = COMMANDS[name][0].split(":")
     command = getattr(importlib.import_module(module_name), func_name)
     _install_signal_handlers()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from nbutils.paths import REPO_ROOT
+from nbutils.core.paths import REPO_ROOT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # (folder in the mirror, folder in data/raw, committed fixture)

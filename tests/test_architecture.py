@@ -9,10 +9,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "nbutils"
 
 
+def module_name(path: Path, package_dir: Path) -> str:
+    """``nbutils/training/finetune.py`` -> ``nbutils.training.finetune`` (a package is its __init__)."""
+    parts = [package_dir.name, *path.relative_to(package_dir).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def module_imports(package_dir: Path = PACKAGE) -> dict[str, set[str]]:
-    """For each ``nbutils.<module>``, the other nbutils modules it imports anywhere in its file."""
+    """For each nbutils module (subpackages included), the other nbutils modules it imports anywhere
+    in its file."""
     name = package_dir.name
-    modules = {f"{name}.{p.stem}" if p.stem != "__init__" else name: p for p in sorted(package_dir.glob("*.py"))}
+    modules = {module_name(p, package_dir): p for p in sorted(package_dir.rglob("*.py"))}
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         targets: set[str] = set()
@@ -21,7 +28,7 @@ def module_imports(package_dir: Path = PACKAGE) -> dict[str, set[str]]:
                 targets.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 targets.add(node.module)
-                # ``from nbutils import freezing`` imports the submodule nbutils.freezing
+                # ``from nbutils.training import freezing`` imports the submodule nbutils.training.freezing
                 targets.update(f"{node.module}.{alias.name}" for alias in node.names)
         graph[module] = {t for t in targets if t in modules and t != module and t != name}
     return graph
@@ -52,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles_even_inside_functions():
     graph = module_imports()
-    assert len(graph) > 20 and "nbutils.train" in graph["nbutils.launch"]  # the walk sees imports
+    assert len(graph) > 20 and "nbutils.training.finetune" in graph["nbutils.training.launch"]  # the walk sees imports
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -69,6 +76,49 @@ def test_the_cycle_finder_finds_function_level_cycles(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
     (pkg / "b.py").write_text("def f():\n    pass\n")
     assert find_cycle(module_imports(pkg)) is None
+
+
+# --- layers ---------------------------------------------------------------------------------
+
+# Subpackages from the bottom up: a module may import from its own subpackage or a lower one, never
+# from a higher one (imports inside functions count). The top-level ``nbutils`` package and the CLI
+# are entry points and sit above everything.
+LAYERS = ["core", "runtime", "text", "data", "checkpoints", "inference", "training", "pretraining",
+          "explain", "pipeline", "reporting", "stages"]
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] not in LAYERS:
+        return len(LAYERS)  # nbutils, nbutils.cli: the entry points
+    return LAYERS.index(parts[1])
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{src} -> {dst}" for src, dsts in graph.items() for dst in dsts
+                  if layer_of(dst) > layer_of(src))
+
+
+def test_every_module_sits_in_a_known_layer():
+    stray = [m for m in module_imports() if m.count(".") == 1 and m.split(".")[1] not in LAYERS
+             and m not in {"nbutils.cli"}]
+    assert stray == [], f"modules outside the layered subpackages: {stray} (LAYERS in this test)"
+
+
+def test_imports_only_go_down_the_layers():
+    upward = upward_imports(module_imports())
+    assert upward == [], "imports that go up a layer:\n  " + "\n  ".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    pkg = tmp_path / "nbutils"
+    (pkg / "core").mkdir(parents=True)
+    (pkg / "reporting").mkdir()
+    for init in (pkg / "__init__.py", pkg / "core" / "__init__.py", pkg / "reporting" / "__init__.py"):
+        init.write_text("")
+    (pkg / "reporting" / "plots.py").write_text("from nbutils.core import io\n")
+    (pkg / "core" / "io.py").write_text("def f():\n    from nbutils.reporting.plots import g\n")
+    assert upward_imports(module_imports(pkg)) == ["nbutils.core.io -> nbutils.reporting.plots"]
 
 
 # --- thin notebooks ---------------------------------------------------------------------------

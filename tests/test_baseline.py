@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from nbutils.baseline import BaselineConfig, run_baseline
-from nbutils.errors import NbutilsError
+from nbutils.core.errors import NbutilsError
+from nbutils.training.baseline import BaselineConfig, run_baseline
 
 NAMES = ["sports", "finance", "game"]
 KEYWORDS = [["足球", "篮球", "冠军"], ["股票", "银行", "基金"], ["游戏", "玩家", "电竞"]]
@@ -73,7 +73,7 @@ def test_bad_ngram_range():
 @pytest.mark.slow
 def test_real_titles_split(real_titles_dir):
     """On the THUCNews titles mirror (33,590 train / 10,000 test): measured, not assumed."""
-    from nbutils.data import load_dataset
+    from nbutils.data.dataset import load_dataset
 
     ds = load_dataset(real_titles_dir, "titles")
     t0 = time.perf_counter()

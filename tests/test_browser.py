@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from nbutils.paths import REPO_ROOT, RunPaths
+from nbutils.core.paths import REPO_ROOT, RunPaths
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -61,7 +61,7 @@ def _prepare(notebook: str, out: Path, parameters: dict) -> Path:
 
 
 def _complete_checkpoint(ckpt_dir: Path) -> str | None:
-    from nbutils.resume import last_checkpoint
+    from nbutils.training.resume import last_checkpoint
 
     return last_checkpoint(ckpt_dir)
 
@@ -74,7 +74,7 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
         pytest.fail(problem)
     from playwright.sync_api import sync_playwright
 
-    from nbutils.random_bert import make_random_bert
+    from nbutils.checkpoints.random_bert import make_random_bert
 
     phases = jl.Phases()
     run = RunPaths(tmp_path / "run")

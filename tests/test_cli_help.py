@@ -10,7 +10,7 @@ import importlib
 import pytest
 
 from nbutils.cli import COMMANDS
-from nbutils.config_flags import add_config_flags, config_to_argv, field_docs
+from nbutils.core.config_flags import add_config_flags, config_to_argv, field_docs
 
 
 class _Parser(Exception):
@@ -41,8 +41,8 @@ def test_every_flag_has_help(command, monkeypatch):
 
 
 @pytest.mark.parametrize("module, cls, skip", [
-    ("nbutils.train", "FinetuneConfig", ("extra_training_args", "headless")),
-    ("nbutils.pretrain", "PretrainConfig", ("headless",)),
+    ("nbutils.training.finetune", "FinetuneConfig", ("extra_training_args", "headless")),
+    ("nbutils.pretraining.mlm", "PretrainConfig", ("headless",)),
 ])
 def test_config_flags_use_the_field_comments(module, cls, skip):
     config_cls = getattr(importlib.import_module(module), cls)

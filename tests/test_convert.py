@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from nbutils.checkpoints.convert import convert, export, verify_conversion
+from nbutils.checkpoints.tfcheckpoint import TFCheckpoint, write_checkpoint
+from nbutils.checkpoints.weights import weights_origin
 from nbutils.cli import main as cli
-from nbutils.convert import convert, export, verify_conversion
-from nbutils.errors import NbutilsError
-from nbutils.tfcheckpoint import TFCheckpoint, write_checkpoint
-from nbutils.weights import weights_origin
+from nbutils.core.errors import NbutilsError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 PRETRAIN = FIXTURES / "pretrain"
@@ -244,7 +244,7 @@ def test_export_of_converted_fixture_gives_back_googles_tensors(converted, tmp_p
 
 @pytest.fixture(scope="module")
 def random_bert(tmp_path_factory, vocab_dir):
-    from nbutils.random_bert import make_random_bert
+    from nbutils.checkpoints.random_bert import make_random_bert
 
     out = tmp_path_factory.mktemp("rand") / "hf"
     return make_random_bert(vocab_dir / "vocab.txt", out, hidden_size=32, num_layers=2, num_heads=2,
@@ -325,7 +325,7 @@ def test_half_precision_checkpoints_keep_their_dtype(tmp_path, dtype):
 def test_notebook_01_smoke_demo_runs_end_to_end(tmp_path, vocab_dir, titles_dir):
     import papermill as pm
 
-    from nbutils.paths import REPO_ROOT
+    from nbutils.core.paths import REPO_ROOT
 
     pm.execute_notebook(
         str(REPO_ROOT / "notebooks" / "01_convert_checkpoint.ipynb"), str(tmp_path / "out.ipynb"),

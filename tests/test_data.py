@@ -1,4 +1,4 @@
-"""nbutils.data: every format, every bad-row kind (with exact line numbers), quality checks,
+"""nbutils.data.dataset: every format, every bad-row kind (with exact line numbers), quality checks,
 stratified splits and subsamples. Fixtures are small hand-made files written into tmp_path."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from data_files import titles, write
 
-from nbutils.data import (
+from nbutils.core.errors import DataError, NbutilsError
+from nbutils.data.dataset import (
     CNEWS_LABELS,
     BadRow,
     Dataset,
@@ -18,7 +19,6 @@ from nbutils.data import (
     load_dataset,
     stratified_split,
 )
-from nbutils.errors import DataError, NbutilsError
 
 # --- titles ----------------------------------------------------------------------------
 
@@ -226,7 +226,7 @@ def test_missing_column_names_the_columns_that_exist(tmp_path):
 def test_a_missing_column_is_fixed_with_the_option_of_the_entry_point(tmp_path, entry, option):
     """The same missing label column: `nbutils run` users are told -p data_label_column=, command
     users --label-column, notebook users the parameters-cell variable, Python users the keyword."""
-    from nbutils.errors import entered_through, entry_point
+    from nbutils.core.errors import entered_through, entry_point
 
     path = write(tmp_path / "reviews.csv", "review,sentiment\n好,正面\n")
     with entered_through(entry), pytest.raises(DataError) as err:
@@ -239,7 +239,7 @@ def test_a_missing_column_is_fixed_with_the_option_of_the_entry_point(tmp_path, 
 
 
 def test_the_runner_s_entry_point_outlives_a_nested_command():
-    from nbutils.errors import entered_through, entry_point
+    from nbutils.core.errors import entered_through, entry_point
 
     with entered_through("run"):
         with entered_through("cli"):  # a command the runner's notebook calls stays a `run` for the user

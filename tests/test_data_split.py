@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from nbutils.cli import main as cli
-from nbutils.data import load_dataset
-from nbutils.datasplit import SplitSettings, split_file
-from nbutils.errors import NbutilsError
+from nbutils.core.errors import NbutilsError
+from nbutils.data.dataset import load_dataset
+from nbutils.data.split import SplitSettings, split_file
 
 NEWS = Path(__file__).parent / "fixtures" / "own-data-mini" / "news.csv"
 COLUMNS = dict(text_column="headline", label_column="topic")

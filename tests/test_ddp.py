@@ -1,5 +1,5 @@
 """Multi-process training for real: ``torchrun --nproc_per_node 2`` on CPU (gloo) runs the same
-``nbutils.train`` entry point as one process, both ranks finish, and the saved metrics are the
+``nbutils.training.finetune`` entry point as one process, both ranks finish, and the saved metrics are the
 metrics of the saved (gathered) predictions over the whole test split."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import subprocess
 import pandas as pd
 import pytest
 
-from nbutils.data import load_dataset
-from nbutils.launch import torchrun_command
-from nbutils.metrics import classification_metrics
-from nbutils.paths import REPO_ROOT
-from nbutils.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.paths import REPO_ROOT
+from nbutils.data.dataset import load_dataset
+from nbutils.training.launch import torchrun_command
+from nbutils.training.metrics import classification_metrics
 
 pytestmark = pytest.mark.slow
 

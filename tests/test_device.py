@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nbutils.device import DeviceChoice, choose_device, cpu_has_native_bf16
-from nbutils.errors import NbutilsError
+from nbutils.core.errors import NbutilsError
+from nbutils.runtime.device import DeviceChoice, choose_device, cpu_has_native_bf16
 
 
 def test_auto_matches_hardware():
@@ -26,9 +26,9 @@ def test_auto_matches_hardware():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_precision_follows_the_instruction_set(native, monkeypatch):
-    import nbutils.device
+    import nbutils.runtime.device
 
-    monkeypatch.setattr(nbutils.device, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(nbutils.runtime.device, "cpu_has_native_bf16", lambda: native)
     choice = choose_device("CPU")
     assert choice.device == "cpu" and "asked for cpu" in choice.reason
     if native:
@@ -107,7 +107,7 @@ def test_fused_adamw_matches_the_plain_update():
 def test_cpu_name_counts_threads_in_english():
     import torch
 
-    from nbutils.device import choose_device
+    from nbutils.runtime.device import choose_device
 
     before = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""Distillation from the TF-IDF SVM (nbutils.distill): honest out-of-fold targets, the loss, the hook."""
+"""Distillation from the TF-IDF SVM (nbutils.training.distill): honest out-of-fold targets, the loss, the hook."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nbutils.data import load_dataset
-from nbutils.distill import DistillConfig, SvmTeacher, crossfit_teacher_probs, fit_temperature
-from nbutils.errors import NbutilsError
-from nbutils.random_bert import make_random_bert
-from nbutils.train import FinetuneConfig, finetune
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.data.dataset import load_dataset
+from nbutils.training.distill import (
+    DistillConfig,
+    SvmTeacher,
+    crossfit_teacher_probs,
+    fit_temperature,
+)
+from nbutils.training.finetune import FinetuneConfig, finetune
 
 
 def test_fit_temperature_recovers_the_scale():
@@ -57,7 +62,7 @@ def test_duplicates_do_not_leak_into_the_out_of_fold_scores():
     falls to what the same SVM scores on texts it never saw."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from nbutils.baseline import BaselineConfig, build_baseline
+    from nbutils.training.baseline import BaselineConfig, build_baseline
 
     rng = np.random.default_rng(3)
     texts, labels = texts_with_some_signal(rng, 400)
@@ -78,7 +83,7 @@ def test_duplicates_do_not_leak_into_the_out_of_fold_scores():
 def test_grouped_folds_keep_copies_together_and_equal_plain_folds_without_copies():
     from sklearn.model_selection import StratifiedKFold
 
-    from nbutils.data import grouped_stratified_folds, text_groups
+    from nbutils.data.dataset import grouped_stratified_folds, text_groups
 
     rng = np.random.default_rng(0)
     texts = [f"t{i}" for i in rng.integers(0, 60, size=200)]  # many texts several times

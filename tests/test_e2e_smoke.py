@@ -12,8 +12,8 @@ import re
 import pandas as pd
 import pytest
 
-from nbutils.paths import RunPaths
-from nbutils.runner import discover_notebooks, load_profile, run_pipeline
+from nbutils.core.paths import RunPaths
+from nbutils.pipeline.runner import discover_notebooks, load_profile, run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_every_notebook_ran(smoke_run: RunPaths):
 def test_conversion_wrote_a_loadable_model(smoke_run: RunPaths, vocab_dir):
     from transformers import AutoConfig
 
-    from nbutils.vocab import read_vocab
+    from nbutils.text.vocab import read_vocab
 
     model = smoke_run.converted_model
     assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()

@@ -1,4 +1,4 @@
-"""ELECTRA pre-training (nbutils.electra) on a tiny random BERT of the real vocabulary."""
+"""ELECTRA pre-training (nbutils.pretraining.electra) on a tiny random BERT of the real vocabulary."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from nbutils.electra import ElectraConfig, build_electra, electra_pretraining
-from nbutils.errors import NbutilsError
-from nbutils.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.pretraining.electra import ElectraConfig, build_electra, electra_pretraining
 
 
 def _titles(titles_dir, n):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbutils import explore
-from nbutils.errors import NbutilsError
+from nbutils.core.errors import NbutilsError
+from nbutils.data import statistics as explore
 
 NAMES = ["cats", "dogs"]
 
@@ -187,7 +187,7 @@ def test_short_texts_finds_empty_and_short_ones():
 def test_streamed_statistics_equal_the_frame_ones():
     """Short texts and character lengths streamed from a Dataset's stored texts give what the
     in-memory frame gives (Unicode spaces such as U+3000 count as spaces in both)."""
-    from nbutils.data import Dataset
+    from nbutils.data.dataset import Dataset
 
     frame = make_frame([("正常的新闻标题", 0, "train"), ("  ", 1, "train"), ("短 标", 0, "dev"),
                         ("好", 1, "test"), ("\u3000\u3000好\u3000", 0, "train"), ("a b c d", 1, "dev")])
@@ -252,11 +252,11 @@ def test_sample_table_and_paging():
         explore.page_of(frame, -1, 3)
 
 
-# --- figures (nbutils.plots, 02 section)
+# --- figures (nbutils.reporting.plots, 02 section)
 
 
 def test_figures_render_and_save_as_png(tmp_path):
-    from nbutils import plots
+    from nbutils.reporting import plots
 
     frame = make_frame([("猫猫", 0, "train"), ("狗狗狗", 1, "train"), ("猫", 0, "dev")])
     frame = frame.assign(chars=[2, 3, 1], tokens=[2, 3, 1], **{"class": ["cats", "dogs", "cats"]})
@@ -277,7 +277,7 @@ def test_figures_render_and_save_as_png(tmp_path):
 
 
 def test_plot_labels_fall_back_to_ids_without_a_cjk_font(monkeypatch):
-    from nbutils import plots
+    from nbutils.reporting import plots
 
     monkeypatch.setattr(plots, "cjk_font", lambda: None)
     assert plots.plot_labels(["体育", "finance"]) == ["class 0", "class 1"]
@@ -287,7 +287,7 @@ def test_plot_labels_fall_back_to_ids_without_a_cjk_font(monkeypatch):
 
 
 def test_sample_browser_pages_through_the_chosen_class():
-    from nbutils import plots
+    from nbutils.reporting import plots
 
     frame = make_frame(
         [(f"猫{i}", 0, "train") for i in range(5)] + [("狗", 1, "train"), ("猫x", 0, "dev")]
@@ -312,7 +312,7 @@ def test_notebook_on_a_hand_made_csv(tmp_path, vocab_dir):
 
     import papermill as pm
 
-    from nbutils.paths import REPO_ROOT
+    from nbutils.core.paths import REPO_ROOT
 
     rows = [(t, "猫", "train") for t in ["猫在家里睡觉", "我的猫很好", "小猫吃鱼", "猫猫猫", "猫"]]
     rows += [(t, "狗", "train") for t in ["家里有狗", "狗很好", "我的狗" * 6 + "狗狗", "狗在跑"]]

@@ -1,4 +1,4 @@
-"""nbutils.fetch: fetching from the real mirror with sha256 checks, rejection of corrupt files,
+"""nbutils.data.fetch: fetching from the real mirror with sha256 checks, rejection of corrupt files,
 atomic writes, the offline message, and the ``nbutils data`` command line. No network access:
 downloads go to a fake downloader or to a refused local port."""
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nbutils import cli, fetch
-from nbutils.errors import NbutilsError
-from nbutils.io import read_json
+from nbutils import cli
+from nbutils.core.errors import NbutilsError
+from nbutils.core.io import read_json
+from nbutils.data import fetch
 
 TITLES = ("train.txt", "dev.txt", "test.txt", "class.txt")
 

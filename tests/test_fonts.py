@@ -14,7 +14,10 @@ matplotlib.use("Agg")
 from matplotlib import font_manager  # noqa: E402
 from matplotlib.ft2font import FT2Font  # noqa: E402
 
-from nbutils import fonts, plots  # noqa: E402
+from nbutils.reporting import (
+    fonts,  # noqa: E402
+    plots,
+)
 
 CNEWS_CLASSES = ["体育", "财经", "房产", "家居", "教育", "科技", "时尚", "时政", "游戏", "娱乐"]
 

@@ -10,9 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from nbutils import findings, freezing, plots  # noqa: E402
-from nbutils.errors import NbutilsError  # noqa: E402
-from nbutils.freezing import (  # noqa: E402
+from nbutils.core.errors import NbutilsError  # noqa: E402
+from nbutils.reporting import findings, plots  # noqa: E402
+from nbutils.training import freezing  # noqa: E402
+from nbutils.training.freezing import (  # noqa: E402
     Strategy,
     apply_strategy,
     default_ks,
@@ -38,7 +39,7 @@ def model():
 
 
 def expected_frozen(name: str, strategy: Strategy) -> bool:
-    """The rule each strategy claims, written independently of nbutils.freezing, by name."""
+    """The rule each strategy claims, written independently of nbutils.training.freezing, by name."""
     if name.startswith("classifier."):
         return False
     if strategy.classifier_only:
@@ -206,7 +207,7 @@ class FakeResult:
 
 def test_run_comparison_wires_strategies_seeds_and_control(model, tmp_path, monkeypatch):
     """Without training: each run gets its strategy's freezing, LLRD groups, its seed, no early stop."""
-    from nbutils import train
+    from nbutils.training import finetune as train
 
     calls = []
 
@@ -249,7 +250,7 @@ def test_run_comparison_wires_strategies_seeds_and_control(model, tmp_path, monk
 
 
 def test_a_failed_comparison_leaves_nothing_behind(model, tmp_path, monkeypatch):
-    from nbutils import train
+    from nbutils.training import finetune as train
 
     def failing(*args, **kwargs):
         raise RuntimeError("boom")
@@ -322,10 +323,10 @@ def test_figures_are_written(tmp_path):
 @pytest.mark.slow
 def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
     """Real fine-tuning runs (tiny random BERT, a few dozen titles): the files and their schema."""
-    from nbutils.data import load_dataset
-    from nbutils.random_bert import make_random_bert
-    from nbutils.tensorboard_logs import read_scalars, read_texts
-    from nbutils.train import FinetuneConfig
+    from nbutils.checkpoints.random_bert import make_random_bert
+    from nbutils.data.dataset import load_dataset
+    from nbutils.training.finetune import FinetuneConfig
+    from nbutils.training.tensorboard_logs import read_scalars, read_texts
 
     model_dir = make_random_bert(vocab_dir / "vocab.txt", tmp_path / "tiny", hidden_size=32, num_layers=2,
                                  num_heads=2, intermediate_size=64, max_position_embeddings=64)
@@ -354,7 +355,7 @@ def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
     history = pd.read_csv(out / "history.csv")
     assert list(history.columns) == list(freezing.HISTORY_COLUMNS)
     assert set(history.strategy) == set(on_disk.strategy) and history.eval_accuracy.notna().any()
-    for name in on_disk.strategy:  # each run's own files, from nbutils.train
+    for name in on_disk.strategy:  # each run's own files, from nbutils.training.finetune
         assert (out / "runs" / f"{name}-seed7" / "metrics.json").is_file()
         # TensorBoard: one events folder per strategy and seed, labelled with both
         events = out / "runs" / f"{name}-seed7" / "tensorboard"

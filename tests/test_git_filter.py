@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbutils.paths import REPO_ROOT
+from nbutils.core.paths import REPO_ROOT
 
 
 def git(repo: Path, *args: str) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nbutils.errors import NbutilsError
-from nbutils.io import atomic_dir, atomic_file, read_json, write_json
+from nbutils.core.errors import NbutilsError
+from nbutils.core.io import atomic_dir, atomic_file, read_json, write_json
 
 
 def _siblings(path):

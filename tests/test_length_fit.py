@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nbutils.errors import NbutilsError, entered_through
+from nbutils.core.errors import NbutilsError, entered_through
+from nbutils.text.vocab import build_tokenizer
 from nbutils.training.length_fit import (
     WARN_SHARE,
     check_positions,
@@ -12,7 +13,6 @@ from nbutils.training.length_fit import (
     model_positions,
     needed_positions,
 )
-from nbutils.vocab import build_tokenizer
 
 SHORT, LONG = "国足客场战平对手", "这是一条很长的商品评论，" * 30  # 8 and 360 characters
 
@@ -59,7 +59,7 @@ def test_a_max_length_beyond_the_model_s_positions_is_an_error_naming_both_setti
 
 
 def test_needed_positions_and_model_positions(vocab_dir, tmp_path):
-    from nbutils.random_bert import make_random_bert
+    from nbutils.checkpoints.random_bert import make_random_bert
 
     assert needed_positions([SHORT] * 99 + [LONG], vocab_dir / "vocab.txt") == 16  # 99% fit
     assert needed_positions([LONG] * 10, vocab_dir / "vocab.txt") == 368
@@ -69,7 +69,7 @@ def test_needed_positions_and_model_positions(vocab_dir, tmp_path):
 
 
 def test_the_report_repeats_the_line(tmp_path):
-    from nbutils.report import length_fit_note
+    from nbutils.reporting.report import length_fit_note
 
     class Run:  # what length_fit_note reads of a loaded run
         finetune_metrics = {"length_fit": {"warning": "max_length 48 cuts 62.0% of the train texts"}}

@@ -1,4 +1,4 @@
-"""nbutils.memory: freed blocks go back to the OS (glibc only; elsewhere the calls say they could not)."""
+"""nbutils.runtime.memory: freed blocks go back to the OS (glibc only; elsewhere the calls say they could not)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 # that stay, frees the big ones and prints how much of their 320 MiB is still resident.
 _PROGRAM = textwrap.dedent("""
     import ctypes, sys
-    from nbutils.memory import large_blocks_via_mmap
+    from nbutils.runtime.memory import large_blocks_via_mmap
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
@@ -48,7 +48,7 @@ def test_large_blocks_go_back_to_the_os_when_freed():
 
 
 def test_trim_heap_runs():
-    from nbutils.memory import trim_heap
+    from nbutils.runtime.memory import trim_heap
 
     assert trim_heap() is sys.platform.startswith("linux")
 
@@ -75,7 +75,7 @@ _TENSOR_ADVICE = textwrap.dedent("""
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch's huge-page switch is Linux only")
 @pytest.mark.parametrize("preset, expected", [(None, "None False"), ("1", "1 True"), ("0", "0 False")])
 def test_import_nbutils_leaves_torch_huge_pages_to_the_user(preset, expected):
-    # titles do not pay for huge pages (nbutils.memory): only long inputs or the user turn them on
+    # titles do not pay for huge pages (nbutils.runtime.memory): only long inputs or the user turn them on
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
@@ -87,7 +87,7 @@ def test_import_nbutils_leaves_torch_huge_pages_to_the_user(preset, expected):
 
 
 def test_huge_pages_only_for_long_inputs():
-    from nbutils.memory import (
+    from nbutils.runtime.memory import (
         LONG_INPUTS,
         huge_pages_for_long_inputs,
         longest_max_length,
@@ -128,7 +128,7 @@ def test_cli_switches_huge_pages_on_before_a_long_input_command_runs(monkeypatch
 
 
 def test_huge_pages_switch_keeps_a_value_already_set():
-    from nbutils.memory import huge_pages_for_torch
+    from nbutils.runtime.memory import huge_pages_for_torch
 
     environ = {"THP_MEM_ALLOC_ENABLE": "0"}
     assert huge_pages_for_torch(environ) is False and environ == {"THP_MEM_ALLOC_ENABLE": "0"}

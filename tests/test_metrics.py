@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sklearn.metrics import classification_report
 
-from nbutils.errors import NbutilsError
-from nbutils.metrics import classification_metrics, confusion_frame, per_class_table
+from nbutils.core.errors import NbutilsError
+from nbutils.training.metrics import classification_metrics, confusion_frame, per_class_table
 
 NAMES = ["体育", "财经", "科技"]
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from nbutils.convert import resolve_model_source
-from nbutils.errors import NbutilsError
-from nbutils.model_folder import check_model_dir
-from nbutils.random_bert import make_random_bert
-from nbutils.vocab import build_char_vocab, build_tokenizer, read_vocab, write_tokenizer_files
+from nbutils.checkpoints.convert import resolve_model_source
+from nbutils.checkpoints.model_folder import check_model_dir
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.text.vocab import build_char_vocab, build_tokenizer, read_vocab, write_tokenizer_files
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 TEXTS = ["北京是中国的首都", "iPhone 15 发布会，苹果股价上涨3%", "Café\u2028naïve  ABC！", "[MASK]在哪里？"]
@@ -145,7 +145,7 @@ def test_resolve_model_source_from_hf_folder_tf_checkpoint_and_bad_sources(tiny_
 
 
 def test_masked_lm_top_k_returns_k_tokens_per_mask(tiny_model):
-    from nbutils.masked_lm import masked_lm_top_k
+    from nbutils.pretraining.fill_mask import masked_lm_top_k
 
     top = masked_lm_top_k(tiny_model, "北京是中国的[MASK]都。", k=5)
     assert len(top) == 1 and len(top[0]) == 5

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from nbutils.data import load_dataset, stratification_labels
-from nbutils.errors import DataError, NbutilsError
-from nbutils.explore import label_cardinality, label_cooccurrence, top_label_pairs
-from nbutils.fetch import check
-from nbutils.runner import parse_override
+from nbutils.core.errors import DataError, NbutilsError
+from nbutils.data.dataset import load_dataset, stratification_labels
+from nbutils.data.fetch import check
+from nbutils.data.statistics import label_cardinality, label_cooccurrence, top_label_pairs
+from nbutils.pipeline.runner import parse_override
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "multilabel-mini"
 

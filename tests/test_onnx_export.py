@@ -10,11 +10,11 @@ import pytest
 import torch
 import transformers
 
+from nbutils.checkpoints.random_bert import make_random_bert
 from nbutils.cli import main as cli_main
-from nbutils.errors import NbutilsError
-from nbutils.onnx_export import FP32_TOLERANCE, INT8_FILE, ONNX_FILE, export_onnx
-from nbutils.prediction import OnnxPredictor, Predictor, predict
-from nbutils.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.inference.onnx_export import FP32_TOLERANCE, INT8_FILE, ONNX_FILE, export_onnx
+from nbutils.inference.predict import OnnxPredictor, Predictor, predict
 
 LABELS = ["体育", "财经", "科技"]
 TITLES = [
@@ -41,7 +41,7 @@ def tiny(tmp_path_factory, vocab_dir):
         model.classifier.weight.normal_(0, 2.0)
     model.save_pretrained(root / "clf")
     transformers.AutoTokenizer.from_pretrained(base).save_pretrained(root / "clf")
-    # as nbutils.train saves it (prediction refuses to guess the training max_length)
+    # as nbutils.training.finetune saves it (prediction refuses to guess the training max_length)
     (root / "clf" / "finetune_config.json").write_text(
         json.dumps({"max_length": 64, "truncation": "head", "head_tokens": 0}), encoding="utf-8")
     report = export_onnx(root / "clf", root / "export")

@@ -11,11 +11,11 @@ import pytest
 import torch
 import transformers
 
-from nbutils.device import choose_device
-from nbutils.errors import NbutilsError
-from nbutils.io import write_json
-from nbutils.prediction import Predictor, main, predict
-from nbutils.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.core.io import write_json
+from nbutils.inference.predict import Predictor, main, predict
+from nbutils.runtime.device import choose_device
 
 LABELS = ["体育", "财经", "科技"]
 TRAINED_WITH = {"max_length": 128, "truncation": "head", "head_tokens": 0}
@@ -43,7 +43,7 @@ def classifier_dir(tmp_path_factory, vocab_dir):
         model.classifier.weight.normal_(0, 2.0)
     model.save_pretrained(out)
     transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    write_json(out / "finetune_config.json", TRAINED_WITH)  # as nbutils.train saves it
+    write_json(out / "finetune_config.json", TRAINED_WITH)  # as nbutils.training.finetune saves it
     return out
 
 
@@ -138,18 +138,18 @@ def test_errors(classifier_dir, tmp_path):
 
 def test_package_level_predict_survives_importing_the_prediction_module(classifier_dir):
     import nbutils
-    import nbutils.prediction  # the module's name differs from the function's: no rebinding
+    import nbutils.inference.predict  # the module's name differs from the function's: no rebinding
 
-    assert callable(nbutils.predict) and nbutils.predict is not nbutils.prediction
+    assert callable(nbutils.predict) and nbutils.predict is not nbutils.inference.predict
 
     assert nbutils.predict(["体育"], classifier_dir)["label"].tolist() == predict(["体育"], classifier_dir)["label"].tolist()
 
 
 def test_cpu_prediction_stays_fp32(classifier_dir, monkeypatch):
     # training autocasts to bf16 on a CPU with native bf16; prediction keeps the fp32 weights
-    import nbutils.device
+    import nbutils.runtime.device
 
-    monkeypatch.setattr(nbutils.device, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(nbutils.runtime.device, "cpu_has_native_bf16", lambda: True)
     assert choose_device("cpu").precision == "bf16"
     predictor = Predictor(classifier_dir, device="cpu")
     assert predictor.choice.precision == "fp32"
@@ -161,7 +161,7 @@ def test_chunked_prediction_gives_the_labels_of_the_all_at_once_path(classifier_
     path's: every text tokenized whole, cut, and all batches formed from one length sort."""
     import random
 
-    from nbutils import tokenization
+    from nbutils.text import tokenization
 
     rng = random.Random(0)
     texts = ["".join(rng.choice(TITLES) for _ in range(rng.randrange(1, 60))) for _ in range(120)]
@@ -197,7 +197,7 @@ def _long_texts(n: int, seed: int = 1) -> list[str]:
 def test_iter_chunks_forms_the_chunks_char_chunks_forms():
     import random
 
-    from nbutils.tokenization import char_chunks, iter_chunks
+    from nbutils.text.tokenization import char_chunks, iter_chunks
 
     rng = random.Random(0)
     for _ in range(50):
@@ -212,8 +212,8 @@ def test_streamed_file_prediction_equals_the_in_memory_path(classifier_dir, tmp_
     of the in-memory path and of all texts tokenized whole, cut and batched from one length sort,
     for chunks that end inside a batch (7, 20, 33 texts with batches of 16), a character limit,
     and the default chunks (then the CSV is byte for byte the in-memory table's)."""
-    from nbutils.data import text_lines
-    from nbutils.prediction import write_predictions
+    from nbutils.data.dataset import text_lines
+    from nbutils.inference.predict import write_predictions
 
     texts = _long_texts(90)
     src = tmp_path / "in.txt"
@@ -257,9 +257,9 @@ def test_a_file_is_read_a_chunk_at_a_time(classifier_dir):
 def test_streamed_output_is_all_or_nothing(classifier_dir, tmp_path):
     """A bad line, an error or Ctrl-C after chunks were written leaves no output and no temporary
     file, and an earlier output as it was; the bad line is named by file and line."""
-    from nbutils.data import text_lines
-    from nbutils.errors import DataError
-    from nbutils.prediction import predict_file, write_predictions
+    from nbutils.core.errors import DataError
+    from nbutils.data.dataset import text_lines
+    from nbutils.inference.predict import predict_file, write_predictions
 
     src = tmp_path / "in.txt"
     src.write_bytes(("\n".join(TITLES * 5) + "\n").encode("utf-8") + "坏行\n".encode("gbk") + "体育\n".encode())

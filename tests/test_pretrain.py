@@ -1,4 +1,4 @@
-"""Continued masked-LM pre-training (nbutils.pretrain) on a tiny random BERT of the real vocab."""
+"""Continued masked-LM pre-training (nbutils.pretraining.mlm) on a tiny random BERT of the real vocab."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from transformers import (
     BertTokenizerFast,
 )
 
-from nbutils.errors import NbutilsError
-from nbutils.paths import REPO_ROOT
-from nbutils.pretrain import (
+from nbutils.core.errors import NbutilsError
+from nbutils.core.paths import REPO_ROOT
+from nbutils.pretraining.mlm import (
     PretrainConfig,
     continue_pretraining,
     load_mlm_model,
@@ -25,7 +25,7 @@ from nbutils.pretrain import (
     split_heldout,
     tokenize_texts,
 )
-from nbutils.tensorboard_logs import read_scalars
+from nbutils.training.tensorboard_logs import read_scalars
 
 
 def _titles(titles_dir, split: str, n: int) -> list[str]:
@@ -214,7 +214,7 @@ def test_there_is_no_time_budget():
 
 
 def test_trains_only_on_the_texts_it_is_given(tiny_bert, titles_dir, tmp_path, monkeypatch):
-    import nbutils.pretrain as pretrain
+    import nbutils.pretraining.mlm as pretrain
 
     seen: list[str] = []
     original = pretrain.tokenize_texts

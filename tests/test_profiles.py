@@ -5,8 +5,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from nbutils.paths import REPO_ROOT
-from nbutils.runner import (
+from nbutils.core.paths import REPO_ROOT
+from nbutils.pipeline.runner import (
     NOTEBOOK_DIR,
     PARAMS_DIR,
     PATH_SUFFIXES,
@@ -116,8 +116,8 @@ def test_every_demo_key_is_some_notebooks_default():
 
 def test_a_renamed_parameter_fails_naming_its_new_name(tmp_path):
     """A user's profile written before freeze_max_eval_samples became freeze_max_dev_test_samples."""
-    from nbutils.errors import NbutilsError
-    from nbutils.runner import RENAMED_PARAMETERS
+    from nbutils.core.errors import NbutilsError
+    from nbutils.pipeline.runner import RENAMED_PARAMETERS
 
     inspected = [inspect_parameters(p) for p in NOTEBOOKS]
     declared = set().union(*(nb.declared for nb in inspected))
@@ -135,8 +135,8 @@ def test_a_renamed_parameter_fails_naming_its_new_name(tmp_path):
 def test_configs_take_every_stage_parameter_by_name(profile):
     """from_params() reads each `<stage prefix><field>` parameter into the config field of that
     name: a parameter the notebook declares reaches the config without copying it by hand."""
-    from nbutils.electra import ElectraConfig
-    from nbutils.train import FinetuneConfig
+    from nbutils.pretraining.electra import ElectraConfig
+    from nbutils.training.finetune import FinetuneConfig
 
     values = {name: spec["default"] for p in NOTEBOOKS for name, spec in inspect_parameters(p).declared.items()}
     values = {name: eval(text) for name, text in values.items()}  # literals (checked above)

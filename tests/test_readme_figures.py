@@ -8,8 +8,8 @@ import warnings
 import pandas as pd
 import pytest
 
-from nbutils.errors import NbutilsError
-from nbutils.readme_figures import MAX_BYTES, make_figures
+from nbutils.core.errors import NbutilsError
+from nbutils.reporting.figures import MAX_BYTES, make_figures
 
 NAMES = ["finance", "sports", "game"]
 

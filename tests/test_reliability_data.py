@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from data_files import titles, write
 
-from nbutils.data import CNEWS_LABELS, detect_format, load_dataset
-from nbutils.errors import DataError
+from nbutils.core.errors import DataError
+from nbutils.data.dataset import CNEWS_LABELS, detect_format, load_dataset
 
 # --- case 1: an unbalanced quote ------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from nbutils.cli import main as cli
-from nbutils.paths import REPO_ROOT
+from nbutils.core.paths import REPO_ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
@@ -35,7 +35,7 @@ def _hidden(folder: Path) -> list[str]:
 # `nbutils convert` with its safetensors writer slowed down, so a signal lands mid-write.
 SLOW_CONVERT = """
 import sys, time
-import nbutils.convert as convert
+import nbutils.checkpoints.convert as convert
 real = convert.write_safetensors
 def slow(path, tensors):
     n = real(path, tensors)
@@ -68,7 +68,7 @@ def test_signal_during_convert_leaves_no_temporary_folder(tmp_path, how):
 
 
 def test_leftover_of_a_killed_writer_is_removed_and_reported_next_time(tmp_path):
-    from nbutils.io import LeftoverWarning, atomic_dir
+    from nbutils.core.io import LeftoverWarning, atomic_dir
 
     out = tmp_path / "model"
     proc = _start_slow_convert(out)
@@ -83,7 +83,7 @@ def test_leftover_of_a_killed_writer_is_removed_and_reported_next_time(tmp_path)
 
 
 def test_leftover_of_a_live_writer_is_left_alone(tmp_path):
-    from nbutils.io import atomic_file, clean_leftovers
+    from nbutils.core.io import atomic_file, clean_leftovers
 
     target = tmp_path / "f.txt"
     with atomic_file(target) as tmp:
@@ -96,7 +96,7 @@ def test_leftover_of_a_live_writer_is_left_alone(tmp_path):
 
 
 def test_disk_full_during_convert_is_a_message_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    import nbutils.convert as convert
+    import nbutils.checkpoints.convert as convert
 
     real = convert.write_safetensors
 
@@ -152,7 +152,7 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_report_names_a_corrupt_metrics_file_as_unreadable(tmp_path):
-    from nbutils.report import load_run, summary_markdown
+    from nbutils.reporting.report import load_run, summary_markdown
 
     run = tmp_path / "run"
     (run / "finetune").mkdir(parents=True)

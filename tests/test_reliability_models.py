@@ -14,9 +14,9 @@ import pytest
 import torch
 import transformers
 
-from nbutils.errors import NbutilsError
-from nbutils.io import write_json
-from nbutils.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.core.io import write_json
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 LABELS = ["体育", "财经", "科技"]
@@ -54,9 +54,9 @@ def _titles(folder: Path, train_labels: list[int]) -> Path:
 
 
 def test_resume_is_refused_when_labels_shift_and_allowed_for_a_copy(tmp_path):
-    from nbutils.data import load_dataset
-    from nbutils.resume import FINGERPRINT, check_resume, run_fingerprint
-    from nbutils.train import FinetuneConfig
+    from nbutils.data.dataset import load_dataset
+    from nbutils.training.finetune import FinetuneConfig
+    from nbutils.training.resume import FINGERPRINT, check_resume, run_fingerprint
 
     data = _titles(tmp_path / "data", [0, 1, 2, 0, 1, 2])
     config = FinetuneConfig(max_length=16)
@@ -77,7 +77,7 @@ def test_resume_is_refused_when_labels_shift_and_allowed_for_a_copy(tmp_path):
 def test_resume_skips_a_checkpoint_cut_off_mid_save(tmp_path):
     """Kernel > Interrupt while Trainer saves leaves checkpoint-N without its trainer_state.json
     (written last): resuming from it would restart the step count at 0. The one before is used."""
-    from nbutils.resume import last_checkpoint
+    from nbutils.training.resume import last_checkpoint
 
     ckpt = tmp_path / "checkpoints"
     assert last_checkpoint(ckpt) is None
@@ -97,7 +97,7 @@ def test_resume_skips_a_checkpoint_cut_off_mid_save(tmp_path):
 
 
 def test_predict_refuses_a_model_that_was_never_fine_tuned(base_dir):
-    from nbutils.prediction import Predictor
+    from nbutils.inference.predict import Predictor
 
     with pytest.raises(NbutilsError, match="never fine-tuned") as err:
         Predictor(base_dir)
@@ -105,7 +105,7 @@ def test_predict_refuses_a_model_that_was_never_fine_tuned(base_dir):
 
 
 def test_predict_refuses_to_guess_max_length_without_finetune_config(classifier_dir, tmp_path):
-    from nbutils.prediction import Predictor
+    from nbutils.inference.predict import Predictor
 
     bare = tmp_path / "bare"
     shutil.copytree(classifier_dir, bare)
@@ -117,7 +117,7 @@ def test_predict_refuses_to_guess_max_length_without_finetune_config(classifier_
 
 
 def test_predict_flags_empty_texts_and_rejects_max_length_zero(classifier_dir, capsys):
-    from nbutils.prediction import main, predict
+    from nbutils.inference.predict import main, predict
 
     frame = predict(["", "   ", "体育新闻"], classifier_dir)
     assert frame["empty"].tolist() == [True, True, False]
@@ -131,7 +131,7 @@ def test_predict_flags_empty_texts_and_rejects_max_length_zero(classifier_dir, c
 
 
 def test_predict_names_a_truncated_weights_file(classifier_dir, tmp_path):
-    from nbutils.prediction import Predictor
+    from nbutils.inference.predict import Predictor
 
     broken = tmp_path / "broken"
     shutil.copytree(classifier_dir, broken)
@@ -143,7 +143,7 @@ def test_predict_names_a_truncated_weights_file(classifier_dir, tmp_path):
 
 
 def test_predict_file_dev_null_is_empty_not_missing(classifier_dir):
-    from nbutils.prediction import main
+    from nbutils.inference.predict import main
 
     with pytest.raises(NbutilsError, match="/dev/null is empty"):
         main(["--model", str(classifier_dir), "--file", "/dev/null"])
@@ -153,7 +153,7 @@ def test_predict_file_dev_null_is_empty_not_missing(classifier_dir):
 
 
 def test_convert_refuses_heads_that_do_not_divide_hidden(tmp_path):
-    from nbutils.convert import convert
+    from nbutils.checkpoints.convert import convert
 
     cfg = json.loads((FIXTURES / "pretrain" / "bert_config.json").read_text())
     cfg["num_attention_heads"] = 3 if cfg["hidden_size"] % 3 else 5
@@ -177,7 +177,7 @@ def _checkpoint_members(folder: str) -> dict[str, Path]:
 
 
 def test_convert_zip_with_two_checkpoints_is_refused_by_name(tmp_path):
-    from nbutils.convert import convert
+    from nbutils.checkpoints.convert import convert
 
     src = _zip(tmp_path / "two.zip", {**_checkpoint_members("run_a"), **_checkpoint_members("run_b")})
     with pytest.raises(NbutilsError, match="holds 2 checkpoints") as err:
@@ -187,7 +187,7 @@ def test_convert_zip_with_two_checkpoints_is_refused_by_name(tmp_path):
 
 
 def test_convert_zip_from_macos_ignores_the_junk(tmp_path):
-    from nbutils.convert import convert
+    from nbutils.checkpoints.convert import convert
 
     members = _checkpoint_members("chinese_L-2")
     junk = {f"__MACOSX/chinese_L-2/._{Path(n).name}": b"\x00\x05\x16\x07 resource fork" for n in members}
@@ -207,7 +207,7 @@ def test_convert_zip_from_macos_ignores_the_junk(tmp_path):
 
 
 def test_train_cli_reaches_on_bad_rows(tmp_path, capsys):
-    from nbutils.launch import _load_dataset, build_parser
+    from nbutils.training.launch import _load_dataset, build_parser
 
     data = _titles(tmp_path / "data", [0, 1, 2])
     with (data / "train.txt").open("a", encoding="utf-8") as fh:

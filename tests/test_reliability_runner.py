@@ -19,9 +19,9 @@ import nbformat
 import pytest
 from tiny_notebooks import write_notebook
 
-from nbutils.errors import NbutilsError
-from nbutils.paths import REPO_ROOT
-from nbutils.runner import RunFailed, discover_notebooks, run_pipeline, select_notebooks
+from nbutils.core.errors import NbutilsError
+from nbutils.core.paths import REPO_ROOT
+from nbutils.pipeline.runner import RunFailed, discover_notebooks, run_pipeline, select_notebooks
 
 PARAMETERS = '''\
 run_dir: str = ""  # where outputs go
@@ -180,7 +180,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 
 def test_second_runner_on_the_same_run_dir_refuses(project, tmp_path):
-    from nbutils.runlock import is_locked
+    from nbutils.pipeline.runlock import is_locked
 
     flag = tmp_path / "go"
     proc = _start_runner(project, "--only", "01", "-p", f"wait_for={flag}")
@@ -201,7 +201,7 @@ def test_second_runner_on_the_same_run_dir_refuses(project, tmp_path):
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGHUP"])
 def test_killed_runner_leaves_interrupted_not_running(project, tmp_path, how):
-    from nbutils.report import load_run, summary_markdown
+    from nbutils.reporting.report import load_run, summary_markdown
 
     proc = _start_runner(project, "--only", "01", "-p", f"wait_for={tmp_path / 'never'}")
     try:

@@ -21,10 +21,13 @@ import pandas as pd  # noqa: E402
 import papermill  # noqa: E402
 import pytest  # noqa: E402
 
-from nbutils import references, report  # noqa: E402
-from nbutils.errors import NbutilsError  # noqa: E402
-from nbutils.metrics import classification_metrics  # noqa: E402
-from nbutils.paths import RunPaths  # noqa: E402
+from nbutils.core.errors import NbutilsError  # noqa: E402
+from nbutils.core.paths import RunPaths  # noqa: E402
+from nbutils.reporting import (
+    references,  # noqa: E402
+    report,
+)
+from nbutils.training.metrics import classification_metrics  # noqa: E402
 
 LABELS = ["sports", "finance", "game"]
 WORDS = {  # each class has its own vocabulary, so a bag of characters separates them
@@ -291,7 +294,7 @@ def test_random_starting_weights_are_said_loudly(tmp_path, data_dir):
 
 
 def test_baseline_inputs_follow_the_finetuning_subsample(data_dir):
-    from nbutils.data import load_dataset
+    from nbutils.data.dataset import load_dataset
 
     dataset = load_dataset(data_dir, "titles")
     same = report.baseline_inputs(dataset, {"config": {"seed": 3}})
@@ -471,7 +474,7 @@ def test_training_summary_formats_scalars():
 
 
 def test_ablation_section_shows_mean_sd_and_the_best_variant(tmp_path, monkeypatch):
-    from nbutils import report_sections
+    from nbutils.reporting import sections as report_sections
 
     shown = []
     monkeypatch.setattr(report_sections, "say", shown.append)

@@ -1,4 +1,4 @@
-"""The run-directory contract (nbutils/run_contract.py) is the one place that names the files
+"""The run-directory contract (nbutils/core/run_contract.py) is the one place that names the files
 passed between notebooks: CONTRIBUTING shows it, RunPaths and the report use it, and no other
 module or notebook spells a contract file name itself."""
 
@@ -11,9 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbutils import report, run_contract
-from nbutils.paths import REPO_ROOT, RunPaths
-from nbutils.run_contract import FILE, FILES
+from nbutils.core import run_contract
+from nbutils.core.paths import REPO_ROOT, RunPaths
+from nbutils.core.run_contract import FILE, FILES
+from nbutils.reporting import report
 
 # names that only the contract may spell as a string literal (model/, history.csv, ... are names
 # shared by several stages' writers, so they are constants there)
@@ -26,8 +27,8 @@ def test_contributing_shows_the_contract_table():
     block = re.search(r"<!-- run-contract:begin -->\n(.*?)\n<!-- run-contract:end -->", text, re.S)
     assert block, "CONTRIBUTING.md lost its run-contract markers"
     assert block.group(1) == run_contract.markdown_table(), (
-        "CONTRIBUTING.md's file table differs from nbutils/run_contract.py: paste the output of "
-        "`python -m nbutils.run_contract` between the markers")
+        "CONTRIBUTING.md's file table differs from nbutils/core/run_contract.py: paste the output of "
+        "`python -m nbutils.core.run_contract` between the markers")
 
 
 def test_run_paths_and_report_take_their_names_from_the_contract(tmp_path):
@@ -70,7 +71,7 @@ def test_no_module_or_notebook_spells_a_contract_file_name():
     for path, source in sources.items():
         offenders += [f"{path.relative_to(REPO_ROOT)}: {name!r}"
                       for name in sorted(_string_literals(source) & CONTRACT_NAMES)]
-    assert not offenders, "use nbutils.run_contract / RunPaths.file instead of: " + "; ".join(offenders)
+    assert not offenders, "use nbutils.core.run_contract / RunPaths.file instead of: " + "; ".join(offenders)
 
 
 def test_notebooks_ask_only_for_files_the_contract_names():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tiny_notebooks import write_notebook
 
-from nbutils.errors import NbutilsError
-from nbutils.runner import (
+from nbutils.core.errors import NbutilsError
+from nbutils.pipeline.runner import (
     RunFailed,
     cast_to_declared,
     main,
@@ -113,8 +113,8 @@ def test_failure_names_notebook_cell_and_error_and_keeps_the_notebook(project, c
 def test_cli_exit_code_on_failure(project, monkeypatch, capsys):
     tmp, notebooks, profile = project
     write_notebook(notebooks / "02_boom.ipynb", "raise RuntimeError('nope')", PARAMETERS)
-    monkeypatch.setattr("nbutils.runner.NOTEBOOK_DIR", notebooks)
-    monkeypatch.setattr("nbutils.runner.RUNS_DIR", tmp / "runs")
+    monkeypatch.setattr("nbutils.pipeline.runner.NOTEBOOK_DIR", notebooks)
+    monkeypatch.setattr("nbutils.pipeline.runner.RUNS_DIR", tmp / "runs")
     assert main(["--profile", str(profile), "-p", "label=ok"]) == 1
     err = capsys.readouterr().err
     assert "FAILED 02_boom" in err and "RuntimeError: nope" in err

@@ -1,4 +1,4 @@
-"""nbutils.textstore: texts on disk read back exactly, in any order and in blocks; copies found
+"""nbutils.data.textstore: texts on disk read back exactly, in any order and in blocks; copies found
 exactly (digest collisions cannot merge texts); Dataset.quality equals the old all-in-memory
 computation on data with duplicates, leakage and conflicting labels."""
 
@@ -10,9 +10,8 @@ import random
 import numpy as np
 import pandas as pd
 
-from nbutils import textstore
-from nbutils.data import SPLITS, Dataset
-from nbutils.textstore import TextStore
+from nbutils.data.dataset import SPLITS, Dataset, textstore
+from nbutils.data.textstore import TextStore
 
 TEXTS = ["体育新闻", "", "a\tb\nc", "财经 " * 500, "\ud800 lone surrogate", "emoji 😀", "体育新闻"]
 

@@ -1,4 +1,4 @@
-"""The adaptive thread governor (nbutils.thread_governor) and its Trainer callback.
+"""The adaptive thread governor (nbutils.runtime.governor) and its Trainer callback.
 
 The decisions are checked with made-up step times (no machine speed involved): a quiet 2-core
 CPU where 2 threads take 27 ms a step and 1 thread 42 ms (as bench_threads.py measured), and a
@@ -14,8 +14,8 @@ import re
 import pytest
 import torch
 
-from nbutils import threads
-from nbutils.thread_governor import ThreadGovernor
+from nbutils.runtime import threads
+from nbutils.runtime.governor import ThreadGovernor
 
 QUIET = {2: 0.027, 1: 0.042}
 ONE_BUSY = {2: 0.136, 1: 0.042}
@@ -148,7 +148,7 @@ def test_step_timing_uses_the_injected_clock():
 
 
 def test_one_cpu_or_a_pinned_count_has_no_governor(monkeypatch):
-    from nbutils.thread_callback import make_governor
+    from nbutils.runtime.governor_callback import make_governor
 
     def policy(**kw):
         return threads.ThreadPolicy(cpus=2, applied_before_torch=True, **kw)
@@ -180,8 +180,12 @@ class TinyClassifier(torch.nn.Module):
 def test_callback_sets_torch_threads_in_a_real_trainer(tmp_path, monkeypatch):
     from transformers import Trainer, TrainingArguments
 
-    from nbutils import thread_callback
-    from nbutils.thread_callback import ThreadGovernorCallback, govern_threads, thread_schedule
+    from nbutils.runtime import governor_callback as thread_callback
+    from nbutils.runtime.governor_callback import (
+        ThreadGovernorCallback,
+        govern_threads,
+        thread_schedule,
+    )
 
     monkeypatch.setattr(thread_callback, "_last_count", None)  # the run below sets it
 
@@ -221,7 +225,7 @@ def test_callback_sets_torch_threads_in_a_real_trainer(tmp_path, monkeypatch):
 
 
 def test_the_next_training_starts_where_the_last_one_ended(monkeypatch):
-    from nbutils import thread_callback
+    from nbutils.runtime import governor_callback as thread_callback
 
     monkeypatch.setattr(threads, "_applied", threads.ThreadPolicy(threads=2, source="policy", cpus=2,
                                                                   applied_before_torch=True, mode="adaptive"))
@@ -239,7 +243,7 @@ def test_the_next_training_starts_where_the_last_one_ended(monkeypatch):
 def test_every_training_path_adds_the_callback():
     """Fine-tuning (and the freezing comparison through it), masked-LM and ELECTRA pre-training
     build their Trainers in these modules; each must hand it to govern_threads and record it."""
-    from nbutils.paths import REPO_ROOT
+    from nbutils.core.paths import REPO_ROOT
 
     for module in ("train", "pretrain", "electra"):
         source = (REPO_ROOT / "nbutils" / f"{module}.py").read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Training gives the same bits whatever the CPU thread count (nbutils.thread_invariant).
+"""Training gives the same bits whatever the CPU thread count (nbutils.runtime.invariant).
 
 The adaptive thread policy moves torch between 1 and N threads during training; results may
 only follow the machine's load if some kernel sums in a thread-dependent order. Each case
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import nbutils  # noqa: F401 -- the thread policy (MKL's reproducible mode) before any matrix product
-from nbutils.thread_invariant import ATTENTION, make_thread_invariant, mkl_strict_reproducible
+from nbutils.runtime.invariant import ATTENTION, make_thread_invariant, mkl_strict_reproducible
 
 # (batch, tokens): the demo's batch of titles, uneven last batches, a long one
 SHAPES = [(32, 24), (7, 13), (32, 40), (64, 17), (3, 9)]
@@ -27,14 +27,14 @@ VOCAB = 3000
 def _model(task: str):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from nbutils.pretrain import _mlm_class
+    from nbutils.pretraining.mlm import _mlm_class
 
     torch.manual_seed(0)
     dropout = 0.0 if task == "pretrain" else 0.1  # as the demo: no dropout in pre-training
     config = BertConfig(vocab_size=VOCAB, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=512, max_position_embeddings=64, num_labels=10,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    config._attn_implementation = "sdpa"  # as nbutils.device chooses
+    config._attn_implementation = "sdpa"  # as nbutils.runtime.device chooses
     model = (_mlm_class() if task.startswith("pretrain") else BertForSequenceClassification)(config).train()
     if task == "pretrain_corpus":  # the head's softmax over the labelled tokens only, as notebook 03's default
         model.restrict_output_vocabulary(int(i) for b in _batches(task) for i in b["labels"][b["labels"] != -100])

@@ -1,4 +1,4 @@
-"""The CPU thread policy (nbutils.threads) reaches OpenMP wherever torch runs.
+"""The CPU thread policy (nbutils.runtime.threads) reaches OpenMP wherever torch runs.
 
 OpenMP reads its settings once, when torch loads, so "the policy is in os.environ" is not
 enough: each path is checked in a fresh process with ``OMP_DISPLAY_ENV=VERBOSE``, which makes
@@ -23,13 +23,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbutils import threads
-from nbutils.errors import NbutilsError
-from nbutils.paths import REPO_ROOT
-from nbutils.runner import discover_notebooks
+from nbutils.core.errors import NbutilsError
+from nbutils.core.paths import REPO_ROOT
+from nbutils.pipeline.runner import discover_notebooks
+from nbutils.runtime import threads
 
 POLICY_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_CBWR", threads.SWITCH, threads.MARKER)
-NUMERICS = {"MKL_CBWR": "AUTO,STRICT"}  # nbutils.thread_invariant: MKL's reproducible mode, always
+NUMERICS = {"MKL_CBWR": "AUTO,STRICT"}  # nbutils.runtime.invariant: MKL's reproducible mode, always
 EFFECTIVE = re.compile(r"OMP_NUM_THREADS = '(\d+)'")
 POLICY = threads.policy_threads()
 DEFAULT = threads.usable_cpus()  # libgomp's own count: one thread per usable CPU
@@ -133,38 +133,56 @@ def test_the_switch_turns_the_policy_off():
 
 @pytest.mark.skipif(DEFAULT < 2, reason="on one CPU the policy and libgomp's default agree")
 def test_torch_loaded_first_is_recorded():
-    # torch loaded before nbutils keeps libgomp's count: the record says so and how to fix it
-    code = ("import torch, nbutils.threads as t; p = t.current_policy(); "
+    # torch loaded before the policy is applied keeps libgomp's count: the record says so and how to fix it
+    code = ("import torch, nbutils.runtime.threads as t; p = t.apply_thread_policy(); "
             "print(p.reason); print(p.applied_before_torch, t.governor_threads(), torch.get_num_threads())")
     proc = run([sys.executable, "-c", code], clean_env(**{threads.SWITCH: "fixed"}))
     assert effective_threads(proc.stderr) == [DEFAULT]
-    assert proc.stdout.split()[-3:] == ["False", "None", str(DEFAULT)] and "import nbutils first" in proc.stdout
+    assert proc.stdout.split()[-3:] == ["False", "None", str(DEFAULT)] and "configure_process() before anything imports torch" in proc.stdout
     # the adaptive pool (the default) is libgomp's default count, so there it only shows in the record
     proc = run([sys.executable, "-c", code], clean_env())
     assert proc.stdout.split()[-3:] == ["False", str(DEFAULT), str(DEFAULT)]
 
 
-def _import_statements(source: str) -> str:
-    """The top-level import statements of a notebook cell, in order."""
+def _setup_statements(source: str) -> str:
+    """A notebook cell's top-level imports and its ``configure_process(...)`` call, in order."""
     tree = ast.parse(source)
-    return "\n".join(ast.get_source_segment(source, node) for node in tree.body
-                     if isinstance(node, (ast.Import, ast.ImportFrom)))
+    keep = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+            or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", "") == "configure_process")]
+    return "\n".join(ast.get_source_segment(source, node) for node in keep)
 
 
 @pytest.mark.slow  # one fresh interpreter per notebook (~5 s each on a quiet 2-core CPU)
 @pytest.mark.parametrize("path", discover_notebooks(), ids=lambda p: p.stem)
-def test_notebook_imports_apply_the_policy_before_torch(path: Path):
-    """A JupyterLab kernel starts without the policy: each notebook's imports must set it before
-    anything loads torch (e.g. ``from transformers import AutoConfig`` does), so that torch and
-    any process the notebook starts run under the policy (the marker says so)."""
+def test_notebooks_apply_the_policy_before_torch(path: Path):
+    """A JupyterLab kernel starts without the policy: each notebook's first code cell applies it
+    (``configure_process``) before anything loads torch (``from transformers import AutoConfig``
+    does), so that torch and any process the notebook starts run under it (the marker says so)."""
     nb = nbformat.read(path, as_version=4)
-    code = [c.source for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
-    imports = "\n".join(_import_statements(src) for src in code)
-    check = ("\nimport os\nimport torch, nbutils.threads as t\n"
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    assert "configure_process(" in cells[first].source, f"{path.name}: the first code cell applies no policy"
+    setup = "\n".join(_setup_statements(c.source) for c in cells[first:])
+    check = ("\nimport os\nimport torch, nbutils.runtime.threads as t\n"
              "print(t.current_policy().applied_before_torch, os.environ.get(t.MARKER))")
-    proc = run([sys.executable, "-c", imports + check], clean_env(), timeout=180)
+    proc = run([sys.executable, "-c", cells[first - 1].source + "\n" + setup + check], clean_env(), timeout=180)
     assert effective_threads(proc.stderr) == [POLICY]
-    assert proc.stdout.split()[-2:] == ["True", str(POLICY)], f"{path.name} loads torch before nbutils"
+    assert proc.stdout.split()[-2:] == ["True", str(POLICY)], f"{path.name} loads torch before the policy"
+
+
+def test_importing_nbutils_changes_nothing_in_the_process():
+    """Every subpackage imports without touching the environment; only entry points apply settings."""
+    import pkgutil
+
+    import nbutils
+
+    names = [m.name for m in pkgutil.walk_packages(nbutils.__path__, "nbutils.") if m.ispkg]
+    assert {"nbutils.core", "nbutils.runtime", "nbutils.data", "nbutils.training"} <= set(names)
+    code = ("import os; before = dict(os.environ); import " + ", ".join(names) +
+            "; print(os.environ.get('MKL_CBWR'), os.environ.get('OMP_NUM_THREADS'), dict(os.environ) == before)")
+    proc = run([sys.executable, "-c", code], clean_env())
+    assert proc.stdout.split()[-3:] == ["None", "None", "True"], proc.stdout + proc.stderr
 
 
 @pytest.mark.slow  # starts a kernel
@@ -185,7 +203,7 @@ def test_runner_kernels_inherit_the_policy_and_torch_threads(tmp_path: Path):
     nbformat.write(nb, notebooks / "01_probe.ipynb")
     profile = tmp_path / "p.yaml"
     profile.write_text("torch_threads: 1\n")  # a pinned count, not the policy's pool: it reaches the kernel
-    script = (f"from nbutils.runner import run_pipeline; print(run_pipeline({str(profile)!r}, "
+    script = (f"from nbutils.pipeline.runner import run_pipeline; print(run_pipeline({str(profile)!r}, "
               f"notebook_dir=__import__('pathlib').Path({str(notebooks)!r}), "
               f"runs_dir=__import__('pathlib').Path({str(tmp_path / 'runs')!r})))")
     proc = run([sys.executable, "-c", script], clean_env(), timeout=180)
@@ -216,7 +234,7 @@ def test_runner_kernels_get_the_policy(tmp_path: Path):
     nbformat.write(nb, notebooks / "01_torch.ipynb")
     profile = tmp_path / "p.yaml"
     profile.write_text("{}\n")
-    script = (f"from pathlib import Path; from nbutils.runner import run_pipeline; "
+    script = (f"from pathlib import Path; from nbutils.pipeline.runner import run_pipeline; "
               f"run_pipeline({str(profile)!r}, notebook_dir=Path({str(notebooks)!r}), runs_dir=Path({str(tmp_path)!r}))")
     proc = run([sys.executable, "-c", script], clean_env(), timeout=180)
     assert effective_threads(proc.stderr) == [POLICY, POLICY]  # the runner, then the kernel
@@ -232,11 +250,11 @@ def test_torch_threads_must_be_a_count():
 
 
 def test_torchrun_workers_apply_the_policy_and_share_the_cpus(monkeypatch):
-    # a torchrun worker is `python -m nbutils.launch ...` (nbutils.launch.torchrun_command)
-    proc = run([sys.executable, "-m", "nbutils.launch", "--help"], clean_env())
+    # a torchrun worker is `python -m nbutils.cli train ...` (nbutils.training.launch.torchrun_command)
+    proc = run([sys.executable, "-m", "nbutils.cli", "train", "--help"], clean_env())
     assert effective_threads(proc.stderr) == [POLICY]
     # launched from a process under the policy, the ranks split its count between them
-    import nbutils.launch as train
+    import nbutils.training.launch as train
 
     monkeypatch.setattr(threads, "_applied", threads.ThreadPolicy(threads=7, source="policy", cpus=8,
                                                                   applied_before_torch=True))

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from nbutils.tokenization import TextsToEncode, TokenizingCollator, Truncator, word_local
-from nbutils.vocab import build_tokenizer
+from nbutils.text.tokenization import TextsToEncode, TokenizingCollator, Truncator, word_local
+from nbutils.text.vocab import build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,15 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from nbutils.data import Dataset, load_dataset
-from nbutils.errors import NbutilsError
-from nbutils.live import LiveCurves, QuietProgress, history_frame
-from nbutils.metrics import classification_metrics
-from nbutils.random_bert import make_random_bert
-from nbutils.tensorboard_logs import read_scalars, read_texts
-from nbutils.tokenization import Truncator
-from nbutils.train import FinetuneConfig, finetune, load_result
-from nbutils.vocab import build_tokenizer
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.data.dataset import Dataset, load_dataset
+from nbutils.text.tokenization import Truncator
+from nbutils.text.vocab import build_tokenizer
+from nbutils.training.finetune import FinetuneConfig, finetune, load_result
+from nbutils.training.live import LiveCurves, QuietProgress, history_frame
+from nbutils.training.metrics import classification_metrics
+from nbutils.training.tensorboard_logs import read_scalars, read_texts
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
 
@@ -244,11 +244,11 @@ def test_resume_refuses_checkpoints_of_a_different_run(tiny_model, small_data, t
         finetune(small_data, tiny_model, out, quick(),
                  param_groups=lambda model: [{"params": list(model.parameters()), "lr": 1e-3}])
     # the same settings on a host whose CPU decides precision="auto" the other way
-    import nbutils.device
+    import nbutils.runtime.device
 
-    native = nbutils.device.cpu_has_native_bf16()
+    native = nbutils.runtime.device.cpu_has_native_bf16()
     with monkeypatch.context() as patch:
-        patch.setattr(nbutils.device, "cpu_has_native_bf16", lambda: not native)
+        patch.setattr(nbutils.runtime.device, "cpu_has_native_bf16", lambda: not native)
         with pytest.raises(NbutilsError, match="device.precision"):
             finetune(small_data, tiny_model, out, quick())
     # a fingerprint from before training_setup was recorded cannot be checked
@@ -321,7 +321,7 @@ def test_existing_model_folder_is_refused_before_training(tiny_model, small_data
 
 
 def test_steps_per_epoch_count_every_process():
-    from nbutils.train import _schedule
+    from nbutils.training.finetune import _schedule
 
     config = quick(max_steps=-1, epochs=2, eval_steps=0, logging_steps=0, gradient_accumulation_steps=2)
     one = _schedule(960, config, world_size=1)
@@ -428,7 +428,7 @@ def test_live_curves_headless_writes_png(tmp_path):
 
 
 def test_length_buckets_cover_everything_in_random_batch_order():
-    from nbutils.train import LengthBucketSampler
+    from nbutils.training.finetune import LengthBucketSampler
 
     torch.manual_seed(0)
     lengths = torch.randint(5, 40, (1000,)).tolist()
@@ -446,7 +446,7 @@ def test_length_buckets_cover_everything_in_random_batch_order():
 def test_config_round_trips_through_the_cli_flags():
     import dataclasses
 
-    from nbutils.launch import build_parser, config_argv
+    from nbutils.training.launch import build_parser, config_argv
 
     config = FinetuneConfig(max_length=40, truncation="head+tail", group_by_length=False,
                             learning_rate=3e-5, epochs=2.5, eval_steps=7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbutils.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_bert
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def tiny_model(tmp_path_factory, vocab_dir):
 
 
 def test_a_random_bert_says_its_weights_were_never_pretrained(tiny_model):
-    from nbutils.weights import random_weights_warning, weights_origin
+    from nbutils.checkpoints.weights import random_weights_warning, weights_origin
 
     assert weights_origin(tiny_model)["pretrained"] is False
     assert "RANDOM weights" in random_weights_warning(tiny_model)
@@ -29,7 +29,7 @@ NEW_HEAD = {"missing_keys": {"classifier.weight", "classifier.bias"},
 
 
 def test_expected_new_head_is_one_line():
-    from nbutils.weights import describe_loading
+    from nbutils.checkpoints.weights import describe_loading
 
     text, mismatch = describe_loading(NEW_HEAD, "m")
     assert not mismatch and "\n" not in text
@@ -47,7 +47,7 @@ def test_expected_new_head_is_one_line():
     ("mismatched_keys", ("bert.embeddings.word_embeddings.weight", (21128, 8), (100, 8)), "ANOTHER SHAPE"),
 ])
 def test_real_mismatches_stay_loud_and_listed(field, key, word):
-    from nbutils.weights import describe_loading
+    from nbutils.checkpoints.weights import describe_loading
 
     info = {**NEW_HEAD, field: {*NEW_HEAD.get(field, set()), key}}
     text, mismatch = describe_loading(info, "m")
@@ -57,7 +57,7 @@ def test_real_mismatches_stay_loud_and_listed(field, key, word):
 def test_loading_an_encoder_for_classification_prints_one_line_not_the_load_report(tiny_model, capsys, caplog):
     from transformers import AutoModelForSequenceClassification
 
-    from nbutils.weights import load_pretrained
+    from nbutils.checkpoints.weights import load_pretrained
 
     model = load_pretrained(AutoModelForSequenceClassification, tiny_model, num_labels=3)
     assert model.config.num_labels == 3

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nbutils.errors import NbutilsError, entry_point
+from nbutils.core.errors import NbutilsError, entry_point
 
 WARN_SHARE = 0.05  # more train texts cut than this: say so
 SAMPLE_TEXTS = 5000  # train texts measured (seeded sample); all of them when fewer
@@ -53,7 +53,7 @@ def measure_length_fit(texts: Sequence[str], tokenizer, max_length: int, *, posi
                        recommended: int | None = None, seed: int = 0) -> dict:
     """How many train texts ``max_length`` cuts. ``recommended``: exploration's recommendation
     (``explore/stats.json``), else the same rule applied to the measured sample."""
-    from nbutils.explore import count_tokens, recommend_max_length
+    from nbutils.data.statistics import count_tokens, recommend_max_length
 
     check_positions(max_length, positions)
     n = len(texts)
@@ -91,8 +91,8 @@ def length_warning(fit: dict) -> str:
 def needed_positions(texts: Sequence[str], vocab_file: str | Path, *, seed: int = 0) -> int:
     """Position embeddings a demo BERT needs for ``texts``: the max_length that fits 99% of them
     (exploration's rule, at most 512), counted with ``vocab_file``'s WordPiece tokenizer."""
-    from nbutils.explore import count_tokens, recommend_max_length
-    from nbutils.vocab import build_tokenizer
+    from nbutils.data.statistics import count_tokens, recommend_max_length
+    from nbutils.text.vocab import build_tokenizer
 
     tokenizer = build_tokenizer(vocab_file)
     n = len(texts)
@@ -104,7 +104,7 @@ def needed_positions(texts: Sequence[str], vocab_file: str | Path, *, seed: int 
 
 def explored_max_length(run_dir: str | Path) -> int | None:
     """``recommended_max_length`` from the run's ``explore/stats.json``; None without one."""
-    from nbutils.paths import RunPaths
+    from nbutils.core.paths import RunPaths
 
     stats = RunPaths(run_dir).file("explore_stats")
     if not stats.is_file():

@@ -1,0 +1,2 @@
+"""Classifying new texts with a fine-tuned model folder: PyTorch and ONNX Runtime backends.
+"""

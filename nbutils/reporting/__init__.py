@@ -1,0 +1,2 @@
+"""Turning a run directory into a report: collect, analyse, render; figures, fonts, references.
+"""

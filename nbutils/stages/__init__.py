@@ -1,0 +1,2 @@
+"""One object per notebook stage: a notebook opens its stage through it.
+"""

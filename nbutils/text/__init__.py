@@ -1,0 +1,3 @@
+"""Text to token ids: WordPiece vocabularies and the tokenizers built from them, and cutting texts
+of any length to ``max_length`` tokens.
+"""
