@@ -403,6 +403,43 @@ def hf_config(cfg: dict, model_class: str, num_labels: int = 0) -> dict:
     return out
 
 
+def _conversion_report(source, ckpt, plan, options: dict, vocab_size: int, tensor_count: int,
+                       weights_file: Path, file_crc: int) -> dict:
+    """conversion_report.json: where each tensor came from, what was skipped, and the checksums."""
+    return {
+        "source": source.given,
+        "source_kind": "TensorFlow checkpoint",
+        "checkpoint_prefix": source.shown(source.prefix),
+        "checkpoint_files": [source.shown(p) for p in (ckpt.index_path, *ckpt.data_paths)],
+        "bert_config": source.shown(source.config_path),
+        "vocab": source.shown(source.vocab_path),
+        "options": options,
+        "vocab_size": vocab_size,
+        "model_class": MODEL_CLASSES[plan.model_class],
+        "num_labels": plan.num_labels or None,
+        "checkpoint_tensor_count": len(ckpt),
+        "checkpoint_bytes": ckpt.data_bytes,
+        "tensor_count": tensor_count,
+        "bytes": sum(ckpt.infos[p.tf_name].size for p in plan.mapped),
+        "crc32c_verified": len(plan.mapped) + len(plan.skipped) + len(plan.ignored),
+        "mapped": [
+            {"tf_name": p.tf_name, "hf_name": p.hf_name, "shape": list(ckpt.infos[p.tf_name].shape),
+             "dtype": ckpt.infos[p.tf_name].dtype, "transposed": p.transpose,
+             "crc32c_masked": ckpt.infos[p.tf_name].crc32c}
+            for p in plan.mapped
+        ],
+        "skipped_training_state": plan.skipped,
+        "ignored": plan.ignored,
+        "initialized_fresh": [p.hf_name for p in plan.fresh],
+        "skipped": [
+            {"tf_name": n, "shape": list(ckpt.infos[n].shape), "dtype": ckpt.infos[n].dtype,
+             "reason": "training state" if n in plan.skipped else "ignored by request"}
+            for n in plan.skipped + plan.ignored
+        ],
+        "output": {"model.safetensors": {"bytes": weights_file.stat().st_size, "crc32c": f"{file_crc:08x}"}},
+    }
+
+
 def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None = None, vocab: str | Path | None = None,
             model_class: str = "auto", init_fresh: Sequence[str] = (), ignore: Sequence[str] = (),
             do_lower_case: bool = True, overwrite: bool = False, seed: int = 0) -> dict:
@@ -449,40 +486,11 @@ def convert(src: str | Path, out_dir: str | Path, *, config: str | Path | None =
             write_json(tmp / "config.json", hf_config(cfg, plan.model_class, plan.num_labels))
             write_tokenizer_files(source.vocab_path, tmp, do_lower_case=do_lower_case,
                                   model_max_length=cfg["max_position_embeddings"])
-            report = {
-                "source": source.given,
-                "source_kind": "TensorFlow checkpoint",
-                "checkpoint_prefix": source.shown(source.prefix),
-                "checkpoint_files": [source.shown(p) for p in (ckpt.index_path, *ckpt.data_paths)],
-                "bert_config": source.shown(source.config_path),
-                "vocab": source.shown(source.vocab_path),
-                "options": {"config": str(config) if config else None, "vocab": str(vocab) if vocab else None,
-                            "model_class": model_class, "init_fresh": list(init_fresh), "ignore": list(ignore),
-                            "do_lower_case": do_lower_case},
-                "vocab_size": len(tokens),
-                "model_class": MODEL_CLASSES[plan.model_class],
-                "num_labels": plan.num_labels or None,
-                "checkpoint_tensor_count": len(ckpt),
-                "checkpoint_bytes": ckpt.data_bytes,
-                "tensor_count": len(tensors),
-                "bytes": sum(ckpt.infos[p.tf_name].size for p in plan.mapped),
-                "crc32c_verified": len(plan.mapped) + len(plan.skipped) + len(plan.ignored),
-                "mapped": [
-                    {"tf_name": p.tf_name, "hf_name": p.hf_name, "shape": list(ckpt.infos[p.tf_name].shape),
-                     "dtype": ckpt.infos[p.tf_name].dtype, "transposed": p.transpose,
-                     "crc32c_masked": ckpt.infos[p.tf_name].crc32c}
-                    for p in plan.mapped
-                ],
-                "skipped_training_state": plan.skipped,
-                "ignored": plan.ignored,
-                "initialized_fresh": [p.hf_name for p in plan.fresh],
-                "skipped": [
-                    {"tf_name": n, "shape": list(ckpt.infos[n].shape), "dtype": ckpt.infos[n].dtype,
-                     "reason": "training state" if n in plan.skipped else "ignored by request"}
-                    for n in plan.skipped + plan.ignored
-                ],
-                "output": {"model.safetensors": {"bytes": (tmp / "model.safetensors").stat().st_size, "crc32c": f"{file_crc:08x}"}},
-            }
+            options = {"config": str(config) if config else None, "vocab": str(vocab) if vocab else None,
+                       "model_class": model_class, "init_fresh": list(init_fresh), "ignore": list(ignore),
+                       "do_lower_case": do_lower_case}
+            report = _conversion_report(source, ckpt, plan, options, len(tokens), len(tensors),
+                                        tmp / "model.safetensors", file_crc)
             origin = _carry_weights_origin(source.prefix.parent, tmp)
             if origin is not None:
                 report["weights_origin"] = origin

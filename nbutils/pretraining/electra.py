@@ -170,15 +170,13 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     Same contract as ``nbutils.pretraining.mlm.continue_pretraining``: ``out_dir`` appears complete or
     not at all, with ``model/``, ``history.csv``, ``metrics.json`` and ``loss.png``.
     """
-    from transformers import BertForPreTraining, DataCollatorForLanguageModeling, Trainer, set_seed
+    from transformers import BertForPreTraining, DataCollatorForLanguageModeling, set_seed
 
     from nbutils.core.io import atomic_dir, write_json
     from nbutils.runtime.device import choose_device
-    from nbutils.runtime.governor_callback import govern_threads, thread_schedule
-    from nbutils.runtime.invariant import make_thread_invariant
-    from nbutils.training.live import LiveCurves, use_progress_style
+    from nbutils.training.assembly import assemble_trainer, prepare_for_training
+    from nbutils.training.live import LiveCurves
     from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
-    from nbutils.training.tensorboard_logs import tensorboard_callback
 
     config = config or ElectraConfig()
     texts, model_dir, out_dir = check_pretraining_inputs(texts, model_dir, out_dir, config, overwrite=overwrite)
@@ -186,7 +184,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     choice = choose_device(config.device, config.precision, task="pretrain")
     tokenizer = masking_tokenizer(model_dir)
     model = build_electra(model_dir, config, attn_implementation=choice.attn_implementation)
-    make_thread_invariant(model, choice.device)  # the same bits for any CPU thread count
+    prepare_for_training(model, choice.device, invariant_numerics=config.invariant_numerics)
 
     train_texts, heldout_texts = split_heldout(texts, config.heldout_size, config.seed)
     train_features = tokenize_texts(train_texts, tokenizer, max_length=config.max_length)
@@ -206,12 +204,10 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
         curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
                             title=f"ELECTRA pre-training ({model.config.num_hidden_layers} layers, "
                                   f"hidden {model.config.hidden_size})", metrics=())
-        trainer = Trainer(model=model, args=pretraining_arguments(tmp, config, choice), train_dataset=train_features,
-                          processing_class=tokenizer,
-                          data_collator=collator(config.seed),
-                          callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)])
-        use_progress_style(trainer, config.headless)
-        govern_threads(trainer)  # adaptive CPU thread count (nbutils.runtime.governor_callback)
+        trainer = assemble_trainer(model, pretraining_arguments(tmp, config, choice), curves=curves,
+                                   tensorboard_dir=tmp / TENSORBOARD_DIR, headless=config.headless,
+                                   govern_threads=config.invariant_numerics, train_dataset=train_features,
+                                   processing_class=tokenizer, data_collator=collator(config.seed))
         runtime = float(trainer.train().metrics["train_runtime"])
         after = score()
 
@@ -226,24 +222,8 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
 
         history = history_frame(trainer.state.log_history)
         history.to_csv(tmp / HISTORY, index=False)
-        metrics = {
-            "recipe": "electra",
-            "masked_token_accuracy": after.get("masked_token_accuracy"),  # the generator's
-            "masked_token_accuracy_before": before.get("masked_token_accuracy"),
-            "replaced_token_accuracy": after.get("replaced_token_accuracy"),
-            "replaced_token_accuracy_before": before.get("replaced_token_accuracy"),
-            "replaced_token_recall": after.get("replaced_token_recall"),
-            "masked_lm_head": "not trained (the discriminator detects replaced tokens; it does not fill masks)",
-            "heldout_texts": len(heldout_texts),
-            "train_texts": len(train_texts),
-            **training_numbers(trainer, history, config, runtime),
-            "model": {"source": str(model_dir), "hidden_size": model.config.hidden_size,
-                      "num_layers": model.config.num_hidden_layers,
-                      "generator_layers": int(config.generator_layers),
-                      "parameters": sum(p.numel() for p in model.discriminator.parameters())},
-            **run_settings(config, choice),
-            "threads": thread_schedule(trainer),
-        }
+        metrics = _electra_metrics(trainer, model, model_dir, history, config, choice, runtime, before, after,
+                                   texts=(len(train_texts), len(heldout_texts)))
         write_json(tmp / METRICS, metrics)
     return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics, history=history,
                           figure=copy_loss_figure(out_dir, figure_path))
@@ -265,3 +245,28 @@ def pretraining_recipe(name: str):
 
 
 __all__ = ["RECIPES", "ElectraConfig", "build_electra", "electra_pretraining", "heldout_scores", "pretraining_recipe"]
+
+
+def _electra_metrics(trainer, model, model_dir, history, config, choice, runtime, before, after, *, texts) -> dict:
+    from nbutils.runtime.governor_callback import thread_schedule
+
+    train_texts, heldout_texts = texts
+    metrics = {
+        "recipe": "electra",
+        "masked_token_accuracy": after.get("masked_token_accuracy"),  # the generator's
+        "masked_token_accuracy_before": before.get("masked_token_accuracy"),
+        "replaced_token_accuracy": after.get("replaced_token_accuracy"),
+        "replaced_token_accuracy_before": before.get("replaced_token_accuracy"),
+        "replaced_token_recall": after.get("replaced_token_recall"),
+        "masked_lm_head": "not trained (the discriminator detects replaced tokens; it does not fill masks)",
+        "heldout_texts": heldout_texts,
+        "train_texts": train_texts,
+        **training_numbers(trainer, history, config, runtime),
+        "model": {"source": str(model_dir), "hidden_size": model.config.hidden_size,
+                  "num_layers": model.config.num_hidden_layers,
+                  "generator_layers": int(config.generator_layers),
+                  "parameters": sum(p.numel() for p in model.discriminator.parameters())},
+        **run_settings(config, choice),
+        "threads": thread_schedule(trainer),
+    }
+    return metrics

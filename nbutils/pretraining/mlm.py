@@ -44,8 +44,6 @@ from nbutils.core.run_contract import HISTORY, LOSS_FIGURE, METRICS, MODEL
 
 # "corpus": only tokens of the pre-training texts can be predicted (MaskedPositionsBertForMaskedLM)
 OUTPUT_VOCABULARIES = ("corpus", "full")
-# Output bias of the tokens outside: exp(-1e4 - max logit) is exactly 0 in fp32, and bf16/fp16 hold it.
-OUTSIDE_BIAS = -1.0e4
 HISTORY_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "elapsed_s", "tokens_seen")
 
 
@@ -67,6 +65,7 @@ class PretrainConfig:
     precision: str = "auto"  # "auto", "bf16", "fp16" or "fp32" (see nbutils.runtime.device)
     logging_steps: int = 10  # optimizer steps between loss log lines (and history.csv rows)
     headless: bool = True  # quiet progress lines instead of bars; figure only as PNG
+    invariant_numerics: bool = True  # CPU: the same bits at any thread count (nbutils.runtime.invariant); off: stock kernels, one thread count held
     masked_only_head: bool = True  # run the vocabulary decoder on masked positions only
     # "corpus": only tokens that occur in the texts can be predicted, and training scores those alone
     # (MaskedPositionsBertForMaskedLM; ELECTRA's generator always scores all); "full": the stock head
@@ -111,93 +110,8 @@ class PretrainResult:
 
 # --------------------------------------------------------------------------- the model
 def _mlm_class():
-    """Build the subclass lazily so importing this module does not import torch."""
-    import torch
-    from transformers import BertForMaskedLM, BertModel, BertPreTrainedModel
-    from transformers.modeling_outputs import MaskedLMOutput
-    from transformers.models.bert.modeling_bert import BertOnlyMLMHead
-
-    from nbutils.runtime.invariant import linear_as
-
-    class MaskedPositionsBertForMaskedLM(BertForMaskedLM):
-        """``BertForMaskedLM`` whose prediction head runs only where a label is set.
-
-        Same weights, same loss: the stock head scores all B*T positions and the loss then
-        ignores the ~85% labelled -100; here those rows are dropped first, so the
-        hidden -> vocabulary projection (the largest matrix product of a small BERT) does
-        ~15% of the work. ``logits`` are then [n_masked, vocab], in row-major order of the
-        masked positions. Without labels, or with ``masked_only_head = False``, it computes
-        exactly what the parent does.
-
-        :meth:`restrict_output_vocabulary` tells the head which tokens occur in the pre-training
-        texts (no masked token can be anything else): the others get an output bias of
-        ``OUTSIDE_BIAS``, so their probability is exactly 0 in fp32, and training then skips
-        their decoder rows, which add exactly nothing to the softmax. That is most of the
-        decoder, the costliest product of a small BERT: ~21k vocabulary rows, of which 33k
-        headlines use ~6k. While training, ``logits`` are then [n_masked, n_corpus_tokens];
-        evaluation (``eval()``) and the saved model score the whole vocabulary, with the same loss.
-
-        It also keeps the checkpoint's pooler, which the stock class drops: MLM does not use
-        it, but Google's checkpoints trained it (next-sentence prediction) and fine-tuning
-        starts from it, so the adapted folder carries it through unchanged.
-        """
-
-        # Tell Trainer to pass num_items_in_batch, so gradient accumulation averages over all
-        # masked tokens of the accumulated batch rather than over per-batch means.
-        accepts_loss_kwargs = True
-        masked_only_head = True
-
-        def __init__(self, config):
-            BertPreTrainedModel.__init__(self, config)
-            self.bert = BertModel(config, add_pooling_layer=True)
-            self.cls = BertOnlyMLMHead(config)
-            self.post_init()
-            # Unused by the MLM loss: frozen, so optimizers and DDP leave it alone.
-            self.bert.pooler.requires_grad_(False)
-            # Set by restrict_output_vocabulary; buffers follow .to(device), and are never saved.
-            self.register_buffer("output_token_ids", None, persistent=False)
-            self.register_buffer("output_position", None, persistent=False)
-
-        def restrict_output_vocabulary(self, token_ids):
-            """Only ``token_ids`` can be predicted: the other tokens' output bias becomes
-            ``OUTSIDE_BIAS`` (saved with the model), and training scores ``token_ids`` only."""
-            bias = self.cls.predictions.bias
-            ids = torch.as_tensor(sorted(set(int(i) for i in token_ids)), dtype=torch.long, device=bias.device)
-            position = torch.full((self.config.vocab_size,), -1, dtype=torch.long, device=bias.device)
-            position[ids] = torch.arange(len(ids), device=bias.device)
-            with torch.no_grad():
-                bias.masked_fill_(position < 0, OUTSIDE_BIAS)
-            self.output_token_ids, self.output_position = ids, position
-
-        def _masked_logits(self, hidden, labels):
-            """Logits and targets of the masked positions: over the corpus tokens while training
-            with a restricted vocabulary, else over the whole vocabulary."""
-            if self.output_token_ids is None or not self.training:
-                return self.cls(hidden), labels
-            targets = self.output_position[labels]
-            if bool((targets < 0).any()):
-                raise NbutilsError("a masked token is outside the head's restricted vocabulary",
-                                   fix="restrict_output_vocabulary with the ids of the texts being trained on")
-            predictions = self.cls.predictions
-            ids = self.output_token_ids
-            logits = linear_as(predictions.decoder, predictions.transform(hidden),
-                               predictions.decoder.weight.index_select(0, ids), predictions.bias.index_select(0, ids))
-            return logits, targets
-
-        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
-                    labels=None, num_items_in_batch=None, **kwargs):
-            if labels is None or not self.masked_only_head:
-                return super().forward(input_ids=input_ids, attention_mask=attention_mask,
-                                       token_type_ids=token_type_ids, labels=labels, **kwargs)
-            hidden = self.bert(input_ids, attention_mask=attention_mask,
-                               token_type_ids=token_type_ids, return_dict=True, **kwargs)[0]
-            selected = labels != -100
-            logits, targets = self._masked_logits(hidden[selected], labels[selected])
-            # Sum then divide: an empty selection gives 0 instead of the stock head's NaN.
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else selected.sum()
-            loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
-            return MaskedLMOutput(loss=loss, logits=logits)
+    """The model class, imported here so that importing this module does not import torch."""
+    from nbutils.pretraining.masked_positions import MaskedPositionsBertForMaskedLM
 
     return MaskedPositionsBertForMaskedLM
 
@@ -352,22 +266,20 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     config = config or PretrainConfig()
     texts, model_dir, out_dir = check_pretraining_inputs(texts, model_dir, out_dir, config, overwrite=overwrite)
 
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from nbutils.core.io import atomic_dir, write_json
     from nbutils.runtime.device import choose_device
-    from nbutils.runtime.governor_callback import govern_threads, thread_schedule
-    from nbutils.runtime.invariant import make_thread_invariant
-    from nbutils.training.live import LiveCurves, use_progress_style
+    from nbutils.training.assembly import assemble_trainer, prepare_for_training
+    from nbutils.training.live import LiveCurves
     from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
-    from nbutils.training.tensorboard_logs import tensorboard_callback, write_scalars
 
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
     tokenizer = masking_tokenizer(model_dir)
     model = load_mlm_model(model_dir, masked_only_head=config.masked_only_head,
                            attn_implementation=choice.attn_implementation, dropout=config.dropout)
-    make_thread_invariant(model, choice.device)  # the same bits for any CPU thread count
+    prepare_for_training(model, choice.device, invariant_numerics=config.invariant_numerics)
     # Fine-tuning later should see the model's own dropout, not the pre-training override.
     from transformers import AutoConfig
 
@@ -395,62 +307,77 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
         curves = LiveCurves(tmp / LOSS_FIGURE, headless=config.headless,
                             title=f"masked-LM pre-training ({model.config.num_hidden_layers} layers, "
                                   f"hidden {model.config.hidden_size})", metrics=())
-        trainer = Trainer(
-            model=model, args=pretraining_arguments(tmp, config, choice), train_dataset=train_features,
+        trainer = assemble_trainer(
+            model, pretraining_arguments(tmp, config, choice), curves=curves,
+            tensorboard_dir=tmp / TENSORBOARD_DIR, headless=config.headless,
+            govern_threads=config.invariant_numerics, train_dataset=train_features,
             processing_class=tokenizer,
             data_collator=make_collator(tokenizer, seed=config.seed, **collator_kwargs),
-            callbacks=[curves, tensorboard_callback(tmp / TENSORBOARD_DIR)],
         )
-        use_progress_style(trainer, config.headless)
-        govern_threads(trainer)  # adaptive CPU thread count (nbutils.runtime.governor_callback)
         runtime = float(trainer.train().metrics["train_runtime"])
-        steps = int(trainer.state.global_step)
-
         after = heldout_score()
-        # held-out scores before (step 0) and after training, next to Trainer's train/loss
-        for step, score in ((0, before), (steps, after)):
-            write_scalars(tmp / TENSORBOARD_DIR, {"heldout/mlm_loss": score["mlm_loss"],
-                                                  "heldout/masked_token_accuracy": score["masked_token_accuracy"]}, step)
-
-        model_out = tmp / MODEL
-        model.save_pretrained(str(model_out), safe_serialization=True)
-        # Saved weights are the stock BertForMaskedLM's; name that class so any tool reading
-        # config.json (AutoModelForMaskedLM, pipelines) needs nothing from nbutils.
-        model.config.architectures = ["BertForMaskedLM"]
-        for key, value in own_dropout.items():
-            setattr(model.config, key, value)
-        model.config.save_pretrained(str(model_out))
-        tokenizer.save_pretrained(str(model_out))
-        start = weights_origin(model_dir)
-        write_weights_origin(model_out, pretrained=True, how=(
-            f"masked-LM pre-trained {steps} steps here (masked-token accuracy {before['masked_token_accuracy']:.1%} "
-            f"-> {after['masked_token_accuracy']:.1%}) from {model_dir}"
-            + (" (random weights before)" if start["pretrained"] is False else "")))
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-
+        _save_mlm_outputs(tmp, trainer, model, tokenizer, model_dir, own_dropout, before, after)
         history = history_frame(trainer.state.log_history)
         history.to_csv(tmp / HISTORY, index=False)
-        metrics = {
-            "masked_token_accuracy": after["masked_token_accuracy"],
-            "masked_token_accuracy_before": before["masked_token_accuracy"],
-            "heldout_mlm_loss": after["mlm_loss"],
-            "heldout_mlm_loss_before": before["mlm_loss"],
-            "heldout_texts": len(heldout_texts),
-            "heldout_masked_tokens": after["masked_tokens"],
-            "train_texts": len(train_texts),
-            **training_numbers(trainer, history, config, runtime),
-            "model": {"source": str(model_dir), "hidden_size": model.config.hidden_size,
-                      "num_layers": model.config.num_hidden_layers, "num_heads": model.config.num_attention_heads,
-                      "intermediate_size": model.config.intermediate_size, "vocab_size": model.config.vocab_size,
-                      "trained_output_tokens": (model.config.vocab_size if model.output_token_ids is None
-                                                else len(model.output_token_ids)),
-                      "parameters": sum(p.numel() for p in model.parameters())},
-            **run_settings(config, choice),
-            "threads": thread_schedule(trainer),
-        }
+        metrics = _mlm_metrics(trainer, model, model_dir, history, config, choice, runtime, before, after,
+                               texts=(len(train_texts), len(heldout_texts)))
         write_json(tmp / METRICS, metrics)
     return PretrainResult(model_dir=out_dir / MODEL, out_dir=out_dir, metrics=metrics,
                           history=history, figure=copy_loss_figure(out_dir, figure_path))
+
+
+def _save_mlm_outputs(tmp: Path, trainer, model, tokenizer, model_dir, own_dropout: dict, before: dict,
+                      after: dict) -> None:
+    """The held-out scores as TensorBoard points and the pre-trained model folder."""
+    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.training.tensorboard_logs import write_scalars
+
+    steps = int(trainer.state.global_step)
+    # held-out scores before (step 0) and after training, next to Trainer's train/loss
+    for step, score in ((0, before), (steps, after)):
+        write_scalars(tmp / TENSORBOARD_DIR, {"heldout/mlm_loss": score["mlm_loss"],
+                                              "heldout/masked_token_accuracy": score["masked_token_accuracy"]}, step)
+
+    model_out = tmp / MODEL
+    model.save_pretrained(str(model_out), safe_serialization=True)
+    # Saved weights are the stock BertForMaskedLM's; name that class so any tool reading
+    # config.json (AutoModelForMaskedLM, pipelines) needs nothing from nbutils.
+    model.config.architectures = ["BertForMaskedLM"]
+    for key, value in own_dropout.items():
+        setattr(model.config, key, value)
+    model.config.save_pretrained(str(model_out))
+    tokenizer.save_pretrained(str(model_out))
+    start = weights_origin(model_dir)
+    write_weights_origin(model_out, pretrained=True, how=(
+        f"masked-LM pre-trained {steps} steps here (masked-token accuracy {before['masked_token_accuracy']:.1%} "
+        f"-> {after['masked_token_accuracy']:.1%}) from {model_dir}"
+        + (" (random weights before)" if start["pretrained"] is False else "")))
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+
+
+def _mlm_metrics(trainer, model, model_dir, history, config, choice, runtime, before, after, *, texts) -> dict:
+    from nbutils.runtime.governor_callback import thread_schedule
+
+    train_texts, heldout_texts = texts
+    metrics = {
+        "masked_token_accuracy": after["masked_token_accuracy"],
+        "masked_token_accuracy_before": before["masked_token_accuracy"],
+        "heldout_mlm_loss": after["mlm_loss"],
+        "heldout_mlm_loss_before": before["mlm_loss"],
+        "heldout_texts": heldout_texts,
+        "heldout_masked_tokens": after["masked_tokens"],
+        "train_texts": train_texts,
+        **training_numbers(trainer, history, config, runtime),
+        "model": {"source": str(model_dir), "hidden_size": model.config.hidden_size,
+                  "num_layers": model.config.num_hidden_layers, "num_heads": model.config.num_attention_heads,
+                  "intermediate_size": model.config.intermediate_size, "vocab_size": model.config.vocab_size,
+                  "trained_output_tokens": (model.config.vocab_size if model.output_token_ids is None
+                                            else len(model.output_token_ids)),
+                  "parameters": sum(p.numel() for p in model.parameters())},
+        **run_settings(config, choice),
+        "threads": thread_schedule(trainer),
+    }
+    return metrics
 
 
 # --- what masked-LM and ELECTRA pre-training (nbutils.pretraining.electra) share ----------------------------

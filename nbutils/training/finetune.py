@@ -40,7 +40,7 @@ from nbutils.checkpoints.weights import quiet_weight_files
 from nbutils.core.config_flags import config_from_params
 from nbutils.core.errors import NbutilsError
 from nbutils.core.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
-from nbutils.text.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode
+from nbutils.text.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode, Truncator
 
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
 CHECKPOINTS = "checkpoints"
@@ -80,6 +80,7 @@ class FinetuneConfig:
     keep_checkpoints: bool = False  # delete checkpoints/ after a successful run
     dataloader_num_workers: int = 0  # batch-loading worker processes (0: in the training process)
     extra_training_args: dict = field(default_factory=dict)  # any other TrainingArguments
+    invariant_numerics: bool = True  # CPU: the same bits at any thread count (nbutils.runtime.invariant); off: stock kernels, one thread count held
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> FinetuneConfig:
@@ -277,36 +278,57 @@ def finetune(
     ``length_advice``: exploration's recommended max_length, quoted when max_length cuts many
     train texts (``nbutils.training.length_fit``).
     """
-    import torch
-    from transformers import (
-        DataCollatorWithPadding,
-        EarlyStoppingCallback,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import set_seed
 
-    from nbutils.core.io import atomic_dir, write_json
     from nbutils.runtime.device import choose_device
-    from nbutils.runtime.governor_callback import govern_threads, thread_schedule
-    from nbutils.runtime.invariant import make_thread_invariant
-    from nbutils.text.tokenization import TokenizingCollator, Truncator
-    from nbutils.training.length_fit import measure_length_fit
-    from nbutils.training.live import LiveCurves, history_frame, progress_kwargs, use_progress_style
-    from nbutils.training.measurement import TrainingClock, process_peak_memory_mb
-    from nbutils.training.model_card import CARD, model_card
-    from nbutils.training.resume import (
-        FINGERPRINT,
-        check_resume,
-        last_checkpoint,
-        resume_problem,
-        run_fingerprint,
-        training_setup,
-    )
-    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
-    from nbutils.training.tensorboard_logs import tensorboard_callback, write_scalars
 
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
+    finished = _check_out_dir(out_dir, save_model=save_model, overwrite=overwrite)
+    if config.headless:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight loading/saving bars would clutter the log
+    choice = choose_device(config.device, config.precision)
+    set_seed(config.seed)  # the classifier head's initialisation depends on it
+    label_names = [str(n) for n in dataset.label_names]
+    model, tokenizer, sizes = _load_for_training(model_dir, label_names, choice, config, prepare_model)
+    truncator = Truncator(tokenizer, config.max_length, config.truncation, config.head_tokens)
+    dataset, splits, encoded = _encode_splits(dataset, truncator, config, teacher, len(label_names))
+    length_fit = _length_fit(splits, tokenizer, model, config, length_advice)
+    run = _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir, label_names,
+                    param_groups=param_groups, extra_callbacks=extra_callbacks,
+                    curves_png=curves_png, title=title, teacher=teacher)
+    fingerprint = _fingerprint(run, model_dir, dataset, config, encoded, choice, teacher)
+    resume = _resume_or_start(run, out_dir, fingerprint, finished=finished, overwrite=overwrite)
+    _train(run.trainer, resume, choice, config)
+    outputs = _evaluate(run, splits, encoded, label_names, choice)
+    metrics = {**_metrics(run, outputs, sizes, resume, choice, model_dir, config, teacher),
+               "length_fit": length_fit, "data": _data_record(dataset, splits)}
+    if run.trainer.is_world_process_zero():
+        _write_outputs(run, out_dir, outputs, metrics, tokenizer, truncator, config,
+                       save_model=save_model, overwrite=overwrite)
+    runtime = metrics["train"]["runtime_s"]
+    return FinetuneResult(
+        metrics=metrics, history=outputs["history"], out_dir=out_dir, model_dir=out_dir / MODEL,
+        train_runtime_s=runtime, train_samples_per_second=run.clock.samples / runtime,
+        peak_memory_mb=metrics["train"]["peak_memory_mb"], trainable_params=sizes["trainable"],
+        total_params=sizes["total"],
+    )
+
+
+@dataclass
+class _Assembled:
+    """One fine-tuning's Trainer and what was built with it."""
+
+    trainer: Any
+    args: Any
+    clock: Any
+    optimizer: Any  # None: Trainer's default AdamW groups
+
+
+def _check_out_dir(out_dir: Path, *, save_model: bool, overwrite: bool) -> bool:
+    """Refuse to overwrite a finished run unless asked; True when ``out_dir`` holds one."""
     finished = (out_dir / METRICS).exists()
     if finished and not overwrite:
         raise NbutilsError(
@@ -319,67 +341,78 @@ def finetune(
             f"{out_dir / 'model'} already exists",
             fix="choose a new out_dir (a new run dir), delete that folder, or pass overwrite=True",
         )
-    if config.headless:
-        from transformers.utils import logging as hf_logging
+    return finished
 
-        hf_logging.disable_progress_bar()  # weight loading/saving bars would clutter the log
-    choice = choose_device(config.device, config.precision)
-    set_seed(config.seed)  # the classifier head's initialisation depends on it
-    label_names = [str(n) for n in dataset.label_names]
+
+def _load_for_training(model_dir, label_names, choice, config, prepare_model):
+    """The model (numerics prepared, ``prepare_model`` applied), its tokenizer, and parameter counts."""
+    from nbutils.checkpoints.weights import random_weights_warning
+    from nbutils.training.assembly import prepare_for_training
 
     model, tokenizer = load_model(model_dir, label_names, choice)
-    # the same bits for any CPU thread count, so the adaptive thread policy cannot change results
-    make_thread_invariant(model, choice.device)
-    from nbutils.checkpoints.weights import random_weights_warning, weights_origin
-
+    prepare_for_training(model, choice.device, invariant_numerics=config.invariant_numerics)
     warning = random_weights_warning(model_dir)
     if warning and int(os.environ.get("RANK", "0")) == 0:
         print(f"\n{'!' * 100}\n{warning}\n{'!' * 100}\n", flush=True)
     if prepare_model is not None:
         prepare_model(model)
-    total_params = sum(p.numel() for p in model.parameters())
-    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if trainable_params == 0:
+    sizes = {"total": sum(p.numel() for p in model.parameters()),
+             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    if sizes["trainable"] == 0:
         raise NbutilsError("prepare_model froze every parameter; nothing would train")
+    return model, tokenizer, sizes
 
+
+def _encode_splits(dataset, truncator, config, teacher, num_labels: int):
+    """The (subsampled) dataset, its splits as (texts, labels), and each split ready to encode."""
     limits = {"train": config.max_train_samples, "dev": config.max_eval_samples,
               "test": config.max_test_samples}
     if any(limits.values()):  # stratified, the same rows for the same seed
         dataset = dataset.subsample({k: n or None for k, n in limits.items()}, seed=config.seed)
     splits = {name: _split(dataset, name) for name in ("train", "dev", "test")}
-    # how many train texts max_length cuts: one line now, metrics.json's length_fit, the report
+    # Tokenized per batch by the collator: nothing waits for the whole corpus to be tokenized,
+    # and memory holds one batch of ids (benchmarks/bench_scale.py measures both).
+    encoded = {name: TextsToEncode(texts, labels, truncator) for name, (texts, labels) in splits.items()}
+    if teacher is not None:  # fitted on the train split only; dev/test keep plain labels
+        targets = teacher.targets(*splits["train"], num_labels)
+        encoded["train"] = TextsToEncode(*splits["train"], truncator, targets=targets)
+    return dataset, splits, encoded
+
+
+def _length_fit(splits, tokenizer, model, config, length_advice) -> dict:
+    """How many train texts max_length cuts: one line now, metrics.json's length_fit, the report."""
+    from nbutils.training.length_fit import measure_length_fit
+
     length_fit = measure_length_fit(splits["train"][0], tokenizer, config.max_length, seed=config.seed,
                                     positions=getattr(model.config, "max_position_embeddings", None),
                                     recommended=length_advice)
     if int(os.environ.get("RANK", "0")) == 0:
         print(length_fit["warning"] or f"max_length {config.max_length} cuts "
               f"{length_fit['truncated_share']:.1%} of the train texts", flush=True)
-    truncator = Truncator(tokenizer, config.max_length, config.truncation, config.head_tokens)
-    # Tokenized per batch by the collator: nothing waits for the whole corpus to be tokenized,
-    # and memory holds one batch of ids (benchmarks/bench_scale.py measures both).
-    encoded = {name: TextsToEncode(texts, labels, truncator) for name, (texts, labels) in splits.items()}
-    if teacher is not None:  # fitted on the train split only; dev/test keep plain labels
-        targets = teacher.targets(*splits["train"], len(label_names))
-        encoded["train"] = TextsToEncode(*splits["train"], truncator, targets=targets)
+    return length_fit
 
-    def compute_metrics(eval_pred):
-        from nbutils.training.metrics import classification_metrics
 
-        m = classification_metrics(eval_pred.label_ids, eval_pred.predictions.argmax(-1), label_names)
-        return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+def _data_record(dataset, splits) -> dict:
+    """What the model card names as its data (sizes after any subsample: what was trained and scored)."""
+    return {"source": str(getattr(dataset, "source", "")), "format": getattr(dataset, "format", None),
+            "sizes": {name: len(split[1]) for name, split in splits.items()}}
 
-    n_train = len(encoded["train"])
-    plan = _schedule(n_train, config, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun sets it
-    logging_steps, eval_steps = plan["logging_steps"], plan["eval_steps"]
+
+def _training_arguments(config: FinetuneConfig, choice, ckpt_dir: Path, n_train: int):
+    from transformers import TrainingArguments
+
+    from nbutils.training.live import progress_kwargs
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it
+    plan = _schedule(n_train, config, world_size)
     by_steps = config.eval_strategy == "steps" or config.eval_steps > 0
-    ckpt_dir = out_dir / CHECKPOINTS
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(ckpt_dir),
         eval_strategy="steps" if by_steps else "epoch",
         save_strategy="steps" if by_steps else "epoch",
-        eval_steps=eval_steps if by_steps else None,
-        save_steps=eval_steps if by_steps else None,
-        logging_steps=logging_steps,
+        eval_steps=plan["eval_steps"] if by_steps else None,
+        save_steps=plan["eval_steps"] if by_steps else None,
+        logging_steps=plan["logging_steps"],
         load_best_model_at_end=True,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
@@ -397,7 +430,7 @@ def finetune(
         data_seed=config.seed,
         train_sampling_strategy="random",  # length grouping: LengthBucketTrainer's sampler
         dataloader_num_workers=config.dataloader_num_workers,
-        ddp_backend="gloo" if choice.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if choice.device == "cpu" and world_size > 1 else None,
         ddp_find_unused_parameters=False,  # every parameter takes part in each forward pass
         report_to="none",
         **choice.training_args(),
@@ -405,31 +438,43 @@ def finetune(
         **{"remove_unused_columns": False,  # the collator needs each example's "text"
            **config.extra_training_args},
     )
-    curves = LiveCurves(curves_png or out_dir / CURVES_FIGURE, headless=config.headless, title=title)
+
+
+def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Path, label_names, *,
+              param_groups, extra_callbacks, curves_png, title, teacher) -> _Assembled:
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+
+    from nbutils.text.tokenization import TokenizingCollator
+    from nbutils.training.assembly import assemble_trainer
+    from nbutils.training.live import LiveCurves
+    from nbutils.training.measurement import TrainingClock
+    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+
+    args = _training_arguments(config, choice, out_dir / CHECKPOINTS, len(encoded["train"]))
     clock = TrainingClock()
-    # TensorBoard events in <out_dir>/tensorboard: `tensorboard --logdir runs/` compares runs
-    tensorboard = tensorboard_callback(out_dir / TENSORBOARD_DIR, text={"run": title} if title else None)
-    callbacks = [curves, clock, tensorboard, *extra_callbacks]
+    callbacks = [clock, *extra_callbacks]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    optimizers = (None, None)
+    optimizer = None
     if param_groups is not None:
-        optimizers = (
-            torch.optim.AdamW(param_groups(model), lr=config.learning_rate,
-                              weight_decay=config.weight_decay, fused=choice.fused_adamw or None),
-            None,  # Trainer builds the warmup + linear decay schedule around it
-        )
-    trainer = LengthBucketTrainer(
-        model=model,
-        args=args,
+        optimizer = torch.optim.AdamW(param_groups(model), lr=config.learning_rate,
+                                      weight_decay=config.weight_decay, fused=choice.fused_adamw or None)
+    trainer = assemble_trainer(
+        model, args, trainer_class=LengthBucketTrainer, headless=config.headless,
+        govern_threads=config.invariant_numerics,
+        curves=LiveCurves(curves_png or out_dir / CURVES_FIGURE, headless=config.headless, title=title),
+        # TensorBoard events in <out_dir>/tensorboard: `tensorboard --logdir runs/` compares runs
+        tensorboard_dir=out_dir / TENSORBOARD_DIR, tensorboard_text={"run": title} if title else None,
+        callbacks=callbacks,
         train_dataset=encoded["train"],
         eval_dataset=encoded["dev"],
         processing_class=tokenizer,
         data_collator=TokenizingCollator(truncator, DataCollatorWithPadding(
             tokenizer, pad_to_multiple_of=8 if choice.device == "cuda" else None)),
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-        optimizers=optimizers,
+        compute_metrics=_dev_scores(label_names),
+        # Trainer builds the warmup + linear decay schedule around a given optimizer
+        optimizers=(optimizer, None),
         compute_loss_func=teacher.loss if teacher is not None else None,
     )
     # Sequence classifiers accept **kwargs but average their loss themselves; if Trainer thinks
@@ -437,17 +482,41 @@ def finetune(
     # loss by the number of DDP processes (gradients N times too large). Tell it the truth.
     trainer.model_accepts_loss_kwargs = False
     trainer.group_by_length = config.group_by_length
-    use_progress_style(trainer, config.headless)
-    govern_threads(trainer)  # adaptive CPU thread count (nbutils.runtime.governor_callback)
+    return _Assembled(trainer=trainer, args=args, clock=clock, optimizer=optimizer)
 
-    setup = training_setup(model, optimizers[0])
+
+def _dev_scores(label_names):
+    """Trainer's ``compute_metrics``: the dev scores early stopping and the best checkpoint use."""
+    def compute_metrics(eval_pred):
+        from nbutils.training.metrics import classification_metrics
+
+        m = classification_metrics(eval_pred.label_ids, eval_pred.predictions.argmax(-1), label_names)
+        return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+
+    return compute_metrics
+
+
+def _fingerprint(run: _Assembled, model_dir, dataset, config, encoded, choice, teacher) -> dict:
+    from nbutils.training.resume import run_fingerprint, training_setup
+
+    setup = training_setup(run.trainer.model, run.optimizer)
     if teacher is not None:
         setup["teacher"] = teacher.settings()  # not its timings: a resume must match
-    fingerprint = run_fingerprint(model_dir, dataset, config, {k: len(v) for k, v in encoded.items()},
-                                  setup, choice)
+    return run_fingerprint(model_dir, dataset, config, {k: len(v) for k, v in encoded.items()},
+                           setup, choice)
+
+
+def _resume_or_start(run: _Assembled, out_dir: Path, fingerprint: dict, *, finished: bool,
+                     overwrite: bool) -> str | None:
+    """The checkpoint to resume from (None: start over), after clearing what ``overwrite`` replaces."""
+    from nbutils.core.io import write_json
+    from nbutils.training.resume import FINGERPRINT, check_resume, last_checkpoint, resume_problem
+    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+
+    trainer, ckpt_dir = run.trainer, out_dir / CHECKPOINTS
     # Rank 0 first (the others wait at a barrier): it clears or checks checkpoints/ and writes the
     # fingerprint before any rank decides whether to resume.
-    with args.main_process_first(local=False, desc="checkpoint check"):
+    with run.args.main_process_first(local=False, desc="checkpoint check"):
         if overwrite and trainer.is_world_process_zero():
             if finished:
                 # A finished run's checkpoints would otherwise be "resumed" into 0 more steps, its
@@ -470,6 +539,12 @@ def finetune(
             write_json(ckpt_dir / FINGERPRINT, fingerprint)
     if resume and trainer.is_world_process_zero():
         print(f"resuming from {resume}")
+    return resume
+
+
+def _train(trainer, resume, choice, config) -> None:
+    import torch
+
     if choice.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -481,21 +556,36 @@ def finetune(
             "or lower max_length",
         ) from err
 
-    # Trainer.predict gathers every rank's predictions: metrics are over the whole split.
-    dev_out = trainer.predict(encoded["dev"], metric_key_prefix="dev")
-    test_out = trainer.predict(encoded["test"], metric_key_prefix="test")
-    peak_mb = process_peak_memory_mb(choice.device)
-    runtime = max(clock.end_time - clock.start_time, 1e-9)
-    history = history_frame(trainer.state.log_history)
 
+def _evaluate(run: _Assembled, splits, encoded, label_names, choice) -> dict:
+    """Dev and test predictions and metrics of the best checkpoint, the history, peak memory."""
+    from nbutils.training.live import history_frame
+    from nbutils.training.measurement import process_peak_memory_mb
     from nbutils.training.metrics import classification_metrics
 
-    dev_m = classification_metrics(splits["dev"][1], dev_out.predictions.argmax(-1), label_names)
-    test_m = classification_metrics(splits["test"][1], test_out.predictions.argmax(-1), label_names)
+    # Trainer.predict gathers every rank's predictions: metrics are over the whole split.
+    dev_out = run.trainer.predict(encoded["dev"], metric_key_prefix="dev")
+    test_out = run.trainer.predict(encoded["test"], metric_key_prefix="test")
+    peak_mb = process_peak_memory_mb(choice.device)
+    return {
+        "dev": classification_metrics(splits["dev"][1], dev_out.predictions.argmax(-1), label_names),
+        "test": classification_metrics(splits["test"][1], test_out.predictions.argmax(-1), label_names),
+        "test_logits": test_out.predictions, "test_split": splits["test"], "label_names": label_names,
+        "history": history_frame(run.trainer.state.log_history), "peak_memory_mb": peak_mb,
+        "runtime_s": max(run.clock.end_time - run.clock.start_time, 1e-9),
+    }
+
+
+def _metrics(run: _Assembled, outputs: dict, sizes: dict, resume, choice, model_dir, config, teacher) -> dict:
+    """metrics.json: dev and test scores, how training went, and what it ran on."""
+    from nbutils.checkpoints.weights import weights_origin
+    from nbutils.runtime.governor_callback import thread_schedule
+
+    trainer, clock, runtime = run.trainer, run.clock, outputs["runtime_s"]
     metrics = {
-        "label_names": label_names,
-        "dev": dev_m,
-        "test": test_m,
+        "label_names": outputs["label_names"],
+        "dev": outputs["dev"],
+        "test": outputs["test"],
         "train": {
             "runtime_s": runtime,
             "samples_per_second": clock.samples / runtime,  # wall time, evaluation included
@@ -506,11 +596,11 @@ def finetune(
             "resumed_from": resume,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "best_dev_macro_f1": trainer.state.best_metric,
-            "train_samples": n_train,
-            "world_size": args.world_size,
-            "trainable_params": trainable_params,
-            "total_params": total_params,
-            "peak_memory_mb": peak_mb,
+            "train_samples": len(trainer.train_dataset),
+            "world_size": run.args.world_size,
+            "trainable_params": sizes["trainable"],
+            "total_params": sizes["total"],
+            "peak_memory_mb": outputs["peak_memory_mb"],
             "peak_memory_kind": "cuda allocated" if choice.device == "cuda" else "process RSS",
         },
         "device": choice.as_dict(),
@@ -519,40 +609,41 @@ def finetune(
         # {"pretrained": False, ...}: these scores are of random weights fine-tuned (the demo without 03)
         "model_weights": weights_origin(model_dir),
         "config": asdict(config),
-        "length_fit": length_fit,
-        # what the model card names as its data (sizes after any subsample: what was trained and scored)
-        "data": {"source": str(getattr(dataset, "source", "")), "format": getattr(dataset, "format", None),
-                 "sizes": {name: len(split[1]) for name, split in splits.items()}},
     }
     if teacher is not None:
         metrics["distillation"] = teacher.describe()
+    return metrics
 
-    if trainer.is_world_process_zero():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if save_model:
-            with atomic_dir(out_dir / MODEL, overwrite=overwrite) as tmp:
-                trainer.model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                write_json(tmp / CONFIG_FILE, {
-                    "max_length": config.max_length, "truncation": config.truncation,
-                    "head_tokens": truncator.head, "label_names": label_names,
-                })
-                # a Hugging Face model card: the folder can be shared (or pushed to the Hub) as is
-                (tmp / CARD).write_text(model_card(metrics), encoding="utf-8")
-        _write_csv(out_dir / HISTORY, history)
-        _write_predictions_csv(out_dir / PREDICTIONS, splits["test"][0], test_out.predictions,
-                               label_names, splits["test"][1])
-        write_scalars(out_dir / TENSORBOARD_DIR, {
-            f"{split}/{name}": m[name] for split, m in (("dev", dev_m), ("test", test_m))
-            for name in ("accuracy", "macro_f1")}, step=trainer.state.global_step)
-        write_json(out_dir / METRICS, metrics)  # last: its presence marks a finished run
-        if not config.keep_checkpoints:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return FinetuneResult(
-        metrics=metrics, history=history, out_dir=out_dir, model_dir=out_dir / MODEL,
-        train_runtime_s=runtime, train_samples_per_second=clock.samples / runtime,
-        peak_memory_mb=peak_mb, trainable_params=trainable_params, total_params=total_params,
-    )
+
+def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict, tokenizer, truncator,
+                   config, *, save_model: bool, overwrite: bool) -> None:
+    """The run's files; metrics.json last, since its presence marks a finished run."""
+    from nbutils.core.io import atomic_dir, write_json
+    from nbutils.training.model_card import CARD, model_card
+    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.training.tensorboard_logs import write_scalars
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label_names = outputs["label_names"]
+    if save_model:
+        with atomic_dir(out_dir / MODEL, overwrite=overwrite) as tmp:
+            run.trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / CONFIG_FILE, {
+                "max_length": config.max_length, "truncation": config.truncation,
+                "head_tokens": truncator.head, "label_names": label_names,
+            })
+            # a Hugging Face model card: the folder can be shared (or pushed to the Hub) as is
+            (tmp / CARD).write_text(model_card(metrics), encoding="utf-8")
+    _write_csv(out_dir / HISTORY, outputs["history"])
+    test_texts, test_labels = outputs["test_split"]
+    _write_predictions_csv(out_dir / PREDICTIONS, test_texts, outputs["test_logits"], label_names, test_labels)
+    write_scalars(out_dir / TENSORBOARD_DIR, {
+        f"{split}/{name}": outputs[split][name] for split in ("dev", "test")
+        for name in ("accuracy", "macro_f1")}, step=run.trainer.state.global_step)
+    write_json(out_dir / METRICS, metrics)
+    if not config.keep_checkpoints:
+        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
 
 
 def _write_predictions_csv(path: Path, texts, logits, label_names, labels, chunk: int = 10_000) -> None:

@@ -446,6 +446,32 @@ def _warm_up(dataset, model_dir, out_dir, config, log) -> None:
     shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def _run_one(dataset, source, tmp: Path, config, strategy: Strategy, seed: int, *, quiet: bool):
+    """One strategy at one seed: its results row and its history rows."""
+    import dataclasses
+    from functools import partial
+
+    from nbutils.training.finetune import finetune
+    from nbutils.training.measurement import TrainingClock
+
+    clock = TrainingClock(measure_memory=True)
+    groups = None
+    if strategy.llrd_decay is not None:
+        groups = partial(llrd_param_groups, base_lr=config.learning_rate, decay=strategy.llrd_decay,
+                         weight_decay=config.weight_decay)
+    started = time.perf_counter()
+    with _quiet_transformers(quiet=quiet):
+        result = finetune(
+            dataset, source, tmp / FREEZING_RUNS / f"{strategy.name}-seed{seed}",
+            dataclasses.replace(config, seed=seed),
+            prepare_model=partial(apply_strategy, strategy=strategy),
+            param_groups=groups, extra_callbacks=[clock], save_model=False,
+            title=f"{strategy.name}, seed {seed}",
+        )
+    row = _result_row(strategy, seed, result, clock, time.perf_counter() - started)
+    return row, _history_rows(strategy, seed, result.history)
+
+
 def run_comparison(
     dataset,
     model_dir,
@@ -476,13 +502,10 @@ def run_comparison(
     strategy happens to run first.
     """
     import dataclasses
-    from functools import partial
 
     import pandas as pd
 
     from nbutils.core.io import atomic_dir, atomic_file
-    from nbutils.training.finetune import finetune
-    from nbutils.training.measurement import TrainingClock
 
     seeds = as_list(seeds, int)
     if not strategies or not seeds:
@@ -501,26 +524,10 @@ def run_comparison(
             ((run, seed) for run in runs for seed in seeds), start=1
         ):
             log(f"[{i}/{total}] {strategy.name}, seed {seed}: {strategy.describe()}")
-            clock = TrainingClock(measure_memory=True)
-            groups = None
-            if strategy.llrd_decay is not None:
-                groups = partial(
-                    llrd_param_groups, base_lr=config.learning_rate, decay=strategy.llrd_decay,
-                    weight_decay=config.weight_decay,
-                )
-            started = time.perf_counter()
             # the model's load report was shown once (warm-up or first run); it repeats verbatim
-            with _quiet_transformers(quiet=warmup or i > 1):
-                result = finetune(
-                    dataset, source, tmp / FREEZING_RUNS / f"{strategy.name}-seed{seed}",
-                    dataclasses.replace(config, seed=seed),
-                    prepare_model=partial(apply_strategy, strategy=strategy),
-                    param_groups=groups, extra_callbacks=[clock], save_model=False,
-                    title=f"{strategy.name}, seed {seed}",
-                )
-            rows.append(_result_row(strategy, seed, result, clock, time.perf_counter() - started))
-            histories.append(_history_rows(strategy, seed, result.history))
-            row = rows[-1]
+            row, history = _run_one(dataset, source, tmp, config, strategy, seed, quiet=warmup or i > 1)
+            rows.append(row)
+            histories.append(history)
             log(
                 f"    test accuracy {row['test_accuracy']:.4f}, macro-F1 {row['test_macro_f1']:.4f}; "
                 f"{row['trainable_params']:,} trainable; {row['train_time_s']:.1f} s of steps"
