@@ -69,9 +69,11 @@ def plan_split(records: list[tuple[int, dict]], settings: SplitSettings) -> tupl
     from nbutils.data.dataset import stratified_split
 
     labels_of: dict[str, set[str]] = defaultdict(set)
+    shown: dict[str, str] = {}  # a text as first written, for the listing
     for _, record in records:
-        labels_of[_text_key(record[settings.text_column], settings.ignore_whitespace)].add(
-            _label_key(record[settings.label_column]))
+        key = _text_key(record[settings.text_column], settings.ignore_whitespace)
+        labels_of[key].add(_label_key(record[settings.label_column]))
+        shown.setdefault(key, record[settings.text_column].strip())
     conflicting = {key for key, labels in labels_of.items() if len(labels) > 1}
     kept, seen_exact, seen = [], set(), set()
     removed = Counter()
@@ -99,7 +101,7 @@ def plan_split(records: list[tuple[int, dict]], settings: SplitSettings) -> tupl
     parts: dict[str, list] = {s: [] for s in SPLITS}
     for (line, record, _, _), split in zip(kept, names, strict=True):
         parts[split].append((line, record))
-    listed = [{"text": key, "labels": {label: lines for label, lines in sorted(by_label.items())}}
+    listed = [{"text": shown[key], "labels": {label: lines for label, lines in sorted(by_label.items())}}
               for key, by_label in list(conflict_lines.items())[:MAX_LISTED]]
     done = {"rows_read": len(records), "rows_kept": len(kept),
             "removed": {k: removed[k] for k in ("exact_duplicates", "whitespace_duplicates",
