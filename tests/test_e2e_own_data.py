@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from nbutils.cli import main as cli
-from nbutils.errors import NbutilsError
-from nbutils.paths import RunPaths
-from nbutils.runner import RunFailed, load_profile, run_pipeline
+from nbutils.core.errors import NbutilsError
+from nbutils.core.paths import RunPaths
+from nbutils.pipeline.runner import RunFailed, load_profile, run_pipeline
 
 pytestmark = pytest.mark.slow
 
