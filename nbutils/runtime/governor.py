@@ -3,7 +3,7 @@
 Why: PyTorch's OpenMP threads spin while they wait for each other. On a quiet 2-core CPU two
 threads train the demo BERT ~1.5x faster than one; beside another busy process the spinning
 thread burns the core its partner needs and two threads become slower than one (up to ~50x
-under heavy load; ``benchmarks/bench_threads.py``, README "CPU threads"). No fixed count is
+under heavy load; ``benchmarks/bench_threads.py``, docs/cpu-threads.md). No fixed count is
 best on both, so ``ThreadGovernor`` watches the step times and moves between counts:
 
 - it starts at all usable CPUs and hill-climbs by one thread (on 2 cores: between 2 and 1);

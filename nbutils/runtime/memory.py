@@ -34,11 +34,12 @@ titles they did not pay where it counts: with the fused AdamW that training uses
 of 8-12 fresh processes), and a real 400-step fine-tune showed no difference (docs/scaling.md, "Huge pages
 only for long inputs"); there the only tensors of 2 MiB are the embedding matrix, its
 gradient and its optimizer state. So both switches are for
-long inputs only (``max_length`` >= ``LONG_INPUTS``): ``finetune`` maps large blocks, and huge pages
-are switched on where the length is known before torch loads: ``nbutils run`` for its kernels
-(``longest_max_length``: the profile's and overrides' ``*max_length`` values) and the ``nbutils``
-commands given ``--max-length`` (``nbutils.cli``). In JupyterLab, start the kernel with the
-variable set (``%env`` is too late once torch has allocated).
+long inputs only (``max_length`` >= ``LONG_INPUTS``), applied with the thread policy by
+:func:`nbutils.runtime.process.configure_process`, which every entry point calls with its length
+before torch loads: ``nbutils run`` for its kernels (``longest_max_length``: the profile's and
+overrides' ``*max_length`` values), the ``nbutils`` commands given ``--max-length``
+(``nbutils.cli``) and each notebook's first code cell. Huge pages cannot be switched on once torch
+has allocated: in JupyterLab, restart the kernel after raising ``max_length`` to a long input.
 """
 
 from __future__ import annotations

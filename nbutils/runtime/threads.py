@@ -4,7 +4,7 @@ PyTorch's CPU kernels run on OpenMP threads (GNU libgomp in the pip Linux builds
 per core. Between parallel regions a waiting libgomp thread spins (~300,000 rounds) before it
 sleeps. Quiet, that spin keeps the next region's start cheap; when another process wants a core,
 the spinning thread burns the very core its partner needs (``benchmarks/bench_threads.py``,
-README "CPU threads": on 2 cores two threads train the demo BERT ~1.5x faster than one when
+docs/cpu-threads.md: on 2 cores two threads train the demo BERT ~1.5x faster than one when
 quiet, and up to ~50x slower beside busy processes; the gentler libgomp waits, GOMP_SPINCOUNT and
 OMP_WAIT_POLICY=PASSIVE, cost more quiet speed than they save). No fixed count is best both
 ways, so the policy (``NBUTILS_THREAD_POLICY``) is:
@@ -49,7 +49,7 @@ SWITCH = "NBUTILS_THREAD_POLICY"  # adaptive (default) | fixed | off
 MARKER = "NBUTILS_POLICY_THREADS"
 OFF_VALUES = ("off", "0", "false", "no")
 MODES = ("adaptive", "fixed")
-MEASURED = "benchmarks/bench_threads.py; README, CPU threads"
+MEASURED = "benchmarks/bench_threads.py; docs/cpu-threads.md"
 
 
 def usable_cpus() -> int:
