@@ -321,8 +321,9 @@ def test_figures_are_written(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
-    """Real fine-tuning runs (tiny random BERT, a few dozen titles): the files and their schema."""
+def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir, capsys):
+    """Real fine-tuning runs (tiny random BERT, a few dozen titles): the files and their schema;
+    headless, a line per run and the encoder's load message once, no step lines."""
     from nbutils.checkpoints.random_bert import make_random_bert
     from nbutils.data.dataset import load_dataset
     from nbutils.training.finetune import FinetuneConfig
@@ -335,7 +336,12 @@ def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir):
                             eval_steps=2, logging_steps=1)
     strategies = select_strategies(["full", "frozen_bottom_1", "classifier_only", "llrd"], 2)
     out = tmp_path / "freezing"
-    results = freezing.run_comparison(data, model_dir, out, strategies, [7], config, log=lambda *_: None)
+    capsys.readouterr()
+    results = freezing.run_comparison(data, model_dir, out, strategies, [7], config, log=print)
+    printed = capsys.readouterr().out
+    assert printed.count("new classifier head") == 1, printed
+    assert not [line for line in printed.splitlines() if line.startswith(("step ", "training:", "CPU threads"))], printed
+    assert printed.count("test accuracy") == len(strategies)
 
     on_disk = pd.read_csv(out / "results.csv")
     assert list(on_disk.columns[: len(freezing.RESULT_COLUMNS)]) == list(freezing.RESULT_COLUMNS)

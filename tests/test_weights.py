@@ -69,3 +69,17 @@ def test_loading_an_encoder_for_classification_prints_one_line_not_the_load_repo
 
     with pytest.warns(UserWarning, match=r"UNUSED.*bert\.pooler\.dense\.bias"):
         load_pretrained(BertForMaskedLM, tiny_model, new_ok=(), unused_ok=())
+
+
+def test_the_same_load_message_is_said_once_inside_say_loading_once(tiny_model, capsys):
+    """The freezing comparison loads one encoder per strategy and seed: one message, not six."""
+    from transformers import AutoModelForSequenceClassification
+
+    from nbutils.weights import load_pretrained, say_loading_once
+
+    with say_loading_once():
+        for _ in range(3):
+            load_pretrained(AutoModelForSequenceClassification, tiny_model, num_labels=3)
+    assert capsys.readouterr().out.count("new classifier head") == 1
+    load_pretrained(AutoModelForSequenceClassification, tiny_model, num_labels=3)  # outside: said again
+    assert capsys.readouterr().out.count("new classifier head") == 1

@@ -7,6 +7,7 @@ table reduced to one line when it lists only the expected new task head, while r
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -74,6 +75,22 @@ def describe_loading(info: dict, model_dir, *, new_ok: tuple[str, ...] = ("class
             "task head (transformers' LOAD REPORT table of these keys is left out)"), False
 
 
+# Inside say_loading_once(): the load messages already printed in that block (else None).
+_SAID: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("nbutils_load_messages", default=None)
+
+
+@contextlib.contextmanager
+def say_loading_once():
+    """Inside the block, :func:`load_pretrained` prints each distinct load message once: the
+    freezing comparison loads the same encoder for every strategy and seed, and the same three
+    lines six times say nothing new. Warnings about real mismatches are not affected."""
+    token = _SAID.set(set())
+    try:
+        yield
+    finally:
+        _SAID.reset(token)
+
+
 class _DropLoadReport(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "LOAD REPORT" not in str(record.msg)
@@ -97,10 +114,13 @@ def load_pretrained(model_cls, model_dir, *, new_ok: tuple[str, ...] = ("classif
         logger.removeFilter(drop_report)
     text, mismatch = describe_loading(info, model_dir, new_ok=new_ok, unused_ok=unused_ok)
     if int(os.environ.get("RANK", "0")) == 0:  # once under torchrun, not once per process
+        said = _SAID.get()
         if mismatch:
             warnings.warn(text, stacklevel=2)
-        else:
+        elif said is None or text not in said:
             print(text)
+            if said is not None:
+                said.add(text)
     return model
 
 

@@ -102,3 +102,12 @@ class RunPaths:
         """Path for a figure, e.g. figure("finetune", "curves") -> figures/finetune_curves.png."""
         self.figures.mkdir(parents=True, exist_ok=True)
         return self.figures / f"{stage}_{name}.png"
+
+    def shown(self, path: str | Path) -> str:
+        """``path`` as a figure title or a log line shows it: relative to the run directory when
+        inside it (``pretrain/model``), else its last two parts; never a machine's absolute path."""
+        path = Path(path)
+        for root in (self.root, self.root.resolve()):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return "/".join(path.parts[-2:])

@@ -75,22 +75,55 @@ def plot_labels(names: Sequence[str]) -> list[str]:
     return [f"class {i}" for i in range(len(names))]
 
 
+def figure_alt(fig: plt.Figure) -> str:
+    """Words for a figure's alt text, from its titles and axis labels (no file path)."""
+    parts = []
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text():
+        parts.append(suptitle.get_text())
+    for ax in fig.axes:
+        axes = " against ".join(t for t in (ax.get_ylabel(), ax.get_xlabel()) if t)
+        title = ax.get_title()
+        if title or axes:
+            parts.append(f"{title}{' (' + axes + ')' if title and axes else axes}")
+    return "; ".join(dict.fromkeys(parts)) or "figure"
+
+
 def save_figure(fig: plt.Figure, path: str | Path, *, dpi: int = 120) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically (never a half-written image)."""
+    """Write ``fig`` as a PNG at ``path`` atomically (never a half-written image), its alt text
+    (:func:`figure_alt`) in the PNG's ``Description`` field for whoever shows it later."""
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight",
+                    metadata={"Description": figure_alt(fig)})
     return Path(path)
 
 
-def show_figure(fig: plt.Figure, path: str | Path) -> Path:
+def saved_alt(path: str | Path) -> str:
+    """The alt text :func:`save_figure` stored in a PNG, else words from its file name."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as image:
+        text = image.info.get("Description")
+    return text or Path(path).stem.replace("_", " ")
+
+
+def show_png(path: str | Path, alt: str | None = None) -> None:
+    """Show a saved PNG in the notebook with alt text (report.html carries it to the ``<img>``)."""
+    from IPython.display import Image, display
+
+    display(Image(filename=str(path)), metadata={"image/png": {"alt": alt or saved_alt(path)}})
+
+
+def show_figure(fig: plt.Figure, path: str | Path) -> None:
     """Save ``fig`` as a PNG at ``path`` (e.g. ``RunPaths.figure(stage, name)``, where the report
-    finds it), show it in the notebook, and close it (no second copy when the cell ends)."""
+    finds it), show it in the notebook with its alt text, and close it (no second copy when the
+    cell ends). Returns None, so a cell ending with it shows no path."""
     from IPython.display import display
 
-    saved = save_figure(fig, path)
-    display(fig)
+    alt = figure_alt(fig)
+    save_figure(fig, path)
+    display(fig, metadata={"image/png": {"alt": alt}})
     plt.close(fig)
-    return saved
 
 
 # --- 02 explore data ------------------------------------------------------------------------

@@ -80,14 +80,16 @@ def make_governor() -> ThreadGovernor | None:
     return ThreadGovernor(count, start=_last_count) if count else None
 
 
-def govern_threads(trainer, governor: ThreadGovernor | None = None) -> ThreadGovernorCallback | None:
-    """Add the thread governor to ``trainer`` when the thread policy is adaptive (see module doc)."""
+def govern_threads(trainer, governor: ThreadGovernor | None = None, *,
+                   verbose: bool = True) -> ThreadGovernorCallback | None:
+    """Add the thread governor to ``trainer`` when the thread policy is adaptive (see module doc);
+    ``verbose``: print its summary when training ends (metrics.json records it either way)."""
     if trainer.args.device.type != "cpu":
         return None
     governor = governor or make_governor()
     if governor is None:
         return None
-    callback = ThreadGovernorCallback(governor, verbose=trainer.is_world_process_zero())
+    callback = ThreadGovernorCallback(governor, verbose=verbose and trainer.is_world_process_zero())
     trainer.add_callback(callback)
     return callback
 

@@ -72,7 +72,8 @@ class Exploration:
 
     def _show(self, fig, name: str) -> None:
         """Save the figure where the report finds it, note it for stats.json, show it."""
-        saved = plots.show_figure(fig, self.paths.figure(STAGE, name))
+        saved = self.paths.figure(STAGE, name)
+        plots.show_figure(fig, saved)
         self.figures[name] = saved.relative_to(self.paths.root).as_posix()
 
     def class_balance(self) -> None:

@@ -31,10 +31,13 @@ def prepare_for_training(model, device: str, *, invariant_numerics: bool = True)
 
 def assemble_trainer(model, args, *, curves, tensorboard_dir: str | Path, headless: bool,
                      callbacks: Sequence = (), tensorboard_text: Mapping[str, str] | None = None,
-                     trainer_class=None, govern_threads: bool = True, **trainer_kwargs: Any):
+                     trainer_class=None, govern_threads: bool = True, progress_lines: int = 10,
+                     **trainer_kwargs: Any):
     """A ``Trainer`` (or ``trainer_class``) for ``model`` with the shared callbacks, progress style
     and thread governor; ``trainer_kwargs`` go to the Trainer as they are. ``govern_threads=False``
-    (stock numerics, whose bits depend on the thread count) holds one thread count throughout."""
+    (stock numerics, whose bits depend on the thread count) holds one thread count throughout.
+    ``progress_lines``: headless progress lines; 0 prints none (nor the governor's summary), for a
+    caller that prints one line per training itself (the freezing comparison)."""
     from transformers import Trainer
 
     from nbutils.runtime import governor_callback
@@ -44,7 +47,7 @@ def assemble_trainer(model, args, *, curves, tensorboard_dir: str | Path, headle
     shared = [curves, tensorboard_callback(tensorboard_dir, text=tensorboard_text)]
     trainer = (trainer_class or Trainer)(model=model, args=args, callbacks=[*shared, *callbacks],
                                          **trainer_kwargs)
-    use_progress_style(trainer, headless)
-    if govern_threads:
-        governor_callback.govern_threads(trainer)  # adaptive CPU thread count
+    use_progress_style(trainer, headless, progress_lines)
+    if govern_threads:  # adaptive CPU thread count
+        governor_callback.govern_threads(trainer, verbose=progress_lines > 0 or not headless)
     return trainer

@@ -262,6 +262,7 @@ def finetune(
     overwrite: bool = False,
     teacher=None,
     length_advice: int | None = None,
+    progress_lines: int = 10,
 ) -> FinetuneResult:
     """Fine-tune ``model_dir`` on ``dataset`` (train/dev/test splits) and write ``out_dir``.
 
@@ -277,6 +278,8 @@ def finetune(
     ``nbutils.training.distill.SvmTeacher``) adds soft targets for the train split and supplies the loss.
     ``length_advice``: exploration's recommended max_length, quoted when max_length cuts many
     train texts (``nbutils.training.length_fit``).
+    ``progress_lines``: headless progress lines (0: none, for a caller that prints its own line
+    per training, as the freezing comparison does).
     """
     from transformers import set_seed
 
@@ -298,7 +301,7 @@ def finetune(
     length_fit = _length_fit(splits, tokenizer, model, config, length_advice)
     run = _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir, label_names,
                     param_groups=param_groups, extra_callbacks=extra_callbacks,
-                    curves_png=curves_png, title=title, teacher=teacher)
+                    curves_png=curves_png, title=title, teacher=teacher, progress_lines=progress_lines)
     fingerprint = _fingerprint(run, model_dir, dataset, config, encoded, choice, teacher)
     resume = _resume_or_start(run, out_dir, fingerprint, finished=finished, overwrite=overwrite)
     _train(run.trainer, resume, choice, config)
@@ -441,7 +444,7 @@ def _training_arguments(config: FinetuneConfig, choice, ckpt_dir: Path, n_train:
 
 
 def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Path, label_names, *,
-              param_groups, extra_callbacks, curves_png, title, teacher) -> _Assembled:
+              param_groups, extra_callbacks, curves_png, title, teacher, progress_lines=10) -> _Assembled:
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
@@ -462,7 +465,7 @@ def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Pat
                                       weight_decay=config.weight_decay, fused=choice.fused_adamw or None)
     trainer = assemble_trainer(
         model, args, trainer_class=LengthBucketTrainer, headless=config.headless,
-        govern_threads=config.invariant_numerics,
+        govern_threads=config.invariant_numerics, progress_lines=progress_lines,
         curves=LiveCurves(curves_png or out_dir / CURVES_FIGURE, headless=config.headless, title=title),
         # TensorBoard events in <out_dir>/tensorboard: `tensorboard --logdir runs/` compares runs
         tensorboard_dir=out_dir / TENSORBOARD_DIR, tensorboard_text={"run": title} if title else None,

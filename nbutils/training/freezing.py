@@ -338,7 +338,9 @@ def write_random_init_copy(model_dir, out_dir, seed: int) -> Path:
 
     model_dir = Path(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
-    with atomic_dir(out_dir) as tmp:
+    from nbutils.checkpoints.weights import quiet_weight_files
+
+    with atomic_dir(out_dir) as tmp, quiet_weight_files():  # no "Writing model shards" bar left behind
         torch.manual_seed(seed)
         AutoModel.from_config(config).save_pretrained(tmp)
         for name in TOKENIZER_FILES:
@@ -441,7 +443,7 @@ def _warm_up(dataset, model_dir, out_dir, config, log) -> None:
     finetune(
         small, model_dir, out_dir,
         dataclasses.replace(config, max_steps=2, eval_strategy="epoch", eval_steps=0, headless=True),
-        save_model=False, extra_callbacks=[],
+        save_model=False, extra_callbacks=[], progress_lines=0,
     )
     shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -467,6 +469,7 @@ def _run_one(dataset, source, tmp: Path, config, strategy: Strategy, seed: int, 
             prepare_model=partial(apply_strategy, strategy=strategy),
             param_groups=groups, extra_callbacks=[clock], save_model=False,
             title=f"{strategy.name}, seed {seed}",
+            progress_lines=0,  # one line per run (run_comparison's) instead of ten step lines each
         )
     row = _result_row(strategy, seed, result, clock, time.perf_counter() - started)
     return row, _history_rows(strategy, seed, result.history)
@@ -513,7 +516,10 @@ def run_comparison(
     runs = [(s, model_dir) for s in strategies]
     config = dataclasses.replace(base_config, early_stopping_patience=0)
     rows, histories = [], []
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    from nbutils.checkpoints.weights import say_loading_once
+
+    # the encoder's load message once, not once per strategy and seed
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp, say_loading_once():
         if warmup:
             _warm_up(dataset, model_dir, tmp / "warmup", config, log)
         if random_init_control:

@@ -187,8 +187,9 @@ def progress_kwargs(headless: bool) -> dict:
     return {"disable_tqdm": bool(headless)}
 
 
-def use_progress_style(trainer, headless: bool) -> None:
-    """Headless: swap the Trainer's bars / raw log printing for ``QuietProgress`` lines."""
+def use_progress_style(trainer, headless: bool, lines: int = 10) -> None:
+    """Headless: swap the Trainer's bars / raw log printing for ``lines`` ``QuietProgress``
+    lines (0: none, for a caller that prints one line per training itself)."""
     if headless:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
@@ -198,4 +199,5 @@ def use_progress_style(trainer, headless: bool) -> None:
             trainer.remove_callback(NotebookProgressCallback)
         except ImportError:
             pass
-        trainer.add_callback(QuietProgress())
+        if lines > 0:
+            trainer.add_callback(QuietProgress(lines))
