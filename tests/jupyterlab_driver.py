@@ -230,6 +230,11 @@ def wait_for_kernel(page, timeout_ms: float = 120_000) -> None:
     page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"Python 3.*Idle")).wait_for(timeout=timeout_ms)
 
 
+def dirty_tabs(page) -> list[str]:
+    """Names of the open documents JupyterLab marks as changed (closing them would ask to save)."""
+    return [t.strip() for t in page.locator(".lm-TabBar-tab.jp-mod-dirty").all_text_contents()]
+
+
 def menu(page, top: str, item: str) -> None:
     """Click ``top`` in the menu bar, then ``item`` in its menu (exact labels)."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(rf"^{re.escape(top)}$")).click()
@@ -319,6 +324,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make test needs a browser for tests/test_browser.py (JupyterLab): {problem}", file=sys.stderr)
         return 2
     return 0
+
+
+
+# What report.html must show in its first screen: the verdict block (notebook 06's opening).
+FIRST_SCREEN = {"width": 1280, "height": 800}
+_LAYOUT_JS = """() => {
+  const doc = document.documentElement;
+  const find = (text) => [...document.querySelectorAll('p, strong, h1')].find(e => e.textContent.includes(text));
+  const box = (e) => e ? e.getBoundingClientRect().bottom + window.scrollY : null;
+  // elements wider than the page, or wider than the box they sit in without a scroll bar of their own
+  const wide = [...document.querySelectorAll('table, pre, img, p')].filter(e => {
+    const r = e.getBoundingClientRect();
+    if (r.right <= doc.clientWidth + 1) return false;
+    let p = e.parentElement;
+    while (p && p !== document.body) {
+      const s = getComputedStyle(p);
+      if ((s.overflowX === 'auto' || s.overflowX === 'scroll') && p.getBoundingClientRect().right <= doc.clientWidth + 1) return false;
+      p = p.parentElement;
+    }
+    return true;
+  }).map(e => e.tagName + ': ' + e.textContent.slice(0, 60));
+  return {
+    title_bottom: box(document.querySelector('h1')),
+    verdict_bottom: box(find('Verdict:') || find('What was run:')),
+    table_bottom: box(document.querySelector('.jp-RenderedMarkdown table')),
+    scroll_width: doc.scrollWidth, client_width: doc.clientWidth, page_height: doc.scrollHeight,
+    wide: wide,
+    images: document.images.length,
+    no_alt: [...document.images].filter(i => !(i.alt || '').trim() || /no description/i.test(i.alt)).length,
+    alts: [...document.images].map(i => i.alt),
+  };
+}"""
+
+
+def report_layout(browser, html: Path, screenshot: Path | None = None) -> dict:
+    """Open a report.html (a file) at FIRST_SCREEN's size and measure where the verdict ends,
+    whether anything is wider than the page, and which images lack alt text."""
+    page = browser.new_page()
+    try:
+        page.set_viewport_size(FIRST_SCREEN)
+        page.goto(Path(html).resolve().as_uri())
+        page.wait_for_load_state("load")
+        if screenshot:
+            page.screenshot(path=str(screenshot))
+        return page.evaluate(_LAYOUT_JS)
+    finally:
+        page.close()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ uses it as a person would, with Run > Run All Cells and Kernel > Interrupt Kerne
 3. A headline typed into the prediction box gets a class.
 4. Run All a third time: the finished run is replaced, without an error.
 5. Notebook 06 writes report.html.
+6. report.html, opened at 1280x800, shows the verdict (model and baseline side by side) in its
+   first screen, nothing is wider than the page, every image has alt text.
+Opening 04 and 06 leaves them unchanged (not "dirty"): their committed metadata is what
+JupyterLab writes.
 
 One server, one browser and one kernel per notebook serve all checks; the page is polled (0.1 s),
 never slept on. Phase timings are printed (`pytest -s`). Without Chromium or Playwright the test
@@ -88,7 +92,7 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
             "finetune_max_train_samples": TRAIN_SAMPLES, "finetune_max_eval_samples": 64,
             "finetune_max_test_samples": 64})
         _prepare("06_report.ipynb", lab_dir / "06_report.ipynb", {
-            "run_dir": str(run.root), "data_dir": str(titles_dir), "report_baseline": False,
+            "run_dir": str(run.root), "data_dir": str(titles_dir), "report_baseline_full_split": False,
             "report_title": "Browser test"})
     class_names = (titles_dir / "class.txt").read_text(encoding="utf-8").split()
     screenshot = os.environ.get("NBUTILS_SCREENSHOT")
@@ -111,6 +115,9 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
                 with phases("open 04 (kernel start)"):
                     jl.open_notebook(page, lab, "04_finetune.ipynb")
                     time.sleep(1)  # the status bar may say Idle a moment before Run All is accepted
+                    # JupyterLab writes the kernel's metadata into the notebook on open: the committed
+                    # metadata is what it writes, so opening leaves the notebook unchanged (no "save?")
+                    assert not jl.dirty_tabs(page), f"opening made {jl.dirty_tabs(page)} dirty"
 
                 # --- 1. Run All: the live figure updates in place; Kernel > Interrupt after a checkpoint
                 with phases("04 Run All 1: live figure, then Kernel > Interrupt"):
@@ -150,6 +157,8 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
                     report_page = browser.new_page()
                     report_page.set_default_timeout(TIMEOUT_S * 1000)
                     jl.open_notebook(report_page, lab, "06_report.ipynb", workspace="report", wait=False)
+                    jl.wait_for_kernel(report_page)
+                    assert not jl.dirty_tabs(report_page), f"opening made {jl.dirty_tabs(report_page)} dirty"
                     # the interrupted run's prompts stay until the cells run again: wait for a fresh count
                     first = jl.wait_until_done(page, previous_last_prompt="[ ]:", timeout_s=TIMEOUT_S)
                     assert not jl.errors(page), jl.errors(page)
@@ -195,6 +204,16 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
                     assert page.locator(".jp-OutputArea-output").filter(has_text="report.html").count() >= 1
                     html = (run.report / "report.html").read_text(encoding="utf-8")
                     assert "Browser test" in html and "RANDOM" in html  # the random-weights warning too
+
+                # --- 6. report.html as a reader opens it: the verdict in the first screen, nothing wider
+                with phases("report.html in Chromium: first screen, overflow, alt text"):
+                    layout = jl.report_layout(browser, run.report / "report.html")
+                    screen = jl.FIRST_SCREEN["height"]
+                    assert layout["verdict_bottom"] and layout["verdict_bottom"] <= screen, layout
+                    assert layout["table_bottom"] and layout["table_bottom"] <= screen, layout  # model vs baseline
+                    assert layout["scroll_width"] <= layout["client_width"], layout
+                    assert not layout["wide"], layout["wide"]
+                    assert layout["images"] >= 3 and not layout["no_alt"], layout["alts"]
             finally:
                 browser.close()
     finally:

@@ -35,10 +35,10 @@ WORDS = {  # each class has its own vocabulary, so a bag of characters separates
     "finance": ["股票", "银行", "基金", "利率", "投资", "市场"],
     "game": ["游戏", "玩家", "网游", "电竞", "副本", "公测"],
 }
-SECTIONS = ["1. What was run", "2. The data", "3. Training curves", "4. Baseline",
-            "5. Test results", "6. Error analysis", "7. Layer freezing",
-            "8. How the demo recipe was chosen", "9. Published reference numbers",
-            "10. Files of this report"]
+SECTIONS = ["1. Results", "Training curves", "Layer freezing", "2. Error analysis", "3. Appendix",
+            "3.1 What was run", "3.2 The data", "3.3 The TF-IDF baseline",
+            "3.4 How the demo recipe was chosen", "3.5 Published reference numbers",
+            "3.6 Packages, timings and files"]
 
 
 def _texts(label: str, n: int, rng) -> list[str]:
@@ -261,7 +261,7 @@ def test_summary_markdown_states_key_numbers_and_gaps(tmp_path, data_dir):
     assert "does not beat" in text and "-6.67 accuracy points" in text
     assert "not checked to be the same" in text  # no claim the run did not verify
     same = report.summary_markdown(data, {**baseline, "same_test_examples_as_model": True}, title="T")
-    assert "on the same test examples" in same and "not checked" not in same
+    assert "on the same 18 test examples" in same and "not checked" not in same
     assert "pretrain/metrics.json" in text  # named as missing
     assert "84.50%, strategy `full`" in text  # the best freezing strategy, mean over seeds
 
@@ -357,11 +357,26 @@ def test_render_html_hides_code_and_embeds_images(tmp_path):
 def _check_html(html: str) -> None:
     for heading in SECTIONS:
         assert heading in html, heading
+    # the verdict first, then results, error analysis, appendix
+    order = [html.index(marker) for marker in ("What was run:", "1. Results", "2. Error analysis", "3. Appendix")]
+    assert order == sorted(order), order
     sources = _img_sources(html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    alts = re.findall(r"<img[^>]*?alt=\"([^\"]*)\"", html)
+    assert len(alts) == len(sources) and all(a.strip() and a != "figure" for a in alts), alts
+    assert not any("/" in a for a in alts), "a path in a figure's alt text"
     assert "note_missing(" not in html and "report.load_run" not in html  # no code inputs
     assert "Traceback" not in html
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"http", html), "nothing loaded from the network"
+    text = re.sub(r"<style.*?</style>|<[^>]+>", " ", html, flags=re.S)
+    assert "not recorded yet" not in text and "…" not in text and "..." not in text, "a placeholder or a cut value"
+    raw = re.search(r"\b\d+\.\d{5,}\b(?!\)|, arXiv)", text.replace("arXiv:1906.08101", ""))
+    assert not raw, raw
+    prose = [re.sub(r"<[^>]+>", "", p).strip() for p in re.findall(r"<(?:p|li)>(.*?)</(?:p|li)>", html, flags=re.S)]
+    repeated = {p for p in prose if len(p) > 40 and prose.count(p) > 1}
+    assert not repeated, repeated
+    tables = re.findall(r"<table.*?</table>", html, flags=re.S)
+    assert len(tables) == len(set(tables)), "a table shown twice"
 
 
 def test_report_notebook_exports_itself_under_the_runner(run):
@@ -371,14 +386,24 @@ def test_report_notebook_exports_itself_under_the_runner(run):
     manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
     manifest["notebooks"][-1]["status"] = "running"  # as the runner records it while executing
     run.manifest.write_text(json.dumps(manifest), encoding="utf-8")
-    papermill.execute_notebook(
-        str(report.REPORT_NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False,
-        cwd=str(report.REPORT_NOTEBOOK.parent),
-        parameters={"run_dir": str(run.root), "headless": True, "data_dir": str(run.root.parent / "data"),
-                    "data_format": "titles", "report_title": "Synthetic run"})
+    manifest["status"], manifest["ended"] = "running", None  # the runner marks the run finished after 06
+    manifest["planned"] = [n["name"] for n in manifest["notebooks"]]
+    run.manifest.write_text(json.dumps(manifest), encoding="utf-8")
+    from nbutils.runlock import RunLock
+
+    with RunLock(run.root):  # as the runner holds it while 06 runs
+        papermill.execute_notebook(
+            str(report.REPORT_NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False,
+            cwd=str(report.REPORT_NOTEBOOK.parent),
+            parameters={"run_dir": str(run.root), "headless": True, "data_dir": str(run.root.parent / "data"),
+                        "data_format": "titles", "report_title": "Synthetic run"})
     html = (run.report / "report.html").read_text(encoding="utf-8")
     _check_html(html)
     assert "Synthetic run" in html
+    assert re.search(r"report written at \d{4}-\d\d-\d\d \d\d:\d\d UTC; stages finished 5/5", html)
+    assert "running" not in re.sub(r"<style.*?</style>|<[^>]+>", " ", html, flags=re.S)
+    verdict = html[:html.index("1. Results")]
+    assert "83.33%" in verdict and "TF-IDF baseline" in verdict and "points" in verdict  # model, baseline, gap
     assert "46 tensors, 2.9 MB, 46 CRC32C-verified" in html and "CPU (2 threads), fp32" in html
     assert len(_img_sources(html)) >= 5  # explore + pretrain + curves + confusion + F1 + freezing
     assert "Missing from this run" not in html
@@ -386,7 +411,7 @@ def test_report_notebook_exports_itself_under_the_runner(run):
     baseline = json.loads((run.report / "baseline.json").read_text(encoding="utf-8"))
     assert baseline["same_test_examples_as_model"] is True
     assert baseline["train_examples"] == 45 and baseline["full_split"]["train_examples"] == 60
-    assert "baseline on the whole train split (60 examples)" in html
+    assert "The baseline fitted on the whole train split (60 examples)" in html
     assert baseline["test"]["accuracy"] > 1 / len(LABELS)
     assert {"macro_f1", "per_class", "confusion_matrix"} <= set(baseline["test"])
     summary = (run.report / "summary.md").read_text(encoding="utf-8")
@@ -494,3 +519,31 @@ def test_ablation_section_shows_mean_sd_and_the_best_variant(tmp_path, monkeypat
     assert "Best on dev: **ft4** (dev 86.00%, test median 86.20%, 3 seeds;" in shown[-1] and "90.30%" in shown[-1]
     assert report_sections.ablation_section(None, tmp_path / "missing.csv") is None
     assert "No ablation summary" in shown[-1]
+
+
+def test_stages_text_counts_the_planned_stages_but_the_report():
+    manifest = {"planned": ["01_a", "02_b", "06_report"],
+                "notebooks": [{"name": "01_a", "status": "ok"}, {"name": "02_b", "status": "failed"},
+                              {"name": "02_b", "status": "ok"}, {"name": "06_report", "status": "running"}]}
+    assert report.stages_text(manifest, now="T") == "report written at T; stages finished 2/2"
+    manifest["notebooks"][2]["status"] = "interrupted"
+    assert report.stages_text(manifest, now="T").endswith("stages finished 1/2")
+
+
+def test_title_and_verdict_come_from_the_run_not_a_fixed_dataset(tmp_path, data_dir):
+    """A user's own table: the title names its file, not THUCNews."""
+    paths = make_run(tmp_path / "run", data_dir)
+    data = report.load_run(paths.root)
+    assert report.default_title(data) == "Synthetic run: a BERT fine-tuned on THUCNews titles (3 classes)"
+    data.explore_stats["dataset"].update(format="table", source="/home/me/reviews.csv")
+    title = report.default_title(data)
+    assert "reviews.csv" in title and "THUCNews" not in title and title.startswith("Synthetic run:")
+    verdict = report.verdict_markdown(data, {"test": data.finetune_metrics["test"] | {"accuracy": 0.5},
+                                             "same_test_examples_as_model": True})
+    assert "reviews.csv" in verdict and "+33.33 points" in verdict and "beats the TF-IDF baseline" in verdict
+
+
+def test_shares_keep_two_significant_digits():
+    from nbutils.report_sections import share
+
+    assert [share(x) for x in (0.00041, 0.041, 0.41, 1.0)] == ["0.041%", "4.1%", "41%", "100%"]

@@ -470,6 +470,8 @@ def _execute(inspected, plan, paths: RunPaths, profile: str, values: dict,
     manifest = _load_or_new_manifest(paths, profile, values)
     reentry = manifest["reentries"][-1] if manifest.get("reentries") else None
     before = manifest.get("status")  # a re-entry never turns a finished run into a failed one
+    # the notebooks this run executes (a re-entry adds its own): the report counts them
+    manifest["planned"] = list(dict.fromkeys([*manifest.get("planned", []), *(nb.name for nb in inspected)]))
     if reentry is None:
         manifest["status"] = "running"
     else:

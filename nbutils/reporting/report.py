@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -145,17 +144,25 @@ def stage_figures(paths: RunPaths, stage: str) -> list[Path]:
 
 # --- what was run -----------------------------------------------------------------------------
 
-# Parameters worth a line in the overview: the model and the data it saw.
-_OVERVIEW_PARAMETERS = re.compile(r"(model|source|data_dir|data_format|max_length|epochs|"
-                                  r"learning_rate|batch_size|max_train|max_test|seed|"
-                                  r"hidden_size|num_layers|num_heads)")
-
-
 def _status(manifest: dict) -> str | None:
     status = manifest.get("status")
     if status == "running":  # the runner writes the report before it marks the run finished
-        return "running (this report was written as the run's last step)"
+        return stages_text(manifest)
     return status
+
+
+def stages_text(manifest: dict, now: str | None = None) -> str:
+    """When the report was written and how many of the run's stages had finished by then
+    (the report notebook itself not counted), e.g. ``report written at 2026-01-01 12:00 UTC;
+    stages finished 5/5``."""
+    from datetime import datetime, timezone
+
+    now = now or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    entries = [n for n in manifest.get("notebooks") or [] if n.get("name") != REPORT_NAME]
+    latest = {n.get("name"): n.get("status") for n in entries}  # a re-run's entry replaces the first
+    planned = [n for n in manifest.get("planned") or latest if n != REPORT_NAME]
+    done = sum(latest.get(name) == "ok" for name in planned)
+    return f"report written at {now}; stages finished {done}/{len(planned)}"
 
 
 def _threads_text(threads: dict | None) -> str | None:
@@ -170,7 +177,7 @@ def _load_text(manifest: dict, when: str) -> str | None:
     record = manifest.get("load_average") or {}
     load = record.get(when)
     if not load:
-        return "not recorded yet" if when == "end" and record else None
+        return None
     cores = record.get("cpus") or 1
     busy = " (busier than the machine's cores: timings are slower than on a quiet machine)" \
         if max(load) > cores else ""
@@ -178,7 +185,9 @@ def _load_text(manifest: dict, when: str) -> str | None:
 
 
 def run_overview(manifest: dict) -> Any:
-    """One table of what was run: profile, status, timing, device, commit, key parameters."""
+    """One table of what was run: profile, status, timing, device, commit (the parameters are
+    :func:`parameters_table`); rows
+    with nothing recorded (the end of a run still running) are left out, not shown blank."""
     import pandas as pd
 
     rows = [
@@ -193,10 +202,17 @@ def run_overview(manifest: dict) -> Any:
         ("host", manifest.get("host")),
         ("git commit", manifest.get("git_commit") or "unknown (not a git checkout)"),
     ]
-    params = manifest.get("parameters") or {}
-    rows += [(f"parameter {k}", v) for k, v in sorted(params.items()) if _OVERVIEW_PARAMETERS.search(k)]
-    return pd.DataFrame([(k, "" if v is None else str(v)) for k, v in rows],
+    return pd.DataFrame([(k, str(v)) for k, v in rows if v not in (None, "")],
                         columns=["item", "value"]).set_index("item")
+
+
+def parameters_table(manifest: dict) -> Any:
+    """Every parameter the runner injected (the profile and overrides), name and value."""
+    import pandas as pd
+
+    params = manifest.get("parameters") or {}
+    return pd.DataFrame([(k, _fmt(v)) for k, v in sorted(params.items())],
+                        columns=["parameter", "value"]).set_index("parameter")
 
 
 def model_overview(data: RunData) -> Any:
@@ -232,20 +248,31 @@ def model_overview(data: RunData) -> Any:
                                         f"{device.get('precision', '')}".rstrip(", ") if device else None)]
         if ft.get("distillation"):
             rows.append(("distilled from", distillation_note(ft["distillation"])))
-    return pd.DataFrame([(k, str(v)) for k, v in rows if v is not None],
+    return pd.DataFrame([(k, _short_paths(str(v), data.paths.root)) for k, v in rows if v is not None],
                         columns=["item", "value"]).set_index("item")
 
 
+def _short_paths(text: str, run_root: Path) -> str:
+    """Paths inside the run or the repository written relative to them: shorter, and the same
+    on every machine."""
+    for root in (Path(run_root).resolve(), Path(run_root), REPO_ROOT):
+        text = text.replace(f"{root}/", "")
+    return text
+
+
 def notebook_durations(manifest: dict) -> Any:
-    """Per executed notebook: status, duration and error (the runner's record)."""
+    """Per executed notebook: status, duration and error (the runner's record); the report
+    notebook, still running while it writes this, is named as such."""
     import pandas as pd
 
-    rows = [
-        {"notebook": n.get("name"), "status": n.get("status"),
-         "duration_s": n.get("duration_s"), "error": n.get("error") or ""}
-        for n in manifest.get("notebooks") or []
-    ]
-    return pd.DataFrame(rows, columns=["notebook", "status", "duration_s", "error"])
+    rows = []
+    for n in manifest.get("notebooks") or []:
+        running = n.get("status") == "running" and n.get("name") == REPORT_NAME
+        seconds = n.get("duration_s")
+        rows.append({"notebook": n.get("name"), "status": "this report" if running else n.get("status"),
+                     "duration": "" if seconds is None else f"{seconds:,.1f} s", "error": n.get("error") or ""})
+    frame = pd.DataFrame(rows, columns=["notebook", "status", "duration", "error"])
+    return frame if frame["error"].astype(bool).any() else frame.drop(columns="error")
 
 
 def package_versions(manifest: dict) -> str:
@@ -262,7 +289,7 @@ def dataset_overview(stats: dict) -> Any:
 
     dataset = stats.get("dataset") or {}
     rows: list[tuple[str, Any]] = [
-        ("source", dataset.get("source")),
+        ("source", _short_paths(str(dataset["source"]), REPO_ROOT) if dataset.get("source") else None),
         ("format", dataset.get("format")),
         ("classes", len(dataset.get("label_names") or []) or None),
     ]
@@ -319,7 +346,7 @@ def results_table(finetune_metrics: dict | None, baseline: dict | None) -> Any:
     def add(who: str, split: str, m: dict | None):
         if not m:
             return
-        n = m.get("n") or sum(v["support"] for v in m.get("per_class", {}).values())
+        n = _n(m)
         rows.append({"model": who, "split": split, "examples": n, "accuracy": m["accuracy"],
                      "macro_f1": m["macro_f1"], "weighted_f1": m["weighted_f1"]})
 
@@ -375,7 +402,7 @@ def baseline_inputs(dataset, finetune_metrics: dict | None = None, predictions=N
     limits = {"train": config.get("max_train_samples") or None,
               "dev": config.get("max_eval_samples") or None,
               "test": config.get("max_test_samples") or None}
-    if any(limits.values()):
+    if limits["train"] or limits["test"]:
         dataset = dataset.subsample(limits, seed=int(config.get("seed", 42)))
         how = ("the same stratified subsample as fine-tuning "
                f"(max_train_samples={limits['train'] or 'all'}, max_test_samples={limits['test'] or 'all'}, "
@@ -384,12 +411,29 @@ def baseline_inputs(dataset, finetune_metrics: dict | None = None, predictions=N
         how = "the full train and test splits, as fine-tuning used"
     else:
         how = "the full train and test splits; fine-tuning's settings are not in this run"
+    # the dev split is not the baseline's: a dev subsample alone leaves its examples whole
     inputs = BaselineInputs(dataset.texts("train"), dataset.labels("train"),
                             dataset.texts("test"), dataset.labels("test"), how, None,
-                            subsampled=any(limits.values()))
+                            subsampled=bool(limits["train"] or limits["test"]))
     if predictions is not None:
         inputs.same_test_as_model = list(predictions["text"]) == inputs.test_texts
     return inputs
+
+
+def baseline_comparison(dataset, finetune_metrics: dict, predictions=None, seed: int = 42) -> str:
+    """Train the TF-IDF baseline on the examples fine-tuning used and say, in one sentence,
+    how the model's test accuracy compares (notebook 04's "How good is it?"; the report trains
+    it again and shows it per class)."""
+    from nbutils.training.baseline import BaselineConfig, run_baseline
+
+    inputs = baseline_inputs(dataset, finetune_metrics, predictions)
+    result = run_baseline(inputs.train_texts, inputs.train_labels, inputs.test_texts, inputs.test_labels,
+                          dataset.label_names, BaselineConfig(seed=seed))
+    baseline = {"test": result["test"], "same_test_examples_as_model": inputs.same_test_as_model}
+    test = finetune_metrics["test"]
+    return (f"test accuracy {_pct(test['accuracy'])} against the TF-IDF baseline's "
+            f"{_pct(result['test']['accuracy'])} (macro-F1 {_pct(test['macro_f1'])} against "
+            f"{_pct(result['test']['macro_f1'])}). {verdict_sentence(finetune_metrics, baseline)}")
 
 
 # --- error analysis ---------------------------------------------------------------------------
@@ -490,13 +534,154 @@ def length_fit_note(data: RunData) -> str | None:
     return f"**The settings do not fit the data:** {warning}." if warning else None
 
 
+def data_words(data: RunData, data_dir: str | Path | None = None) -> str:
+    """The data in words: a published split's name (``THUCNews titles``), else the dataset's
+    folder or file name, with the class count."""
+    from nbutils.reporting import references
+
+    dataset = (data.explore_stats or {}).get("dataset") or {}
+    params = data.parameters
+    fmt = dataset.get("format") or params.get("data_format") or ""
+    name = references.dataset_of(fmt, data.label_names)
+    if not name:
+        source = dataset.get("source") or params.get("data_dir") or data_dir
+        name = f"`{Path(str(source)).name}`" if source else "this run's data"
+    classes = len(data.label_names or [])
+    return f"{name} ({classes} classes)" if classes else name
+
+
+def _model_config(data: RunData) -> dict:
+    for folder in (data.paths.finetuned_model, data.paths.base_model()):
+        config = folder / "config.json"
+        if config.is_file():
+            try:
+                return read_json(config)
+            except (OSError, ValueError):
+                return {}
+    return {}
+
+
+def model_words(data: RunData) -> str:
+    """The model in words: size, where its weights came from, how it was fine-tuned."""
+    config = _model_config(data)
+    ft = data.finetune_metrics or {}
+    train = ft.get("train") or {}
+    size = []
+    if config.get("hidden_size"):
+        size.append(f"hidden size {config['hidden_size']}")
+    if train.get("total_params"):
+        size.append(f"{train['total_params'] / 1e6:.1f}M parameters")
+    layers = f"{config['num_hidden_layers']}-layer " if config.get("num_hidden_layers") else ""
+    words = f"a {layers}BERT" + (f" ({', '.join(size)})" if size else "")
+    origin = ft.get("model_weights") or {}
+    pre = data.pretrain_metrics
+    if origin.get("pretrained") is False:
+        words += " from random weights, never pre-trained,"
+    elif pre:
+        recipe = "ELECTRA" if pre.get("recipe") == "electra" else "masked-LM"
+        words += f" pre-trained {_fmt(pre.get('steps', '?'))} {recipe} steps on the training texts,"
+    elif data.conversion and data.conversion.get("source"):
+        words += f" converted from `{Path(str(data.conversion['source'])).name}`,"
+    if train.get("train_samples"):
+        epochs = train.get("epochs")
+        epochs = f"{_fmt(round(epochs, 2))} epoch{'' if epochs == 1 else 's'} " if epochs else ""
+        words += (f" fine-tuned {epochs}"
+                  f"on {train['train_samples']:,} training examples")
+    return words
+
+
+def default_title(data: RunData, data_dir: str | Path | None = None) -> str:
+    """A title from the run itself: the profile, the model and the data (``report_title`` empty)."""
+    profile = (data.manifest or {}).get("profile")
+    config = _model_config(data)
+    layers = f"{config['num_hidden_layers']}-layer " if config.get("num_hidden_layers") else ""
+    dataset = data_words(data, data_dir).replace("`", "")
+    return (f"{str(profile).capitalize()} run: " if profile else "") + f"a {layers}BERT fine-tuned on {dataset}"
+
+
+def verdict_table(finetune_metrics: dict | None, baseline: dict | None) -> list[str]:
+    """Markdown rows: the model's and the baseline's test accuracy and macro-F1, and the difference."""
+    test = (finetune_metrics or {}).get("test")
+    base = (baseline or {}).get("test")
+    if not test:
+        return []
+    lines = ["| | test accuracy | test macro-F1 | test examples |", "| --- | --- | --- | --- |",
+             f"| fine-tuned BERT | **{_pct(test['accuracy'])}** | {_pct(test['macro_f1'])} | {_n(test):,} |"]
+    if base:
+        lines.append(f"| TF-IDF baseline | {_pct(base['accuracy'])} | {_pct(base['macro_f1'])} | {_n(base):,} |")
+        lines.append(f"| difference (model - baseline) | {100 * (test['accuracy'] - base['accuracy']):+.2f} points | "
+                     f"{100 * (test['macro_f1'] - base['macro_f1']):+.2f} points | |")
+    return lines
+
+
+def verdict_sentence(finetune_metrics: dict | None, baseline: dict | None) -> str | None:
+    """Whether the model beats the baseline, on which examples, by how many points."""
+    test = (finetune_metrics or {}).get("test")
+    if not test or not (baseline or {}).get("test"):
+        return None
+    gap = test["accuracy"] - baseline["test"]["accuracy"]
+    verdict = "beats" if gap > 0 else "does not beat"
+    # only claim a like-for-like comparison when notebook 06 checked the texts match
+    same = baseline.get("same_test_examples_as_model")
+    scope = f"on the same {_n(test):,} test examples" if same else \
+        "(test examples not checked to be the same)"
+    return f"The fine-tuned model {verdict} the TF-IDF baseline {scope} ({100 * gap:+.2f} accuracy points)."
+
+
+def _where(path: Path) -> str:
+    path = path.resolve()
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def verdict_markdown(data: RunData, baseline: dict | None, *, data_dir: str | Path | None = None) -> str:
+    """The report's opening: what was trained on what, test accuracy and macro-F1 beside the
+    baseline and the difference, the disclosures, where the model is, and the run's state."""
+    ft = data.finetune_metrics
+    if not ft:
+        return ("**No fine-tuning results in this run** (`finetune/metrics.json`, written by "
+                "notebooks/04_finetune.ipynb): there is nothing to judge yet.")
+    lines = [f"**What was run:** {model_words(data)} of {data_words(data, data_dir)}.", ""]
+    lines += [*verdict_table(ft, baseline), ""]
+    sentence = verdict_sentence(ft, baseline)
+    if sentence:
+        lines += [f"**Verdict:** {sentence}", ""]
+    elif baseline is None:
+        lines += ["No TF-IDF baseline in this report (`report_baseline=False`, or its data could not be read).", ""]
+    for note in (random_weights_note(data), length_fit_note(data)):
+        if note:
+            lines += [note, ""]
+    if ft.get("distillation"):
+        lines += [f"**Disclosure:** the model was distilled from {distillation_note(ft['distillation'])}.", ""]
+    model = data.paths.finetuned_model
+    if model.is_dir():
+        lines += [f"**The model:** `{_where(model)}`; classify new texts with "
+                  f"`nbutils predict --model {_where(model)} \"标题\"`.", ""]
+    if data.manifest:
+        lines.append(f"*{state_words(data.manifest)}; profile `{data.manifest.get('profile')}`, run "
+                     f"`{data.paths.root.name}`.*")
+    return "\n".join(lines)
+
+
+def state_words(manifest: dict) -> str:
+    """The run's state for a reader: when the report was written and the stages finished while
+    the run is still going (the report is its last stage), else its status and end."""
+    if manifest.get("status") == "running":
+        return stages_text(manifest)
+    ended = f", ended {manifest['ended']}" if manifest.get("ended") else ""
+    return f"run {manifest.get('status', 'status not recorded')}{ended}"
+
+
+def _n(m: dict) -> int:
+    return int(m.get("n") or sum(v["support"] for v in m.get("per_class", {}).values()))
+
+
 def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str = "Run report",
                      dataset: str | None = None) -> str:
     """A short Markdown summary of the key numbers, for a README, an issue or an e-mail."""
     manifest = data.manifest or {}
     lines = [f"# {title}", "", f"Run directory: `{data.paths.root.name}`"]
     if manifest:
-        lines += [f"Profile: `{manifest.get('profile')}`, status: {_status(manifest)}, "
+        lines += [f"Profile: `{manifest.get('profile')}`, {state_words(manifest)}, "
                   f"git commit: `{(manifest.get('git_commit') or 'unknown')[:12]}`",
                   f"Device: {manifest.get('device') or 'unknown'}"]
     lines.append("")
@@ -504,7 +689,6 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
         if note:
             lines += [note, ""]
     metrics = data.finetune_metrics or {}
-    test = metrics.get("test")
     lines += ["| model | split | examples | accuracy | macro F1 |", "| --- | --- | --- | --- | --- |"]
     table = results_table(metrics or None, baseline)
     for row in table.itertuples(index=False):
@@ -513,14 +697,9 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
     if table.empty:
         lines.append("| (no results in this run) | | | | |")
     lines.append("")
-    if test and baseline and baseline.get("test"):
-        gap = test["accuracy"] - baseline["test"]["accuracy"]
-        verdict = "beats" if gap > 0 else "does not beat"
-        # only claim a like-for-like comparison when notebook 06 checked the texts match
-        same = baseline.get("same_test_examples_as_model")
-        scope = "on the same test examples" if same else "(test examples not checked to be the same)"
-        lines.append(f"The fine-tuned model {verdict} the TF-IDF baseline {scope} "
-                     f"({100 * gap:+.2f} accuracy points).")
+    sentence = verdict_sentence(metrics, baseline)
+    if sentence:
+        lines.append(sentence)
         if metrics.get("distillation"):
             lines.append(f"Disclosure: the model was distilled from {distillation_note(metrics['distillation'])}.")
     if data.freezing_results is not None and len(data.freezing_results):
@@ -571,12 +750,30 @@ def find_executed_notebook(paths: RunPaths, name: str = REPORT_NAME) -> Path | N
 
 
 # JupyterLab's look, without the scripts it loads from a CDN (require.js, MathJax, Mermaid):
-# the report has no widgets or formulas, and must open offline as one file.
+# the report has no widgets or formulas, and must open offline as one file. Images carry the
+# alt text their cell gave them (``plots.show_figure``); wide tables scroll inside their own box
+# and long cells wrap, so nothing pushes the page sideways.
 _TEMPLATE_NAME = "nbutils_report.html.j2"
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block extra_css %}
+<style>
+.jp-OutputArea-output { overflow-x: auto; max-width: 100%; }
+.jp-RenderedHTMLCommon table { max-width: 100%; }
+body .jp-RenderedHTMLCommon td, body .jp-RenderedHTMLCommon th { white-space: normal;
+  overflow-wrap: break-word; max-width: 36em; text-align: left; vertical-align: top; }
+body .jp-RenderedHTMLCommon code { white-space: pre-wrap; overflow-wrap: break-word; }
+.jp-RenderedImage img { max-width: 100%; height: auto; }
+</style>
+{% endblock extra_css %}
+{% block data_png scoped %}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+alt="{{ (output | get_metadata('alt', 'image/png') or 'figure') | escape_html }}">
+</div>
+{%- endblock data_png %}
 """
 
 
@@ -705,17 +902,17 @@ def build_report(run_dir: str | Path, parameters: dict[str, Any] | None = None, 
                 f"the report notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
                 fix=f"open {failed} to see the failing cell and its traceback",
             ) from err
-        html = render_html(tmp_nb, paths.file("report_html"), title=_title(values, declared))
+        html = render_html(tmp_nb, paths.file("report_html"), title=_title(values, declared, paths))
         os.replace(tmp_nb, executed)
     failed.unlink(missing_ok=True)
     return html
 
 
-def _title(values: dict, declared: dict) -> str:
+def _title(values: dict, declared: dict, paths: RunPaths) -> str:
     title = values.get("report_title")
     if title is None and "report_title" in declared:
         title = str(declared["report_title"].get("default", "")).strip("\"'")
-    return title or "Run report"
+    return title or default_title(load_run(paths.root), values.get("data_dir"))
 
 
 def main(argv: list[str]) -> int:

@@ -8,10 +8,11 @@ them on the page (IPython ``display``), so the notebook stays prose and one call
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from IPython.display import Image, Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from nbutils.core.errors import NbutilsError
 from nbutils.core.io import write_json
@@ -38,9 +39,11 @@ def note_missing(run: report.RunData, *names: str) -> bool:
 
 def show_saved(paths: RunPaths, stage: str) -> list[Path]:
     """Show the PNG figures an earlier stage saved (embedded in the HTML as data URIs)."""
+    from nbutils.reporting.plots import show_png
+
     figures = report.stage_figures(paths, stage)
     for path in figures:
-        display(Image(filename=str(path)))
+        show_png(path)
     return figures
 
 
@@ -50,14 +53,23 @@ _SAME_TEST = {True: "the very test examples the fine-tuned model was scored on",
               None: "the test split (the model's test predictions are not in this run)"}
 
 
-def baseline_section(run: report.RunData, data_dir: str | Path, data_format: str = "auto", *,
-                     on_bad_rows: str = "raise", enabled: bool = True, full_split: bool = True,
-                     seed: int = 42, text_column: str = "text",
-                     label_column: str = "label") -> tuple[dict | None, Any]:
+@dataclass
+class BaselineRun:
+    """The TF-IDF baseline of a report: its metrics (``report/baseline.json``), its test
+    predictions, and what to tell the reader about how it was trained (or why it was not)."""
+
+    metrics: dict | None = None
+    test_pred: Any = None
+    words: list[str] = field(default_factory=list)
+
+
+def train_baseline(run: report.RunData, data_dir: str | Path, data_format: str = "auto", *,
+                   on_bad_rows: str = "raise", enabled: bool = True, full_split: bool = True,
+                   seed: int = 42, text_column: str = "text", label_column: str = "label") -> BaselineRun:
     """Train the TF-IDF baseline on the examples the model was fine-tuned on, score it on the
-    model's test examples, write ``report/baseline.json`` and say what it scored. With
-    ``full_split`` and a subsampled fine-tuning, also fit it on the whole train split.
-    Returns ``(baseline metrics, its test predictions)``, ``(None, None)`` when skipped."""
+    model's test examples and write ``report/baseline.json``; shows nothing (the verdict and the
+    appendix say what it scored and how). With ``full_split`` and a fine-tuning on a train or
+    test subsample, also fit it on the whole train split."""
     from nbutils.data.dataset import load_dataset
     from nbutils.training.baseline import BaselineConfig, run_baseline
 
@@ -65,36 +77,185 @@ def baseline_section(run: report.RunData, data_dir: str | Path, data_format: str
     # A baseline.json from an earlier build of this report would contradict this one.
     paths.file("baseline").unlink(missing_ok=True)
     if not enabled:
-        say("The baseline is switched off (`report_baseline=False`).")
-        return None, None
+        return BaselineRun(words=["The baseline is switched off (`report_baseline=False`)."])
     try:
         dataset = load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows, text_column=text_column,
                                label_column=label_column)
     except NbutilsError as err:
-        say(f"**Baseline skipped:** the dataset could not be read: `{err.message}`")
-        return None, None
+        return BaselineRun(words=[f"**Baseline skipped:** the dataset could not be read: `{err.message}`"])
     inputs = report.baseline_inputs(dataset, run.finetune_metrics, run.predictions)
     result = run_baseline(inputs.train_texts, inputs.train_labels, inputs.test_texts,
                           inputs.test_labels, dataset.label_names, BaselineConfig(seed=seed))
     baseline_pred = result.pop("test_pred")
     baseline = {**result, "data_dir": str(dataset.source), "examples": inputs.how,
                 "same_test_examples_as_model": inputs.same_test_as_model}
+    words = [f"{baseline['model']}: trained on {baseline['train_examples']:,} examples ({inputs.how}) in "
+             f"{baseline['fit_seconds']:.1f} s; scored on {baseline['test_examples']:,} examples, "
+             f"{_SAME_TEST[inputs.same_test_as_model]}."]
     if full_split and inputs.subsampled:
         full = run_baseline(dataset.texts("train"), dataset.labels("train"), dataset.texts("test"),
                             dataset.labels("test"), dataset.label_names, BaselineConfig(seed=seed))
         full.pop("test_pred")
         baseline["full_split"] = full
+        words.append(f"The same baseline on the whole train split ({full['train_examples']:,} examples, "
+                     f"{full['fit_seconds']:.1f} s) scores **{full['test']['accuracy']:.2%}** on the whole "
+                     f"test split ({full['test_examples']:,} examples): what more data buys a bag of characters.")
     write_json(paths.file("baseline"), baseline)
-    say(f"{baseline['model']}: trained on {baseline['train_examples']:,} examples ({inputs.how}) in "
-        f"{baseline['fit_seconds']:.1f} s; scored on {baseline['test_examples']:,} examples, "
-        f"{_SAME_TEST[inputs.same_test_as_model]}. Test accuracy **{baseline['test']['accuracy']:.2%}**, "
-        f"macro F1 {baseline['test']['macro_f1']:.2%}.")
-    if "full_split" in baseline:
-        full = baseline["full_split"]
-        say(f"The same baseline on the whole train split ({full['train_examples']:,} examples, "
-            f"{full['fit_seconds']:.1f} s) scores **{full['test']['accuracy']:.2%}** on the whole "
-            f"test split ({full['test_examples']:,} examples): what more data buys a bag of characters.")
-    return baseline, baseline_pred
+    return BaselineRun(baseline, baseline_pred, words)
+
+
+def baseline_section(run: report.RunData, data_dir: str | Path, data_format: str = "auto", **kwargs
+                     ) -> tuple[dict | None, Any]:
+    """:func:`train_baseline`, then say how it was trained; ``(metrics, test predictions)``."""
+    trained = train_baseline(run, data_dir, data_format, **kwargs)
+    for line in trained.words:
+        say(line)
+    return trained.metrics, trained.test_pred
+
+
+def share(fraction: float) -> str:
+    """A share in percent with two significant digits: 0.041%, 4.1%, 41%, 100%."""
+    return "n/a" if fraction != fraction else f"{100 * fraction:.2g}%" if fraction < 0.1 else f"{fraction:.0%}"
+
+
+def results_section(run: report.RunData, baseline: dict | None) -> None:
+    """What the verdict does not show: the dev split (and how it was sampled), the baseline on
+    the whole train split when fine-tuning used a subsample, the per-class report with the
+    baseline's F1 beside it, the confusion matrix and the per-class F1 bars."""
+    from nbutils.reporting import plots
+    from nbutils.training.metrics import confusion_frame
+
+    if not note_missing(run, "finetune_metrics"):
+        return
+    metrics = run.finetune_metrics
+    dev, config = metrics.get("dev"), metrics.get("config") or {}
+    if dev:
+        whole = ((run.explore_stats or {}).get("split_sizes") or {}).get("dev")
+        sampled = config.get("max_eval_samples")
+        how = (f"a stratified sample of {report._n(dev):,} of its {whole:,} examples (`finetune_max_eval_samples`)"
+               if sampled and whole and whole > report._n(dev) else f"{report._n(dev):,} examples")
+        say(f"**Dev split** ({how}; it chose the checkpoint, so the test split is the honest estimate): "
+            f"accuracy {dev['accuracy']:.2%}, macro-F1 {dev['macro_f1']:.2%}.")
+    full = (baseline or {}).get("full_split")
+    if full:
+        say(f"The baseline fitted on the whole train split ({full['train_examples']:,} examples) scores "
+            f"{full['test']['accuracy']:.2%} on the whole test split ({full['test_examples']:,} examples).")
+    test = metrics["test"]
+    per_class = report.per_class_comparison(test, (baseline or {}).get("test"))
+    say("**Per class on the test split** (precision, recall, F1, support; the baseline's F1 beside)")
+    display(per_class.style.format({c: "{:.3f}" for c in per_class.columns if c != "support"} | {"support": "{:,}"}))
+    plots.show_figure(plots.confusion_heatmap(confusion_frame(test)), run.paths.figure("report", "confusion_matrix"))
+    plots.show_figure(plots.per_class_f1_bars(per_class), run.paths.figure("report", "per_class_f1"))
+
+
+def curves_section(run: report.RunData) -> None:
+    """The pre-training loss (when the run pre-trained) and the fine-tuning curves."""
+    from nbutils.reporting import plots
+
+    paths = run.paths
+    if run.pretrain_history is not None and len(run.pretrain_history.dropna(subset=["loss"])):
+        recipe = "ELECTRA" if (run.pretrain_metrics or {}).get("recipe") == "electra" else "masked-LM"
+        plots.show_figure(plots.loss_curve(run.pretrain_history, title=f"{recipe} pre-training loss"),
+                          paths.figure("report", "pretrain_loss"))
+    elif run.pretrain_history is not None:
+        say("Pre-training logged no loss values (`pretrain/history.csv` has no rows with a loss): "
+            "the run was too short for a logging step.")
+    elif run.pretrain_metrics is None:
+        note_missing(run, "pretrain_metrics")
+        say("(Pre-training is optional; without it, fine-tuning starts from the converted model.)")
+    if note_missing(run, "finetune_history"):
+        from nbutils.training.live import draw_curves
+
+        plots.show_figure(draw_curves(run.finetune_history, title="fine-tuning"),
+                          paths.figure("report", "finetune_curves"))
+
+
+# The freezing summary's columns as a reader reads them, with their formats.
+_FREEZING_COLUMNS = {
+    "seeds": ("seeds", "{:d}"), "trainable_params": ("trainable parameters", "{:,.0f}"),
+    "trainable_fraction": ("trainable share", share), "test_accuracy_mean": ("test accuracy", "{:.2%}"),
+    "test_accuracy_std": ("± sd", "{:.2%}"), "test_macro_f1_mean": ("test macro-F1", "{:.2%}"),
+    "train_time_s_mean": ("training s", "{:,.1f}"), "samples_per_second_mean": ("samples/s", "{:,.0f}"),
+    "peak_memory_mb_mean": ("peak MB", "{:,.0f}"),
+}
+
+
+def freezing_section(run: report.RunData) -> None:
+    """The layer-freezing comparison: its own budget said first (it is not the fine-tuning
+    above), one row per strategy, the computed findings and the saved figures."""
+    from nbutils.reporting import findings
+
+    if note_missing(run, "freezing_results"):
+        params = run.parameters
+        if params.get("freeze_epochs") is not None:
+            train = params.get("freeze_max_train_samples") or "all"
+            say(f"Every strategy gets the same smaller budget of its own ({report._fmt(params['freeze_epochs'])} "
+                f"epoch(s) on {report._fmt(train)} training examples, `freeze_*` parameters), so its `full` "
+                "row is not the fine-tuning above.")
+        try:
+            summary = findings.summarise(run.freezing_results)
+            shown = summary[[c for c in _FREEZING_COLUMNS if c in summary.columns]]
+            display(shown.rename(columns={c: _FREEZING_COLUMNS[c][0] for c in shown.columns}).style.format(
+                {_FREEZING_COLUMNS[c][0]: _FREEZING_COLUMNS[c][1] for c in shown.columns}, na_rep="n/a"))
+            say(findings.describe_findings(run.freezing_results))
+        except NbutilsError as err:
+            say(f"The freezing results could not be summarised: {err.message}")
+    if not show_saved(run.paths, "freezing"):
+        say("No layer-freezing figures (`figures/freezing_*.png`) in this run; "
+            "notebooks/05_layer_freezing.ipynb writes them.")
+
+
+def run_section(run: report.RunData) -> None:
+    """The appendix's record of the run: state, device, commit, key parameters, the model's
+    origin, and every parameter (folded)."""
+    if note_missing(run, "manifest"):
+        display(report.run_overview(run.manifest))
+    model = report.model_overview(run)
+    if len(model):
+        display(model)
+    if run.manifest and run.manifest.get("parameters"):
+        table = report.parameters_table(run.manifest)
+        display(HTML(f"<details><summary>All {len(table)} parameters of this run</summary>"
+                     f"{table.to_html()}</details>"))
+
+
+def data_section(run: report.RunData) -> None:
+    """Key facts of the data and the exploration notebook's figures."""
+    if note_missing(run, "explore_stats"):
+        display(report.dataset_overview(run.explore_stats))
+    if not show_saved(run.paths, "explore"):
+        say("No exploration figures (`figures/explore_*.png`) in this run; "
+            "notebooks/02_explore_data.ipynb writes them.")
+
+
+def references_section(run: report.RunData, data_format: str) -> str | None:
+    """Published numbers with their dataset and split, the rows comparable with this run marked;
+    returns this run's published dataset name (None when it is none of them)."""
+    from nbutils.reporting import references
+
+    fmt = (run.explore_stats or {}).get("dataset", {}).get("format") or data_format
+    this_dataset = references.dataset_of(fmt, run.label_names)
+    table = references.references_table()
+    comparable = set(references.comparable_to(this_dataset).index) if this_dataset else set()
+    table.insert(0, "comparable", ["yes" if i in comparable else "" for i in table.index])
+    say(f"This run's data: **{this_dataset}**; rows marked *yes* are on its test split." if this_dataset
+        else "This run's data is neither published THUCNews split, so no published number is comparable.")
+    table = table.rename(columns={"accuracy_pct": "accuracy %", "train_size": "train size"})
+    display(table.style.format({"accuracy %": "{:.2f}", "train size": "{:,}"}).hide(axis="index"))
+    return this_dataset
+
+
+def files_section(run: report.RunData) -> None:
+    """Package versions, each notebook's time, and the report's files."""
+    import pandas as pd
+
+    if run.manifest is not None:
+        say(report.package_versions(run.manifest))
+        durations = report.notebook_durations(run.manifest)
+        if len(durations):
+            display(durations.style.hide(axis="index"))
+    files = report.report_files(run.paths)
+    display(pd.DataFrame({"file": files}).style.hide(axis="index"))
 
 
 def error_analysis(predictions, *, max_examples: int, max_chars: int, baseline: dict | None = None,
@@ -151,7 +312,8 @@ def ablation_section(baseline: dict | None = None, path: str | Path = ABLATION_S
         "test accuracy": [pm(m, s) for m, s in zip(rows["test_acc"], rows["test_sd"], strict=True)],
         "test median": rows["test_median"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2%}"),
     })
-    display(table.style.hide(axis="index"))
+    display(table.style.format({c: "{:,.0f}" for c in table.columns if c.endswith(("steps", "CPU s"))},
+                               na_rep="n/a").hide(axis="index"))
     # chosen on the dev split, so that picking a variant does not peek at the test split, and among
     # the variants run with the most seeds: a one-seed row can top dev by the luck of its seed
     full = rows[(rows["seeds"] == rows["seeds"].max()) & rows["dev_acc"].notna()]
