@@ -389,7 +389,7 @@ def test_report_notebook_exports_itself_under_the_runner(run):
     manifest["status"], manifest["ended"] = "running", None  # the runner marks the run finished after 06
     manifest["planned"] = [n["name"] for n in manifest["notebooks"]]
     run.manifest.write_text(json.dumps(manifest), encoding="utf-8")
-    from nbutils.runlock import RunLock
+    from nbutils.pipeline.runlock import RunLock
 
     with RunLock(run.root):  # as the runner holds it while 06 runs
         papermill.execute_notebook(
@@ -544,6 +544,6 @@ def test_title_and_verdict_come_from_the_run_not_a_fixed_dataset(tmp_path, data_
 
 
 def test_shares_keep_two_significant_digits():
-    from nbutils.report_sections import share
+    from nbutils.reporting.sections import share
 
     assert [share(x) for x in (0.00041, 0.041, 0.41, 1.0)] == ["0.041%", "4.1%", "41%", "100%"]

@@ -75,7 +75,7 @@ def test_the_same_load_message_is_said_once_inside_say_loading_once(tiny_model, 
     """The freezing comparison loads one encoder per strategy and seed: one message, not six."""
     from transformers import AutoModelForSequenceClassification
 
-    from nbutils.weights import load_pretrained, say_loading_once
+    from nbutils.checkpoints.weights import load_pretrained, say_loading_once
 
     with say_loading_once():
         for _ in range(3):
