@@ -5,8 +5,9 @@ or work sessions, work periods, helpers' or other jobs sharing the machine, sche
 diary words such as "today"). Prose (Markdown, comments, docstrings, notebook text) is also
 searched for diary dates and times, and Markdown and comments for commit hashes. Dates and commit
 hashes belong in a provenance line (one that starts with ``Provenance:``, after any Markdown list
-or emphasis marks) or in the raw records of ``benchmarks/results/`` (their names and headers).
-A failure names file:line and what was found.
+or emphasis marks) or in the raw records of ``benchmarks/results/`` (their names and headers);
+in a docstring or comment, an example in backticks may show one. A failure names file:line and
+what was found.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ DATES = [
 COMMIT = (r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b", "a commit hash")
 PROVENANCE = re.compile(r"^\s*(?:[-*>#|]\s*)*[*_]*provenance\b", re.IGNORECASE)
 RESULT_PATH = re.compile(r"benchmarks/results/\S+")
+CODE_SPAN = re.compile(r"``[^`]*``|`[^`\n]*`")
 
 
 def tracked_files() -> list[str]:
@@ -80,7 +82,8 @@ def python_prose(text: str) -> dict[int, str]:
                 prose[tok.start[0]] = prose.get(tok.start[0], "") + " " + tok.string
             elif tok.type == tokenize.STRING and previous in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT,
                                                                tokenize.DEDENT, tokenize.ENCODING):
-                for offset, line in enumerate(tok.string.splitlines()):  # a docstring: a bare string
+                text_of_string = CODE_SPAN.sub(lambda m: "\n" * m.group(0).count("\n"), tok.string)
+                for offset, line in enumerate(text_of_string.splitlines()):  # a docstring: a bare string
                     prose[tok.start[0] + offset] = prose.get(tok.start[0] + offset, "") + " " + line
             if tok.type not in (tokenize.COMMENT, tokenize.NL):
                 previous = tok.type
@@ -151,6 +154,8 @@ def findings(name: str, text: str) -> list[str]:
         if PROVENANCE.search(line):
             continue
         line = RESULT_PATH.sub(" ", line)
+        if Path(name).suffix != ".md":  # in a docstring or comment, code in backticks is an example
+            line = CODE_SPAN.sub(" ", line)
         for pattern, what in checks:
             match = re.search(pattern, line, re.IGNORECASE)
             if match:
@@ -185,6 +190,7 @@ PLANTED = {
     "nbutils/planted.py": [
         ('"""Measured in the second work period."""', "a work period"),
         ("x = 1  # fixed on 2026-12-04", "a date in prose"),
+        ('"""Written at 2026-01-01 12:00 UTC, before ``main``."""', "a date in prose"),
     ],
     "params/planted.yaml": [
         ("seed: 42  # chosen by the coordinator", "how the work was scheduled"),
@@ -204,6 +210,7 @@ LEGITIMATE = {
         'run = root / "20260101-000000-demo"  # a made-up run name in code, not prose',
         "proc = subprocess.Popen(cmd, start_new_session=True)",
     ],
+    "nbutils/legit_example.py": ['"""When the report was written, e.g. ``report written at 2026-01-01 12:00 UTC``."""'],
     "benchmarks/bench_legit.py": ['"""Each worker gets its own session (autogroup) and priority."""'],
     "benchmarks/results/bench_legit_20261205.txt": ["# python benchmarks/bench_x.py at commit 15c045a, 2026-12-05 01:40 UTC"],
 }
