@@ -9,7 +9,7 @@ NBUTILS_DATA_MIRROR ?= $(abspath ../shared/data):$(abspath ../shared/models)
 export NBUTILS_DATA_MIRROR
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser browser-check git-filter data demo smoke full run report figures test test-fast lint format bench clean-runs
+.PHONY: help setup browser browser-check git-filter data demo smoke full run report figures test test-fast lint format bench gpu-check clean-runs
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,11 @@ format: ## fix what ruff can fix and strip notebook outputs
 
 bench: ## run the benchmarks (each prints a ratio of two ways of doing the same work)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+# cuda: the check on one GPU (<= 8 min; results in benchmarks/results/); cpu: its rehearsal at smoke sizes
+DEVICE ?= cuda
+gpu-check: data ## every notebook + MFU on one GPU, one results file: make gpu-check [DEVICE=cpu] (docs/gpu.md)
+	$(PYTHON) benchmarks/gpu_check.py --device $(DEVICE)
 
 clean-runs: ## list run directories (delete them yourself: runs are never removed automatically)
 	@ls -1d runs/*/ 2>/dev/null || echo "no runs"
