@@ -6,29 +6,63 @@ One run (a few minutes on 2 cores) shared by the tests below; data and vocabular
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
 import pandas as pd
 import pytest
 
-from nbutils.core.paths import RunPaths
+from nbutils.core.paths import REPO_ROOT, RunPaths
 from nbutils.pipeline.runner import discover_notebooks, load_profile, run_pipeline
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, titles_dir, vocab_dir) -> RunPaths:
-    overrides = {}
-    for key in load_profile("smoke"):
-        if key == "data_dir":
-            overrides[key] = str(titles_dir)
-        elif key.endswith("vocab_dir"):
-            overrides[key] = str(vocab_dir)
+def gpu_check_rehearsal(tmp_path_factory, titles_dir, vocab_dir) -> dict:
+    """The smoke run, made by the GPU check's CPU rehearsal (``make gpu-check DEVICE=cpu``: the
+    gpu-check profile with every smoke value over it, then the tiny MFU benchmark and the results
+    file), so CI rehearses the GPU check without running the notebooks a second time."""
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO_ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    params = {"data_dir": titles_dir, "demo_vocab_dir": vocab_dir, "explore_vocab_dir": vocab_dir}
+    assert set(params) == {k for k in load_profile("smoke") if k == "data_dir" or k.endswith("vocab_dir")}
     runs = tmp_path_factory.mktemp("runs")
-    root = run_pipeline("smoke", overrides, runs_dir=runs, cell_timeout=600, log=lambda *_: None)
-    return RunPaths(root)
+    argv = ["--device", "cpu", "--runs-dir", str(runs), *(a for k, v in params.items() for a in ("-p", f"{k}={v}"))]
+    return gpu_check.main(argv)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(gpu_check_rehearsal) -> RunPaths:
+    return RunPaths(gpu_check_rehearsal["notebooks"]["run_dir"])
+
+
+def test_the_gpu_check_rehearsal_wrote_its_results_file(gpu_check_rehearsal, smoke_run: RunPaths):
+    results = json.loads(gpu_check_rehearsal["path"].read_text())
+    assert gpu_check_rehearsal["path"].parent == smoke_run.root  # the rehearsal leaves the repository alone
+    assert results["ok"] and results["machine"]["device"] == "cpu" and results["machine"]["torch"]
+    manifest = json.loads(smoke_run.manifest.read_text())
+    assert manifest["profile"] == "gpu-check"
+    # the rehearsal is the smoke run: the two profiles set the same keys, and every smoke value won
+    smoke = load_profile("smoke")
+    assert set(load_profile("gpu-check")) == set(smoke)
+    assert all(manifest["parameters"][k] == v for k, v in smoke.items() if not (k == "data_dir" or k.endswith("vocab_dir")))
+    stages = results["notebooks"]["stages"]
+    assert [s["notebook"] for s in stages] == [p.stem for p in discover_notebooks()]
+    assert all(s["status"] == "ok" and s["seconds"] > 0 for s in stages)
+    report = results["benchmark"]["report"]
+    assert report["tiny"] and report["batch_size"] in (4, 8) and len(report["sweep"]) == 2
+    arms = {arm["arm"]: arm for arm in report["arms"]}
+    assert list(arms) == ["fp32-eager", "tf32-sdpa", "bf16-sdpa", "bf16-sdpa-compiled", "bf16-packed-compiled"]
+    assert all(arm["samples_per_s"] > 0 and arm["model_tflops"] > 0 for arm in arms.values())
+    # labels as run: a CPU has no TF32, and no peak means no MFU claim
+    assert all(arm["matmul_fp32_as"] == "ieee fp32" and arm["mfu_bf16_peak"] is None for arm in arms.values())
+    # the rehearsal runs the compiled arms uncompiled, and their results say so
+    assert arms["bf16-packed-compiled"]["packed"] and not any(arm["compiled"] for arm in arms.values())
+    assert arms["fp32-eager"]["attention"] == "eager" and arms["fp32-eager"]["optimizer"] == "adamw_torch"
+    assert results["total_seconds"] >= sum(s["seconds"] for s in stages)
 
 
 def test_every_notebook_ran(smoke_run: RunPaths):
