@@ -48,7 +48,12 @@ def test_the_gpu_check_rehearsal_wrote_its_results_file(gpu_check_rehearsal, smo
     # the rehearsal is the smoke run: the two profiles set the same keys, and every smoke value won
     smoke = load_profile("smoke")
     assert set(load_profile("gpu-check")) == set(smoke)
-    assert all(manifest["parameters"][k] == v for k, v in smoke.items() if not (k == "data_dir" or k.endswith("vocab_dir")))
+    first_run = manifest["notebooks"][:len(discover_notebooks())]  # as each notebook received them
+    for entry in first_run:
+        given = entry["parameters"]
+        assert given.get("device", "cpu") == "cpu"
+        assert all(given[k] == v for k, v in smoke.items()
+                   if k in given and not (k in ("data_dir", "device") or k.endswith("vocab_dir")))
     stages = results["notebooks"]["stages"]
     assert [s["notebook"] for s in stages] == [p.stem for p in discover_notebooks()]
     assert all(s["status"] == "ok" and s["seconds"] > 0 for s in stages)
