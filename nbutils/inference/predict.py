@@ -66,6 +66,7 @@ class Predictor:
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.max_positions = model.config.max_position_embeddings
         self.train_config = training_cut(self.model_dir)
+        self.thresholds = decision_thresholds(model.config, self.train_config, self.label_names)
 
     def truncator(self, max_length: int | None, truncation: str | None):
         from nbutils.text.tokenization import Truncator
@@ -138,7 +139,8 @@ class Predictor:
     def empty_frame(self):
         import pandas as pd
 
-        columns = ["text", "label", "confidence", *[f"prob_{n}" for n in self.label_names]]
+        multi = ["scores", "n_labels"] if self.thresholds is not None else []
+        columns = ["text", "label", *multi, "confidence", *[f"prob_{n}" for n in self.label_names]]
         return pd.DataFrame(columns=columns + ["n_tokens", "truncated", "empty"])
 
     def chunk_frame(self, texts: list[str], cut, batch_size: int):
@@ -152,7 +154,8 @@ class Predictor:
         n_tokens = np.array([len(ids) for ids in full], dtype=np.int64)
         cut_tokens = np.array([len(ids) for ids in input_ids], dtype=np.int64)
         del full
-        frame = prediction_frame(texts, self.logits(input_ids, batch_size), self.label_names)
+        frame = prediction_frame(texts, self.logits(input_ids, batch_size), self.label_names,
+                                 thresholds=self.thresholds)
         frame = frame.rename(columns={"pred": "label"})
         frame["n_tokens"] = n_tokens
         frame["truncated"] = n_tokens > cut_tokens
@@ -164,11 +167,48 @@ class Predictor:
         return frame
 
 
-def prediction_frame(texts, logits, label_names, labels=None):
-    """Rows of text, (label), pred, confidence, prob_<name>... from logits."""
+# joins the labels of one text in a table cell (multi-label predictions and true labels)
+LABEL_JOIN = "|"
+# --- multi-label decisions: a label is given when its sigmoid score reaches its threshold
+THRESHOLD_RULES = ("per_label", "global", "fixed")
+FIXED_THRESHOLD = 0.5
+
+
+def sigmoid(logits):
+    """Independent per-label probabilities of multi-label logits (float64, no overflow warning)."""
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -logits))
+
+
+def threshold_vector(thresholds: dict, rule: str, label_names: Sequence[str]):
+    """One threshold per label under ``rule`` (``per_label`` | ``global`` | ``fixed``), from the
+    thresholds fine-tuning chose on dev (``nbutils.metrics.choose_thresholds``)."""
+    import numpy as np
+
+    if rule not in THRESHOLD_RULES:
+        raise NbutilsError(f"unknown threshold rule {rule!r}", fix=f"use one of {', '.join(THRESHOLD_RULES)}")
+    if rule == "per_label":
+        return np.array([thresholds["per_label"][str(n)] for n in label_names], dtype=np.float64)
+    return np.full(len(label_names), float(thresholds[rule]), dtype=np.float64)
+
+
+
+
+def prediction_frame(texts, logits, label_names, labels=None, thresholds=None):
+    """Rows of text, (label), pred, confidence, prob_<name>... from logits.
+
+    With ``thresholds`` (one per label) the logits are multi-label: ``prob_<name>`` are independent
+    sigmoid scores, ``pred`` the labels at or above their threshold joined by ``|`` (highest score
+    first; empty when none passes), ``scores`` the same labels with their scores (JSON),
+    ``n_labels`` their number and ``confidence`` the highest score; ``labels`` are 0/1 rows then.
+    """
     import numpy as np
     import pandas as pd
 
+    if thresholds is not None:
+        return _multi_label_frame(texts, logits, label_names, labels, thresholds)
     logits = np.asarray(logits, dtype=np.float64)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -182,6 +222,32 @@ def prediction_frame(texts, logits, label_names, labels=None):
     frame["confidence"] = probs.max(-1)
     for i, name in enumerate(label_names):
         frame[f"prob_{name}"] = probs[:, i]
+    return frame
+
+
+def _multi_label_frame(texts, logits, label_names, labels, thresholds):
+    import numpy as np
+    import pandas as pd
+
+    scores = sigmoid(logits)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.shape != (len(label_names),):
+        raise NbutilsError(f"{len(thresholds)} thresholds for {len(label_names)} labels",
+                           fix="pass one threshold per label, in the model's label order")
+    text = np.empty(len(texts), dtype=object)
+    text[:] = list(texts)
+    frame = pd.DataFrame({"text": text})
+    if labels is not None:
+        frame["label"] = [LABEL_JOIN.join(label_names[i] for i in np.flatnonzero(np.asarray(row) > 0.5))
+                          for row in labels]
+    chosen = [sorted(np.flatnonzero(row >= thresholds), key=lambda i, row=row: -row[i]) for row in scores]
+    frame["pred"] = [LABEL_JOIN.join(label_names[i] for i in ids) for ids in chosen]
+    frame["scores"] = [json.dumps({label_names[i]: round(float(row[i]), 4) for i in ids}, ensure_ascii=False)
+                       for ids, row in zip(chosen, scores, strict=True)]
+    frame["n_labels"] = [len(ids) for ids in chosen]
+    frame["confidence"] = scores.max(-1) if scores.shape[-1] else np.zeros(len(scores))
+    for i, name in enumerate(label_names):
+        frame[f"prob_{name}"] = scores[:, i]
     return frame
 
 
@@ -238,6 +304,7 @@ class OnnxPredictor(Predictor):
         self.max_positions = config.max_position_embeddings
         self.tokenizer = load_tokenizer(self.model_dir)
         self.train_config = training_cut(self.model_dir)
+        self.thresholds = decision_thresholds(config, self.train_config, self.label_names)
         # Follow the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads) rather than
         # ONNX Runtime's default of one spinning thread per core, which fights other processes.
         self.threads = threads or torch.get_num_threads()
@@ -250,6 +317,21 @@ class OnnxPredictor(Predictor):
         for rows, ids, mask in padded_batches(input_ids, batch_size, self.tokenizer.pad_token_id or 0):
             out[rows] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return out
+
+
+def decision_thresholds(model_config, train_config: dict, label_names: Sequence[str]):
+    """A multi-label model's threshold per label (those fine-tuning chose on dev under its rule,
+    saved in ``finetune_config.json``); ``None`` for a single-label model (the argmax decides)."""
+    if getattr(model_config, "problem_type", None) != "multi_label_classification":
+        return None
+    info = train_config.get("multi_label")
+    if not info:
+        import numpy as np
+
+        print(f"note: no thresholds saved with this multi-label model; every label is given from score "
+              f"{FIXED_THRESHOLD}")
+        return np.full(len(label_names), FIXED_THRESHOLD)
+    return threshold_vector(info["thresholds"], info["threshold_rule"], label_names)
 
 
 def training_cut(model_dir: Path) -> dict:
@@ -303,7 +385,11 @@ def predict(
     backend: str = "torch",
 ):
     """Classify ``texts``: a DataFrame in input order with ``text, label, confidence,
-    prob_<name>..., n_tokens, truncated``. ``max_length``/``truncation`` default to the
+    prob_<name>..., n_tokens, truncated``. For a multi-label model ``label`` holds the labels whose
+    score reaches the threshold chosen on dev, joined by ``|`` (highest score first, empty when
+    none does), ``scores`` the same labels with their scores (JSON), ``n_labels`` their number,
+    ``confidence`` the highest score and ``prob_<name>`` each label's sigmoid score.
+    ``max_length``/``truncation`` default to the
     settings the model was fine-tuned with. ``backend="onnx"`` or ``"onnx-int8"`` runs an
     ``nbutils export-onnx`` folder with ONNX Runtime (same tokenization and output)."""
     predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
@@ -316,7 +402,8 @@ def examples_table(texts: Sequence[str], model_dir: str | Path, *, device: str =
     per text, long texts cut to ``max_chars`` characters for display."""
     table = predict(texts, model_dir, device=device)
     table["text"] = [t if len(t) <= max_chars else t[: max_chars - 3] + "..." for t in table["text"]]
-    return table[["text", "label", "confidence", "n_tokens", "truncated"]]
+    multi = ["scores"] if "scores" in table.columns else []
+    return table[["text", "label", *multi, "confidence", "n_tokens", "truncated"]]
 
 
 def classify_box(model_dir: str | Path, *, device: str = "auto", top: int = 3):
@@ -397,7 +484,8 @@ def _print_tables(frames: Iterable) -> None:
     """The label, confidence and (cut) text of each row, a chunk's table at a time."""
     empty = 0
     for i, frame in enumerate(frames):
-        shown = frame[["label", "confidence", "text"]].copy()
+        scores = ["scores"] if "scores" in frame.columns else []  # multi-label: each given label's score
+        shown = frame[["label", *scores, "confidence", "text"]].copy()
         shown["text"] = [t if len(t) <= 60 else t[:57] + "..." for t in shown["text"]]
         shown.loc[frame["empty"].to_numpy(dtype=bool), "text"] = "(empty text: the label means nothing)"
         shown["confidence"] = shown["confidence"].map("{:.3f}".format)

@@ -431,6 +431,10 @@ def baseline_comparison(dataset, finetune_metrics: dict, predictions=None, seed:
                           dataset.label_names, BaselineConfig(seed=seed))
     baseline = {"test": result["test"], "same_test_examples_as_model": inputs.same_test_as_model}
     test = finetune_metrics["test"]
+    if test.get("multi_label"):
+        return (f"test micro-F1 {_pct(test['micro_f1'])} against the TF-IDF baseline's (one SVM per label) "
+                f"{_pct(result['test']['micro_f1'])}; subset accuracy {_pct(test['subset_accuracy'])} against "
+                f"{_pct(result['test']['subset_accuracy'])}. {verdict_sentence(finetune_metrics, baseline)}")
     return (f"test accuracy {_pct(test['accuracy'])} against the TF-IDF baseline's "
             f"{_pct(result['test']['accuracy'])} (macro-F1 {_pct(test['macro_f1'])} against "
             f"{_pct(result['test']['macro_f1'])}). {verdict_sentence(finetune_metrics, baseline)}")

@@ -226,7 +226,9 @@ class _LabelledItems:
     (``nbutils.training.distill``), with which an item's labels become ``[label, p...]``."""
 
     def __init__(self, labels: Sequence[int] | None, targets=None):
-        self.labels = None if labels is None else [int(x) for x in labels]
+        # a label id per item, or (multi-label) a row of 0/1 floats, the binary cross-entropy targets
+        self.labels = None if labels is None else [[float(v) for v in x] if isinstance(x, (list, tuple)) else int(x)
+                                                   for x in labels]
         self.targets = targets
 
     def _labelled(self, item: dict, i: int) -> dict:

@@ -12,6 +12,9 @@ batches class-skewed. What we add:
   ``head+tail``, Sun et al. 2019), tokenized per batch as training reads them (the texts stay on
   disk in the dataset's ``TextStore``), so memory and the wait for the first step do not grow
   with the corpus;
+- multi-label data (``Dataset.multi_label``): one sigmoid output per label trained with binary
+  cross-entropy (``problem_type="multi_label_classification"``, as transformers defines it),
+  decision thresholds chosen on dev (one global, one per label) and saved with the model;
 - metrics on the full gathered predictions, files in the run-directory contract
   (model/, history.csv, metrics.json, test_predictions.csv, curves PNG);
 - resume: an interrupted run restarts from its last checkpoint in the same ``out_dir``, and only
@@ -41,6 +44,7 @@ from nbutils.core.config_flags import config_from_params
 from nbutils.core.errors import NbutilsError
 from nbutils.core.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
 from nbutils.text.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode, Truncator
+from nbutils.training.metrics import THRESHOLD_RULES
 
 CONFIG_FILE = "finetune_config.json"  # saved next to the model so prediction cuts texts the same way
 CHECKPOINTS = "checkpoints"
@@ -79,6 +83,7 @@ class FinetuneConfig:
     save_total_limit: int = 2  # checkpoints kept for resume (the best one is always kept)
     keep_checkpoints: bool = False  # delete checkpoints/ after a successful run
     dataloader_num_workers: int = 0  # batch-loading worker processes (0: in the training process)
+    threshold_rule: str = "per_label"  # multi-label data: per_label | global | fixed (0.5): which dev-chosen thresholds predict
     extra_training_args: dict = field(default_factory=dict)  # any other TrainingArguments
     invariant_numerics: bool = True  # CPU: the same bits at any thread count (nbutils.runtime.invariant); off: stock kernels, one thread count held
 
@@ -103,6 +108,9 @@ class FinetuneConfig:
             # transformers 5 reads warmup_steps >= 1 as a step count, not a ratio
             raise NbutilsError(f"warmup_ratio={self.warmup_ratio} is not a share of the steps",
                                fix="use a value in [0, 1), e.g. 0.1")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise NbutilsError(f"unknown threshold_rule {self.threshold_rule!r}",
+                               fix=f"use one of {', '.join(THRESHOLD_RULES)} (finetune_threshold_rule)")
         if self.eval_strategy not in ("epoch", "steps"):
             raise NbutilsError(f"unknown eval_strategy {self.eval_strategy!r}", fix="use 'epoch' or 'steps'")
 
@@ -120,8 +128,9 @@ class FinetuneResult:
     total_params: int
 
 
-def load_model(model_dir: str | Path, label_names: Sequence[str], choice=None):
-    """The classifier with a fresh head sized to ``label_names`` and its tokenizer."""
+def load_model(model_dir: str | Path, label_names: Sequence[str], choice=None, *, multi_label: bool = False):
+    """The classifier with a fresh head sized to ``label_names`` and its tokenizer; with
+    ``multi_label`` one independent sigmoid output per label, trained with binary cross-entropy."""
     from transformers import AutoModelForSequenceClassification
 
     from nbutils.checkpoints.model_folder import check_model_dir, is_local_path
@@ -139,6 +148,7 @@ def load_model(model_dir: str | Path, label_names: Sequence[str], choice=None):
             label2id={name: i for i, name in id2label.items()},
             attn_implementation=choice.attn_implementation if choice else "sdpa",
             ignore_mismatched_sizes=True,  # a head fine-tuned for other classes is replaced
+            **({"problem_type": "multi_label_classification"} if multi_label else {}),
         )
     except OSError as err:
         raise NbutilsError(
@@ -211,7 +221,13 @@ class LengthBucketTrainer(Trainer):
 
 
 def _split(dataset, name: str):
-    """(texts, labels) of one split; texts stay on disk where the dataset keeps them there."""
+    """(texts, labels) of one split; texts stay on disk where the dataset keeps them there.
+    Multi-label data gives each text's 0/1 label row as floats (binary cross-entropy targets)."""
+    if getattr(dataset, "multi_label", False):
+        texts = dataset.text_column(name)
+        if not len(texts):
+            raise NbutilsError(f"the {name} split is empty", fix=f"the dataset needs {name} examples")
+        return texts, dataset.label_matrix(name).astype(float).tolist()
     if hasattr(dataset, "text_column"):
         texts, labels = dataset.text_column(name), [int(x) for x in dataset.label_array(name)]
     else:
@@ -295,17 +311,23 @@ def finetune(
     choice = choose_device(config.device, config.precision)
     set_seed(config.seed)  # the classifier head's initialisation depends on it
     label_names = [str(n) for n in dataset.label_names]
-    model, tokenizer, sizes = _load_for_training(model_dir, label_names, choice, config, prepare_model)
+    multi_label = bool(getattr(dataset, "multi_label", False))
+    if multi_label:
+        teacher = _check_multi_label_settings(config, teacher)
+    model, tokenizer, sizes = _load_for_training(model_dir, label_names, choice, config, prepare_model,
+                                                 multi_label=multi_label)
     truncator = Truncator(tokenizer, config.max_length, config.truncation, config.head_tokens)
     dataset, splits, encoded = _encode_splits(dataset, truncator, config, teacher, len(label_names))
     length_fit = _length_fit(splits, tokenizer, model, config, length_advice)
     run = _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir, label_names,
                     param_groups=param_groups, extra_callbacks=extra_callbacks,
-                    curves_png=curves_png, title=title, teacher=teacher, progress_lines=progress_lines)
+                    curves_png=curves_png, title=title, teacher=teacher, progress_lines=progress_lines,
+                    multi_label=multi_label)
     fingerprint = _fingerprint(run, model_dir, dataset, config, encoded, choice, teacher)
     resume = _resume_or_start(run, out_dir, fingerprint, finished=finished, overwrite=overwrite)
     _train(run.trainer, resume, choice, config)
-    outputs = _evaluate(run, splits, encoded, label_names, choice)
+    outputs = _evaluate(run, splits, encoded, label_names, choice,
+                        threshold_rule=config.threshold_rule if multi_label else None)
     metrics = {**_metrics(run, outputs, sizes, resume, choice, model_dir, config, teacher),
                "length_fit": length_fit, "data": _data_record(dataset, splits)}
     if run.trainer.is_world_process_zero():
@@ -347,12 +369,12 @@ def _check_out_dir(out_dir: Path, *, save_model: bool, overwrite: bool) -> bool:
     return finished
 
 
-def _load_for_training(model_dir, label_names, choice, config, prepare_model):
+def _load_for_training(model_dir, label_names, choice, config, prepare_model, *, multi_label: bool = False):
     """The model (numerics prepared, ``prepare_model`` applied), its tokenizer, and parameter counts."""
     from nbutils.checkpoints.weights import random_weights_warning
     from nbutils.training.assembly import prepare_for_training
 
-    model, tokenizer = load_model(model_dir, label_names, choice)
+    model, tokenizer = load_model(model_dir, label_names, choice, multi_label=multi_label)
     prepare_for_training(model, choice.device, invariant_numerics=config.invariant_numerics)
     warning = random_weights_warning(model_dir)
     if warning and int(os.environ.get("RANK", "0")) == 0:
@@ -444,7 +466,8 @@ def _training_arguments(config: FinetuneConfig, choice, ckpt_dir: Path, n_train:
 
 
 def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Path, label_names, *,
-              param_groups, extra_callbacks, curves_png, title, teacher, progress_lines=10) -> _Assembled:
+              param_groups, extra_callbacks, curves_png, title, teacher, progress_lines=10,
+              multi_label=False) -> _Assembled:
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
@@ -475,7 +498,7 @@ def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Pat
         processing_class=tokenizer,
         data_collator=TokenizingCollator(truncator, DataCollatorWithPadding(
             tokenizer, pad_to_multiple_of=8 if choice.device == "cuda" else None)),
-        compute_metrics=_dev_scores(label_names),
+        compute_metrics=_dev_scores(label_names, multi_label),
         # Trainer builds the warmup + linear decay schedule around a given optimizer
         optimizers=(optimizer, None),
         compute_loss_func=teacher.loss if teacher is not None else None,
@@ -488,11 +511,13 @@ def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Pat
     return _Assembled(trainer=trainer, args=args, clock=clock, optimizer=optimizer)
 
 
-def _dev_scores(label_names):
+def _dev_scores(label_names, multi_label: bool = False):
     """Trainer's ``compute_metrics``: the dev scores early stopping and the best checkpoint use."""
     def compute_metrics(eval_pred):
         from nbutils.training.metrics import classification_metrics
 
+        if multi_label:  # during training: every label at 0.5; the thresholds are chosen at the end
+            return _multi_label_eval(eval_pred, label_names)
         m = classification_metrics(eval_pred.label_ids, eval_pred.predictions.argmax(-1), label_names)
         return {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
 
@@ -560,8 +585,9 @@ def _train(trainer, resume, choice, config) -> None:
         ) from err
 
 
-def _evaluate(run: _Assembled, splits, encoded, label_names, choice) -> dict:
-    """Dev and test predictions and metrics of the best checkpoint, the history, peak memory."""
+def _evaluate(run: _Assembled, splits, encoded, label_names, choice, threshold_rule: str | None = None) -> dict:
+    """Dev and test predictions and metrics of the best checkpoint, the history, peak memory;
+    with ``threshold_rule`` (multi-label data) the thresholds chosen on dev, and metrics under it."""
     from nbutils.training.live import history_frame
     from nbutils.training.measurement import process_peak_memory_mb
     from nbutils.training.metrics import classification_metrics
@@ -570,9 +596,17 @@ def _evaluate(run: _Assembled, splits, encoded, label_names, choice) -> dict:
     dev_out = run.trainer.predict(encoded["dev"], metric_key_prefix="dev")
     test_out = run.trainer.predict(encoded["test"], metric_key_prefix="test")
     peak_mb = process_peak_memory_mb(choice.device)
+    if threshold_rule is not None:
+        dev, test, thresholds = multi_label_results(splits, dev_out.predictions, test_out.predictions,
+                                                    label_names, threshold_rule)
+        multi = {"problem_type": "multi_label_classification", "threshold_rule": threshold_rule,
+                 "thresholds": thresholds}
+    else:
+        dev = classification_metrics(splits["dev"][1], dev_out.predictions.argmax(-1), label_names)
+        test = classification_metrics(splits["test"][1], test_out.predictions.argmax(-1), label_names)
+        multi = None
     return {
-        "dev": classification_metrics(splits["dev"][1], dev_out.predictions.argmax(-1), label_names),
-        "test": classification_metrics(splits["test"][1], test_out.predictions.argmax(-1), label_names),
+        "dev": dev, "test": test, "multi_label": multi,
         "test_logits": test_out.predictions, "test_split": splits["test"], "label_names": label_names,
         "history": history_frame(run.trainer.state.log_history), "peak_memory_mb": peak_mb,
         "runtime_s": max(run.clock.end_time - run.clock.start_time, 1e-9),
@@ -615,6 +649,8 @@ def _metrics(run: _Assembled, outputs: dict, sizes: dict, resume, choice, model_
     }
     if teacher is not None:
         metrics["distillation"] = teacher.describe()
+    if outputs.get("multi_label"):
+        metrics["multi_label"] = outputs["multi_label"]
     return metrics
 
 
@@ -635,12 +671,14 @@ def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict,
             write_json(tmp / CONFIG_FILE, {
                 "max_length": config.max_length, "truncation": config.truncation,
                 "head_tokens": truncator.head, "label_names": label_names,
+                **({"multi_label": metrics["multi_label"]} if metrics.get("multi_label") else {}),
             })
             # a Hugging Face model card: the folder can be shared (or pushed to the Hub) as is
             (tmp / CARD).write_text(model_card(metrics), encoding="utf-8")
     _write_csv(out_dir / HISTORY, outputs["history"])
     test_texts, test_labels = outputs["test_split"]
-    _write_predictions_csv(out_dir / PREDICTIONS, test_texts, outputs["test_logits"], label_names, test_labels)
+    _write_predictions_csv(out_dir / PREDICTIONS, test_texts, outputs["test_logits"], label_names, test_labels,
+                           thresholds=_rule_vector(metrics, label_names))
     write_scalars(out_dir / TENSORBOARD_DIR, {
         f"{split}/{name}": outputs[split][name] for split in ("dev", "test")
         for name in ("accuracy", "macro_f1")}, step=run.trainer.state.global_step)
@@ -649,16 +687,79 @@ def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict,
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
 
 
-def _write_predictions_csv(path: Path, texts, logits, label_names, labels, chunk: int = 10_000) -> None:
-    """test_predictions.csv written 10,000 rows at a time: the texts are read from disk per chunk."""
+def _write_predictions_csv(path: Path, texts, logits, label_names, labels, chunk: int = 10_000,
+                           thresholds=None) -> None:
+    """test_predictions.csv written 10,000 rows at a time: the texts are read from disk per chunk.
+    ``thresholds`` (one per label): multi-label predictions."""
     from nbutils.core.io import atomic_file
     from nbutils.inference.predict import prediction_frame
 
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
         for start in range(0, len(texts), chunk):
             frame = prediction_frame(list(texts[start:start + chunk]), logits[start:start + chunk],
-                                     label_names, labels=labels[start:start + chunk])
+                                     label_names, labels=labels[start:start + chunk], thresholds=thresholds)
             frame.to_csv(out, index=False, header=start == 0)
+
+
+# ----------------------------------------------------------------------------- multi-label
+
+
+def _check_multi_label_settings(config: FinetuneConfig, teacher):
+    """Settings made for one label per text: label smoothing is refused; distillation from the
+    single-label TF-IDF teacher is left out, saying so. Returns the teacher to use (None)."""
+    if teacher is not None:
+        print("note: the data is multi-label; distillation from the TF-IDF teacher needs one label per text, "
+              "so this run learns from the labels only (finetune_distill_alpha is not used)")
+    if config.extra_training_args.get("label_smoothing_factor"):
+        raise NbutilsError("label smoothing needs one label per text, but the data is multi-label",
+                           fix="set finetune_label_smoothing=0 (runner: -p finetune_label_smoothing=0)")
+    return None
+
+
+def _multi_label_eval(eval_pred, label_names) -> dict:
+    """Trainer's evaluation metrics for multi-label logits, every label decided at 0.5."""
+    from nbutils.training.metrics import FIXED_THRESHOLD, multilabel_metrics, sigmoid
+
+    predicted = (sigmoid(eval_pred.predictions) >= FIXED_THRESHOLD).astype(int)
+    m = multilabel_metrics(eval_pred.label_ids.round().astype(int), predicted, label_names)
+    return {k: m[k] for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1")}
+
+
+def multi_label_results(splits, dev_logits, test_logits, label_names, rule: str):
+    """Thresholds chosen on dev, then dev and test metrics under ``rule``; each metrics dict also
+    holds ``by_threshold_rule`` (micro/macro F1 and subset accuracy under every rule), so the
+    rules can be compared on dev, where the choice belongs."""
+    import numpy as np
+
+    from nbutils.training.metrics import (
+        THRESHOLD_RULES,
+        choose_thresholds,
+        multilabel_metrics,
+        sigmoid,
+        threshold_vector,
+    )
+
+    dev_true, test_true = (np.asarray(splits[s][1]).round().astype(int) for s in ("dev", "test"))
+    dev_scores, test_scores = sigmoid(dev_logits), sigmoid(test_logits)
+    thresholds = choose_thresholds(dev_true, dev_scores, label_names)
+    results = []
+    for true, scores in ((dev_true, dev_scores), (test_true, test_scores)):
+        by_rule = {r: multilabel_metrics(true, (scores >= threshold_vector(thresholds, r, label_names)).astype(int),
+                                         label_names) for r in THRESHOLD_RULES}
+        chosen = by_rule[rule]
+        chosen["threshold_rule"] = rule
+        chosen["by_threshold_rule"] = {r: {k: m[k] for k in ("micro_f1", "macro_f1", "subset_accuracy")}
+                                       for r, m in by_rule.items()}
+        results.append(chosen)
+    return results[0], results[1], thresholds
+
+
+def _rule_vector(metrics: dict, label_names):
+    """The thresholds test_predictions.csv decides with (None: single-label)."""
+    from nbutils.training.metrics import threshold_vector
+
+    info = metrics.get("multi_label")
+    return None if info is None else threshold_vector(info["thresholds"], info["threshold_rule"], label_names)
 
 
 def _write_csv(path: Path, frame) -> None:

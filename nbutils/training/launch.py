@@ -25,11 +25,12 @@ NOT_FLAGS = ("extra_training_args", "headless")
 
 
 def _load_dataset(data_dir: str, data_format: str, on_bad_rows: str = "raise", *,
-                  text_column: str = "text", label_column: str = "label"):
+                  text_column: str = "text", label_column: str = "label", label_delimiter: str = ""):
     from nbutils.data import dataset as data
 
     dataset = data.load_dataset(data_dir, format=data_format, on_bad_rows=on_bad_rows,
-                                text_column=text_column, label_column=label_column)
+                                text_column=text_column, label_column=label_column,
+                                label_delimiter=label_delimiter)
     if dataset.skipped and int(os.environ.get("RANK", "0")) == 0:
         print(f"left out {len(dataset.skipped)} bad row(s) (--on-bad-rows skip), e.g. {dataset.skipped[0]}")
     return dataset
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-column", default="label", help="table formats: the label column (default: label)")
     parser.add_argument("--on-bad-rows", choices=("raise", "skip"), default="raise",
                         help="raise: stop at the first bad row (file:line, reason); skip: leave bad rows out")
+    parser.add_argument("--label-delimiter", default="",
+                        help="table formats: several labels per text separated by this (e.g. '|'): multi-label "
+                             "(a sigmoid output per label, thresholds chosen on dev); JSON-list labels need none")
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds checkpoints)")
     parser.add_argument("--curves-png", default=None, help="also save the training curves here (default: OUT/curves.png only)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT and its checkpoints")
@@ -60,12 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     names = [f.name for f in dataclasses.fields(FinetuneConfig) if f.name not in NOT_FLAGS]
     config = config_from_args(FinetuneConfig, args, names, headless=True)
     dataset = _load_dataset(args.data, args.data_format, args.on_bad_rows, text_column=args.text_column,
-                            label_column=args.label_column)
+                            label_column=args.label_column, label_delimiter=args.label_delimiter)
     result = finetune(dataset, args.model, args.out, config, curves_png=args.curves_png,
                       overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         test = result.metrics["test"]
-        print(f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; wrote {result.out_dir}")
+        if test.get("multi_label"):
+            print(f"test micro-F1 {test['micro_f1']:.4f}, macro-F1 {test['macro_f1']:.4f}, subset accuracy "
+                  f"{test['subset_accuracy']:.4f} (thresholds: {test['threshold_rule']}); wrote {result.out_dir}")
+        else:
+            print(f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; wrote {result.out_dir}")
     return 0
 
 

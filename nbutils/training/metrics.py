@@ -1,4 +1,5 @@
-"""Classification metrics in the project's schema ``M`` (see CONTRIBUTING.md), from scikit-learn.
+"""Classification metrics in the project's schema ``M`` (see CONTRIBUTING.md), from scikit-learn;
+for multi-label data (a 0/1 matrix per split) also the decision thresholds chosen on dev.
 
 Always computed on the full set of predictions (under DDP, ``Trainer.predict`` gathers every
 rank's predictions first), never averaged per batch or per device.
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nbutils.core.errors import NbutilsError
+from nbutils.inference.predict import FIXED_THRESHOLD, THRESHOLD_RULES, sigmoid, threshold_vector  # noqa: F401 (re-exported)
 
 
 def _as_indices(values: Sequence, label_names: Sequence[str], what: str) -> np.ndarray:
@@ -75,13 +77,116 @@ def classification_metrics(
     return out
 
 
+def multilabel_metrics(y_true, y_pred, label_names: Sequence[str]) -> dict[str, Any]:
+    """Metrics of multi-label predictions: ``y_true``/``y_pred`` are 0/1 matrices (texts x labels).
+
+    ``accuracy`` is the subset accuracy (every label of a text right; also ``subset_accuracy``),
+    then micro, macro, weighted and per-text (``samples``) precision-recall-F1, the Hamming loss,
+    ``per_class`` (precision, recall, F1, support per label) and ``confusion_matrix``: texts that
+    carry the row label and were given the column label (its diagonal holds the true positives,
+    the row sums exceed the support where other labels are predicted alongside).
+    """
+    from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support
+
+    label_names = [str(n) for n in label_names]
+    true, pred = _as_label_matrix(y_true, label_names, "y_true"), _as_label_matrix(y_pred, label_names, "y_pred")
+    if true.shape != pred.shape:
+        raise NbutilsError(f"{true.shape[0]} true label rows but {pred.shape[0]} predicted rows")
+    if len(true) == 0:
+        raise NbutilsError("no examples to score", fix="check that the split is not empty")
+    out: dict[str, Any] = {"multi_label": True, "accuracy": float(accuracy_score(true, pred)),
+                           "n": int(len(true))}
+    out["subset_accuracy"] = out["accuracy"]
+    out["hamming_loss"] = float(hamming_loss(true, pred))
+    for avg in ("micro", "macro", "weighted", "samples"):
+        p, r, f, _ = precision_recall_fscore_support(true, pred, average=avg, zero_division=0)
+        out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = float(p), float(r), float(f)
+    p, r, f, s = precision_recall_fscore_support(true, pred, average=None, zero_division=0)
+    out["per_class"] = {
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, name in enumerate(label_names)
+    }
+    out["confusion_matrix"] = (true.T.astype(np.int64) @ pred.astype(np.int64)).tolist()
+    out["predicted_labels_per_text"] = float(pred.sum(axis=1).mean())
+    out["texts_without_label"] = int((pred.sum(axis=1) == 0).sum())
+    return out
+
+
+def _as_label_matrix(values, label_names: Sequence[str], what: str) -> np.ndarray:
+    matrix = np.asarray(values)
+    if matrix.ndim != 2 or matrix.shape[1] != len(label_names):
+        raise NbutilsError(f"{what} has shape {matrix.shape}; a multi-label matrix has one column per label "
+                           f"({len(label_names)})", fix="pass the label_names the model was trained with")
+    if not np.isin(matrix, (0, 1)).all():
+        raise NbutilsError(f"{what} holds values other than 0 and 1", fix="threshold the scores first")
+    return matrix.astype(np.int8)
+
+
+# --- multi-label decision thresholds -------------------------------------------------------
+
+# thresholds tried on dev: 0.05, 0.06, ..., 0.95
+THRESHOLD_GRID = np.round(np.arange(5, 96) / 100, 2)
+
+
+def choose_thresholds(y_true, scores, label_names: Sequence[str], grid=THRESHOLD_GRID) -> dict[str, Any]:
+    """Decision thresholds for multi-label scores, chosen on ``(y_true, scores)`` (the dev split).
+
+    ``global``: the one threshold for every label with the best micro-F1; ``per_label``: for each
+    label the threshold with its best F1 (a label without positives here keeps the global one,
+    since any threshold gives it F1 0). Ties go to the threshold nearest 0.5. Returns
+    ``{"global": t, "per_label": {name: t}, "fixed": 0.5, "grid": [first, last, step]}``.
+    """
+    true = _as_label_matrix(y_true, label_names, "y_true").astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != true.shape:
+        raise NbutilsError(f"scores have shape {scores.shape}, labels {true.shape}")
+    grid = np.asarray(grid, dtype=np.float64)
+    positives = true.sum(axis=0)
+    tp = np.stack([((scores >= t) & true).sum(axis=0) for t in grid])  # grid x labels
+    predicted = np.stack([(scores >= t).sum(axis=0) for t in grid])
+    fp, fn = predicted - tp, positives[None, :] - tp
+    micro = _f1(tp.sum(axis=1), fp.sum(axis=1), fn.sum(axis=1))
+    global_t = float(grid[_best(micro, grid)])
+    per_label = {}
+    for j, name in enumerate(label_names):
+        f1 = _f1(tp[:, j], fp[:, j], fn[:, j])
+        per_label[str(name)] = float(grid[_best(f1, grid)]) if positives[j] else global_t
+    return {"global": global_t, "per_label": per_label, "fixed": FIXED_THRESHOLD,
+            "grid": [float(grid[0]), float(grid[-1]), float(np.round(grid[1] - grid[0], 6)) if len(grid) > 1 else 0.0]}
+
+
+def _f1(tp, fp, fn) -> np.ndarray:
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros(np.shape(tp), dtype=np.float64), where=denominator > 0)
+
+
+def _best(f1: np.ndarray, grid: np.ndarray) -> int:
+    ties = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    return int(ties[np.argmin(np.abs(grid[ties] - 0.5))])
+
+
+def metrics_summary(metrics: dict[str, Any]) -> str:
+    """Dev and test scores in two lines: accuracy and macro-F1; for multi-label metrics micro-F1,
+    macro-F1 and subset accuracy, under the threshold rule that decided."""
+    lines = []
+    for split in ("dev", "test"):
+        m = metrics[split]
+        if m.get("multi_label"):
+            lines.append(f"{split:<4} micro-F1 {m['micro_f1']:.4f}  macro-F1 {m['macro_f1']:.4f}  subset accuracy "
+                         f"{m['subset_accuracy']:.4f}  ({m['threshold_rule']} thresholds chosen on dev)")
+        else:
+            lines.append(f"{split:<4} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    return "\n".join(lines)
+
+
 def per_class_table(metrics: dict[str, Any]):
-    """The per-class report as a DataFrame (rows: classes, then macro and weighted averages)."""
+    """The per-class report as a DataFrame (rows: classes, then the averages: macro and weighted,
+    and micro first for multi-label metrics)."""
     import pandas as pd
 
     rows = [{"class": name, **vals} for name, vals in metrics["per_class"].items()]
     total = sum(v["support"] for v in metrics["per_class"].values())
-    for avg in ("macro", "weighted"):
+    for avg in (("micro", "macro", "weighted", "samples") if metrics.get("multi_label") else ("macro", "weighted")):
         rows.append(
             {
                 "class": f"{avg} avg",
