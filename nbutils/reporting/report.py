@@ -390,6 +390,11 @@ class BaselineInputs:
     subsampled: bool = False  # True when fine-tuning (and so this) used a subsample
 
 
+def _labels(dataset, split: str) -> list:
+    """Label ids, or for multi-label data 0/1 rows (what ``run_baseline`` reads as multi-label)."""
+    return dataset.label_matrix(split).tolist() if getattr(dataset, "multi_label", False) else dataset.labels(split)
+
+
 def baseline_inputs(dataset, finetune_metrics: dict | None = None, predictions=None) -> BaselineInputs:
     """The examples the fine-tuned model saw: the same subsample when fine-tuning used one.
 
@@ -412,8 +417,8 @@ def baseline_inputs(dataset, finetune_metrics: dict | None = None, predictions=N
     else:
         how = "the full train and test splits; fine-tuning's settings are not in this run"
     # the dev split is not the baseline's: a dev subsample alone leaves its examples whole
-    inputs = BaselineInputs(dataset.texts("train"), dataset.labels("train"),
-                            dataset.texts("test"), dataset.labels("test"), how, None,
+    inputs = BaselineInputs(dataset.texts("train"), _labels(dataset, "train"),
+                            dataset.texts("test"), _labels(dataset, "test"), how, None,
                             subsampled=bool(limits["train"] or limits["test"]))
     if predictions is not None:
         inputs.same_test_as_model = list(predictions["text"]) == inputs.test_texts

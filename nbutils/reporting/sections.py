@@ -65,7 +65,8 @@ class BaselineRun:
 
 def train_baseline(run: report.RunData, data_dir: str | Path, data_format: str = "auto", *,
                    on_bad_rows: str = "raise", enabled: bool = True, full_split: bool = True,
-                   seed: int = 42, text_column: str = "text", label_column: str = "label") -> BaselineRun:
+                   seed: int = 42, text_column: str = "text", label_column: str = "label",
+                   label_delimiter: str = "") -> BaselineRun:
     """Train the TF-IDF baseline on the examples the model was fine-tuned on, score it on the
     model's test examples and write ``report/baseline.json``; shows nothing (the verdict and the
     appendix say what it scored and how). With ``full_split`` and a fine-tuning on a train or
@@ -80,7 +81,7 @@ def train_baseline(run: report.RunData, data_dir: str | Path, data_format: str =
         return BaselineRun(words=["The baseline is switched off (`report_baseline=False`)."])
     try:
         dataset = load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows, text_column=text_column,
-                               label_column=label_column)
+                               label_column=label_column, label_delimiter=label_delimiter)
     except NbutilsError as err:
         return BaselineRun(words=[f"**Baseline skipped:** the dataset could not be read: `{err.message}`"])
     inputs = report.baseline_inputs(dataset, run.finetune_metrics, run.predictions)
@@ -91,10 +92,11 @@ def train_baseline(run: report.RunData, data_dir: str | Path, data_format: str =
                 "same_test_examples_as_model": inputs.same_test_as_model}
     words = [f"{baseline['model']}: trained on {baseline['train_examples']:,} examples ({inputs.how}) in "
              f"{baseline['fit_seconds']:.1f} s; scored on {baseline['test_examples']:,} examples, "
-             f"{_SAME_TEST[inputs.same_test_as_model]}."]
+             f"{_SAME_TEST[inputs.same_test_as_model]}."
+             + (" " + _scores_sentence(baseline["test"]) if baseline["test"].get("multi_label") else "")]
     if full_split and inputs.subsampled:
-        full = run_baseline(dataset.texts("train"), dataset.labels("train"), dataset.texts("test"),
-                            dataset.labels("test"), dataset.label_names, BaselineConfig(seed=seed))
+        full = run_baseline(dataset.texts("train"), report._labels(dataset, "train"), dataset.texts("test"),
+                            report._labels(dataset, "test"), dataset.label_names, BaselineConfig(seed=seed))
         full.pop("test_pred")
         baseline["full_split"] = full
         words.append(f"The same baseline on the whole train split ({full['train_examples']:,} examples, "
@@ -111,6 +113,47 @@ def baseline_section(run: report.RunData, data_dir: str | Path, data_format: str
     for line in trained.words:
         say(line)
     return trained.metrics, trained.test_pred
+
+
+def _scores_sentence(test: dict) -> str:
+    if test.get("multi_label"):
+        return (f"One SVM per label (one-vs-rest): test micro F1 **{test['micro_f1']:.2%}**, macro F1 "
+                f"{test['macro_f1']:.2%}, subset accuracy {test['subset_accuracy']:.2%}.")
+    return f"Test accuracy **{test['accuracy']:.2%}**, macro F1 {test['macro_f1']:.2%}."
+
+
+def multi_label_section(run: report.RunData, baseline: dict | None = None) -> bool:
+    """Multi-label runs: the scores that fit several labels per text (micro/macro F1, subset
+    accuracy, Hamming loss) for the model and the baseline, the thresholds chosen on dev, and each
+    threshold rule on dev and test. Returns whether the run is multi-label (else says so)."""
+    import pandas as pd
+
+    info = (run.finetune_metrics or {}).get("multi_label")
+    if not info:
+        say("One label per text (single-label classification): accuracy and the confusion matrix above apply.")
+        return False
+    rows = [{"model": "fine-tuned BERT", **_multi_label_scores(run.finetune_metrics["test"])}]
+    if baseline and baseline["test"].get("multi_label"):
+        rows.append({"model": "TF-IDF + SVM per label", **_multi_label_scores(baseline["test"])})
+    display(pd.DataFrame(rows).set_index("model").style.format("{:.4f}"))
+    say(f"Several labels per text: one sigmoid output per label, trained with binary cross-entropy. "
+        f"A label is given when its score reaches its threshold; the thresholds were chosen on dev "
+        f"(rule `{info['threshold_rule']}`; global {info['thresholds']['global']:.2f}). The accuracy above "
+        f"is the *subset accuracy* (every label of a text right), and the confusion matrix counts texts "
+        f"carrying the row label that were given the column label.")
+    thresholds = pd.Series(info["thresholds"]["per_label"], name="per-label threshold").to_frame()
+    display(thresholds.style.format("{:.2f}"))
+    rules = pd.DataFrame({(split, rule): scores for split in ("dev", "test")
+                          for rule, scores in run.finetune_metrics[split]["by_threshold_rule"].items()}).T
+    rules.index.names = ["split", "threshold rule"]
+    display(rules.style.format("{:.4f}"))
+    say("Choose the rule on dev; the test rows show what the choice costs or gains.")
+    return True
+
+
+def _multi_label_scores(m: dict) -> dict:
+    return {"micro F1": m["micro_f1"], "macro F1": m["macro_f1"], "subset accuracy": m["subset_accuracy"],
+            "samples F1": m["samples_f1"], "Hamming loss": m["hamming_loss"]}
 
 
 def share(fraction: float) -> str:

@@ -313,6 +313,8 @@ def _result_row(strategy: Strategy, seed: int, result, clock, wall_s: float) -> 
         "dev_macro_f1": dev["macro_f1"],
         "test_accuracy": test["accuracy"],
         "test_macro_f1": test["macro_f1"],
+        # multi-label runs: accuracy is the subset accuracy; micro-F1 too (thresholds chosen on dev)
+        **({"dev_micro_f1": dev["micro_f1"], "test_micro_f1": test["micro_f1"]} if test.get("multi_label") else {}),
         "peak_memory_kind": clock.memory_kind,
         # sum >> steps x median means other processes slowed some steps (a shared machine)
         "median_step_s": statistics.median(clock.step_durations) if clock.step_durations else float("nan"),
@@ -382,14 +384,15 @@ def comparison_config_from_params(params: dict[str, Any], n_train: int):
 
 def comparison_data(data_dir, data_format: str = "auto", *, on_bad_rows: str = "raise",
                     max_train_samples: int = 0, max_dev_test_samples: int = 0, seed: int = 42,
-                    text_column: str = "text", label_column: str = "label"):
+                    text_column: str = "text", label_column: str = "label", label_delimiter: str = ""):
     """The dataset every strategy trains and is scored on: stratified samples of at most
-    ``max_train_samples`` training and ``max_dev_test_samples`` dev and test examples each (0: all)."""
+    ``max_train_samples`` training and ``max_dev_test_samples`` dev and test examples each (0: all).
+    ``label_delimiter``: several labels per text (multi-label; ``nbutils.data.dataset.load_dataset``)."""
     from nbutils.data.dataset import load_dataset
 
     sizes = {"train": max_train_samples, "dev": max_dev_test_samples, "test": max_dev_test_samples}
     dataset = load_dataset(data_dir, data_format, on_bad_rows=on_bad_rows, text_column=text_column,
-                           label_column=label_column)
+                           label_column=label_column, label_delimiter=label_delimiter)
     return dataset.subsample(
         {split: n or None for split, n in sizes.items()}, seed=seed)
 
