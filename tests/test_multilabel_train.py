@@ -157,3 +157,25 @@ def test_label_smoothing_is_refused_for_multi_label_data(trained, vocab_dir, tmp
     with pytest.raises(NbutilsError, match="label smoothing") as err:
         finetune(ds, result.model_dir, tmp_path / "x", config)
     assert "finetune_label_smoothing" in err.value.fix
+
+
+def test_baseline_is_one_svm_per_label_as_scikit_learn_builds_it():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import LinearSVC
+
+    from nbutils.training.baseline import BaselineConfig, run_baseline
+
+    ds = load_dataset(FIXTURE, label_delimiter="|")
+    train, test = ds.label_matrix("train"), ds.label_matrix("test")
+    result = run_baseline(ds.texts("train"), train.tolist(), ds.texts("test"), test.tolist(), ds.label_names)
+    config = BaselineConfig()
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
+    svm = OneVsRestClassifier(LinearSVC(C=config.C, random_state=config.seed))
+    svm.fit(vectorizer.fit_transform(ds.texts("train")), train)
+    expected = svm.predict(vectorizer.transform(ds.texts("test")))
+    assert result["test"]["multi_label"]
+    assert result["test"]["micro_f1"] == pytest.approx(f1_score(test, expected, average="micro"))
+    assert result["test_pred"] == ["|".join(ds.label_names[j] for j in np.flatnonzero(row)) for row in expected]
+    # each label's words are in its headlines: a bag of characters finds most of them
+    assert result["test"]["micro_f1"] > 0.6

@@ -184,7 +184,7 @@ def sigmoid(logits):
 
 def threshold_vector(thresholds: dict, rule: str, label_names: Sequence[str]):
     """One threshold per label under ``rule`` (``per_label`` | ``global`` | ``fixed``), from the
-    thresholds fine-tuning chose on dev (``nbutils.metrics.choose_thresholds``)."""
+    thresholds fine-tuning chose on dev (``nbutils.training.metrics.choose_thresholds``)."""
     import numpy as np
 
     if rule not in THRESHOLD_RULES:

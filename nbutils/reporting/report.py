@@ -706,6 +706,13 @@ def summary_markdown(data: RunData, baseline: dict | None = None, *, title: str 
     if table.empty:
         lines.append("| (no results in this run) | | | | |")
     lines.append("")
+    test = metrics.get("test")
+    if test and test.get("multi_label"):
+        base = (baseline or {}).get("test") or {}
+        lines += [f"Several labels per text: accuracy is the subset accuracy (every label of a text right); "
+                  f"test micro F1 {_pct(test['micro_f1'])}"
+                  + (f" (baseline {_pct(base['micro_f1'])})" if base.get("multi_label") else "")
+                  + f", thresholds `{test['threshold_rule']}` chosen on dev.", ""]
     sentence = verdict_sentence(metrics, baseline)
     if sentence:
         lines.append(sentence)
