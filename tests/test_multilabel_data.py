@@ -162,3 +162,17 @@ def test_data_check_reports_labels_per_text_and_hints_at_the_delimiter():
 @pytest.mark.parametrize("raw", ["|", ";", ">", "#"])
 def test_runner_reads_a_delimiter_literally(raw):
     assert parse_override(f"data_label_delimiter={raw}") == ("data_label_delimiter", raw)
+
+
+def test_data_split_compares_label_sets_and_stratifies_by_the_rarest_label(tmp_path):
+    from nbutils.data.split import SplitSettings, split_file
+
+    rows = [(f"文本{i}", "|".join(["common"] + (["rare"] if i % 10 == 0 else []))) for i in range(300)]
+    rows.append(("文本0", "common|rare"))  # the same set in another order: a duplicate, not a conflict
+    rows.append(("文本1", "rare|common"))  # a different set for 文本1 ("common"): a conflict
+    path = _write(tmp_path / "all.csv", "text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    record = split_file(path, tmp_path / "out", SplitSettings(label_delimiter="|"), log=lambda *_: None)
+    assert record["removed"]["exact_duplicates"] == 1 and record["conflicting_texts"]["count"] == 1
+    ds = load_dataset(tmp_path / "out", label_delimiter="|")
+    rare = ds.class_counts().loc["rare"]
+    assert rare["dev"] >= 2 and rare["test"] >= 2 and rare.sum() == 30

@@ -46,6 +46,7 @@ class SplitSettings:
     ignore_whitespace: bool = False  # texts differing only in whitespace are duplicates
     conflicts: str = "drop"  # drop | keep: texts with more than one label
     on_bad_rows: str = "raise"  # raise | skip
+    label_delimiter: str = ""  # several labels per text separated by this (multi-label); JSON lists need none
 
     def __post_init__(self):
         if self.conflicts not in CONFLICT_POLICIES:
@@ -53,10 +54,31 @@ class SplitSettings:
                                fix="pass --conflicts drop (leave such texts out) or keep (one row per label)")
 
 
-def _label_key(label) -> str:
-    if isinstance(label, list):  # several labels (JSONL list): the set, in a fixed order
+def _label_key(label, delimiter: str = "") -> str:
+    """A row's label as one string; several labels (a JSON list, or cut at ``delimiter``) as the
+    JSON list of the set, in a fixed order, so ``b|a`` and ``a|b`` are the same labels."""
+    from nbutils.data.dataset import _label_parts
+
+    try:
+        parts = _label_parts(label, delimiter)
+    except ValueError:  # an empty label between delimiters...: kept as written (load_dataset says why)
+        parts = None
+    if parts is not None:
+        return json.dumps(parts, ensure_ascii=False)
+    if isinstance(label, list):
         return json.dumps(sorted(str(x).strip() for x in label), ensure_ascii=False)
     return str(label).strip()
+
+
+def _strata(label_keys: list[str]) -> list[str]:
+    """What the split is stratified by: the label, or for rows with several labels the row's
+    rarest label (as ``load_dataset`` splits multi-label data), so rare labels reach every split."""
+    sets = [json.loads(k) if k.startswith("[") else None for k in label_keys]
+    if all(s is None for s in sets):
+        return label_keys
+    counts = Counter(label for labels in sets if labels for label in labels)
+    return [min(labels, key=lambda x: (counts[x], x)) if labels else key for labels, key in zip(sets, label_keys,
+                                                                                             strict=True)]
 
 
 def _text_key(text: str, ignore_whitespace: bool) -> str:
@@ -72,7 +94,7 @@ def plan_split(records: list[tuple[int, dict]], settings: SplitSettings) -> tupl
     shown: dict[str, str] = {}  # a text as first written, for the listing
     for _, record in records:
         key = _text_key(record[settings.text_column], settings.ignore_whitespace)
-        labels_of[key].add(_label_key(record[settings.label_column]))
+        labels_of[key].add(_label_key(record[settings.label_column], settings.label_delimiter))
         shown.setdefault(key, record[settings.text_column].strip())
     conflicting = {key for key, labels in labels_of.items() if len(labels) > 1}
     kept, seen_exact, seen = [], set(), set()
@@ -81,7 +103,7 @@ def plan_split(records: list[tuple[int, dict]], settings: SplitSettings) -> tupl
     for line, record in records:
         exact = record[settings.text_column].strip()
         key = _text_key(exact, settings.ignore_whitespace)
-        label = _label_key(record[settings.label_column])
+        label = _label_key(record[settings.label_column], settings.label_delimiter)
         if key in conflicting:
             conflict_lines[key][label].append(line)
             if settings.conflicts == "drop":
@@ -97,7 +119,7 @@ def plan_split(records: list[tuple[int, dict]], settings: SplitSettings) -> tupl
     if not kept:
         raise NbutilsError("no rows left after removing duplicates and conflicting labels",
                            fix="check the text and label columns, or pass --conflicts keep")
-    names = stratified_split([k[3] for k in kept], settings.ratios, settings.seed, groups=[k[2] for k in kept])
+    names = stratified_split(_strata([k[3] for k in kept]), settings.ratios, settings.seed, groups=[k[2] for k in kept])
     parts: dict[str, list] = {s: [] for s in SPLITS}
     for (line, record, _, _), split in zip(kept, names, strict=True):
         parts[split].append((line, record))
@@ -131,8 +153,8 @@ def split_file(path: str | Path, out: str | Path, settings: SplitSettings | None
                overwrite: bool = False, log=print) -> dict:
     """Split the table file ``path`` into ``out/{train,dev,test}.<ext>`` + ``out/split.json``;
     returns the record. See the module docstring."""
-    from nbutils.data.dataset import table_records
     from nbutils.core.io import atomic_dir
+    from nbutils.data.dataset import table_records
 
     settings = settings or SplitSettings()
     path, out = Path(path), Path(out)
@@ -149,7 +171,8 @@ def split_file(path: str | Path, out: str | Path, settings: SplitSettings | None
         **done,
         "split_column_replaced": any("split" in r for _, r in records[:1]),
         "outputs": {split: {"file": f"{split}{suffix}", "rows": len(parts[split]), "sha256": _sha256(data),
-                            "per_label": dict(sorted(Counter(_label_key(r[settings.label_column])
+                            "per_label": dict(sorted(Counter(_label_key(r[settings.label_column],
+                                                                        settings.label_delimiter)
                                                              for _, r in parts[split]).items()))}
                     for split, data in files.items()},
     }
@@ -203,6 +226,9 @@ def add_parser(sub) -> None:
                    help="texts that differ only in whitespace are duplicates too")
     p.add_argument("--conflicts", choices=CONFLICT_POLICIES, default="drop",
                    help="texts with more than one label: drop all their rows (default) or keep one per label")
+    p.add_argument("--label-delimiter", default="",
+                   help="several labels per text separated by this (e.g. '|'): label sets are compared as sets "
+                        "and the split is stratified by each text's rarest label (JSON-list labels need none)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and list bad rows instead of failing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
@@ -216,7 +242,8 @@ def run(args: argparse.Namespace) -> dict:
         raise NbutilsError(f"--ratios {args.ratios!r} is not three numbers", fix="write e.g. --ratios 0.8,0.1,0.1")
     settings = SplitSettings(text_column=args.text_column, label_column=args.label_column, seed=args.seed,
                              ratios=ratios, ignore_whitespace=args.ignore_whitespace,
-                             conflicts=args.conflicts, on_bad_rows="skip" if args.skip_bad_rows else "raise")
+                             conflicts=args.conflicts, on_bad_rows="skip" if args.skip_bad_rows else "raise",
+                             label_delimiter=args.label_delimiter)
     return split_file(args.file, args.out, settings, overwrite=args.overwrite)
 
 
