@@ -84,6 +84,7 @@ def test_a_max_length_that_cuts_is_said_in_fine_tuning_and_in_the_report(own_run
     executed = (own_run.notebooks / "04_finetune.ipynb").read_text(encoding="utf-8")
     assert f"max_length 16 cuts {fit['truncated_share']:.1%} of the train texts" in executed
     summary = own_run.file("summary").read_text(encoding="utf-8")
+    assert "news" in summary.splitlines()[0]  # the title names the data read
     assert "do not fit the data" in summary and fit["warning"] in summary
 
 
