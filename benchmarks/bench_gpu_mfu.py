@@ -234,6 +234,26 @@ def sweep(args, config, data, tokenizer, device: str) -> tuple[int, list[dict]]:
     return max(points, key=lambda p: p["samples_per_s"])["batch_size"], points
 
 
+def run_rounds(args, config, data, tokenizer, device: str) -> tuple[list[dict], list[dict]]:
+    """Every arm, --reps rounds, interleaved. An arm that fails (out of memory, a kernel or
+    compiler the machine lacks) is recorded with its error and the others still run: a borrowed
+    GPU's one session should give every number it can."""
+    results, failed = [], []
+    for rep in range(args.reps):
+        for name in args.arms.split(","):
+            try:
+                result = run_arm(ARMS[name], args, config, data, tokenizer, device)
+            except Exception as err:  # noqa: BLE001 -- recorded, and the next arm runs
+                failed.append({"arm": name, "round": rep + 1, "error": f"{type(err).__name__}: {err}"[:2000]})
+                print(f"  round {rep + 1} {name:<22}: FAILED {failed[-1]['error'][:300]}", flush=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            results.append(result)
+            print(f"  round {rep + 1} {name:<22}: {result['samples_per_s']:9.1f} samples/s", flush=True)
+    return results, failed
+
+
 def summarise(results: list[dict], peaks: dict) -> list[dict]:
     """Median over the rounds per arm, with MFU against the bf16 peak (and the TF32 peak for the
     arm whose fp32 matmuls ran as TF32)."""
@@ -314,12 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.batch_size:
         args.batch_size, points = sweep(args, config, data, tokenizer, device)
         print(f"best batch size: {args.batch_size}", flush=True)
-    results = []
-    for rep in range(args.reps):
-        for name in args.arms.split(","):
-            result = run_arm(ARMS[name], args, config, data, tokenizer, device)
-            results.append(result)
-            print(f"  round {rep + 1} {name:<22}: {result['samples_per_s']:9.1f} samples/s", flush=True)
+    results, failed = run_rounds(args, config, data, tokenizer, device)
     rows = summarise(results, peaks)
     for row in rows:
         share = f", MFU {100 * row['mfu_bf16_peak']:.1f}% of bf16 peak" if row["mfu_bf16_peak"] else ""
@@ -327,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"[matmul fp32 as {row['matmul_fp32_as']}, attention {row['attention']}, {row['optimizer']}"
               f"{', compiled' if row['compiled'] else ''}{', bf16 autocast' if row['autocast'] else ''}]")
     report = {**facts, "tiny": args.tiny, "data": args.data, "max_length": args.seq, "batch_size": args.batch_size,
-              "peak_tflops": peaks, "sweep": points, "arms": rows, "command": " ".join(["bench_gpu_mfu.py", *(argv or sys.argv[1:])])}
+              "peak_tflops": peaks, "sweep": points, "arms": rows, "failed_arms": failed, "command": " ".join(["bench_gpu_mfu.py", *(argv or sys.argv[1:])])}
     if args.json:
         write_json(args.json, report)
     return report

@@ -138,6 +138,8 @@ def summary(results: dict) -> str:
     lines += [f"  {s['notebook']:<24} {s['status']:<8} {s['seconds'] or 0:7.1f} s" for s in results["notebooks"]["stages"]]
     bench = results["benchmark"]
     lines.append(f"  {'bench_gpu_mfu':<24} {'ok' if bench['report'] else 'failed':<8} {bench['seconds']:7.1f} s")
+    for arm in (bench["report"] or {}).get("failed_arms", []):
+        lines.append(f"  arm {arm['arm']} failed: {arm['error'][:200]}")
     for arm in (bench["report"] or {}).get("arms", []):
         share = f"{100 * arm['mfu_bf16_peak']:.1f}%" if arm.get("mfu_bf16_peak") else "n/a (no known peak)"
         lines.append(f"  MFU {arm['arm']:<22} {share:>8}  ({arm['samples_per_s']:.0f} samples/s at batch {arm['batch_size']})")

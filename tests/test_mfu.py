@@ -126,3 +126,35 @@ def test_flash_kwargs_only_when_asked_and_empty_texts_refused():
     assert flash["cu_seq_lens_q"].tolist() == [0, 3, 5] and flash["max_length_q"] == 3
     with pytest.raises(ValueError, match="no tokens"):
         PackedClassificationCollator()([{"input_ids": [], "labels": 0}])
+
+
+def test_the_benchmark_records_a_failing_arm_and_runs_the_others(tmp_path, vocab_dir, monkeypatch):
+    """One GPU session should give every number it can: an arm that fails (out of memory, a missing
+    kernel) is listed with its error, and the next arm still runs."""
+    import importlib.util
+    import json
+    import sys
+
+    from nbutils.core.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_gpu_mfu", REPO_ROOT / "benchmarks" / "bench_gpu_mfu.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_gpu_mfu", bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    real_run_arm = bench.run_arm
+
+    def run_arm(arm, *args):
+        if arm.name == "fp32-eager":
+            raise torch.OutOfMemoryError("CUDA out of memory (planted)")
+        return real_run_arm(arm, *args)
+
+    monkeypatch.setattr(bench, "run_arm", run_arm)
+    out = tmp_path / "mfu.json"
+    report = bench.main(["--tiny", "--device", "cpu", "--batch-size", "4", "--arms", "fp32-eager,bf16-sdpa",
+                         "--steps", "1", "--warmup", "1", "--workers", "0", "--vocab-dir", str(vocab_dir),
+                         "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert [a["arm"] for a in report["failed_arms"]] == ["fp32-eager"]
+    assert "OutOfMemoryError" in report["failed_arms"][0]["error"]
+    assert [a["arm"] for a in report["arms"]] == ["bf16-sdpa"] and report["arms"][0]["samples_per_s"] > 0
+    assert report["sweep"] == [] and report["batch_size"] == 4
