@@ -142,7 +142,8 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
                         if training.locator(".jp-InputPrompt").text_content().strip() not in ("[*]:", "[ ]:"):
                             break  # the training cell ended before it could be interrupted
                         time.sleep(jl.POLL_S)
-                    assert len(set(seen)) >= 2, f"the live figure never changed ({len(seen)} image seen)"
+                    assert len(set(seen)) >= 2, \
+                        f"the live figure never changed ({len(seen)} image seen); errors shown: {jl.errors(page)}"
                     assert most == 1, f"{most} figures stacked in the training output instead of one updated in place"
                     assert interrupted_at, "training ended before a checkpoint was saved and it could be interrupted"
                     jl.wait_until_idle(page, timeout_s=TIMEOUT_S)

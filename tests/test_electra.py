@@ -77,3 +77,13 @@ def test_refuses_existing_output_and_whole_words(electra_run, tiny_bert, titles_
                             ElectraConfig(max_steps=1, heldout_size=10))
     with pytest.raises(NbutilsError, match="whole-word"):
         ElectraConfig(whole_word_masking=True)
+
+
+def test_electra_loss_has_its_own_tensorboard_namespace(electra_run):
+    """ELECTRA's loss (generator + discriminator) is electra/loss in <run>/tensorboard/<stage>,
+    never beside a masked-LM or classification loss."""
+    from nbutils.training.tensorboard_logs import read_scalars
+
+    scalars = read_scalars(electra_run.out_dir.parent / "tensorboard" / electra_run.out_dir.name)
+    assert "electra/loss" in scalars and len(scalars["electra/loss"]) > 1
+    assert not [t for t in scalars if t.startswith(("train/", "mlm/", "finetune/"))], sorted(scalars)

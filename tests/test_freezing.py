@@ -363,14 +363,17 @@ def test_tiny_comparison_end_to_end(tmp_path, vocab_dir, titles_dir, capsys):
     assert set(history.strategy) == set(on_disk.strategy) and history.eval_accuracy.notna().any()
     for name in on_disk.strategy:  # each run's own files, from nbutils.training.finetune
         assert (out / "runs" / f"{name}-seed7" / "metrics.json").is_file()
-        # TensorBoard: one events folder per strategy and seed, labelled with both
-        events = out / "runs" / f"{name}-seed7" / "tensorboard"
+        # TensorBoard: one run per strategy and seed under freezing/tensorboard, a root of their own
+        events = out / "tensorboard" / f"{name}-seed7"
         assert read_texts(events)["run"] == f"{name}, seed 7"
         scalars = read_scalars(events)
-        assert {"train/loss", "eval/accuracy", "test/accuracy"} <= scalars.keys()
+        assert {"finetune/loss", "eval/accuracy", "test/accuracy"} <= scalars.keys()
         row = on_disk[on_disk.strategy == name].iloc[0]
         assert scalars["test/accuracy"][-1][1] == pytest.approx(row.test_accuracy)
     assert not (out / "warmup").exists()
+    runs = sorted(p.name for p in (out / "tensorboard").iterdir())
+    assert runs == sorted(f"{n}-seed7" for n in on_disk.strategy), runs  # no warm-up run among them
+    assert not (tmp_path / "tensorboard").exists()  # nothing outside freezing/
     assert results.strategy.tolist() == on_disk.strategy.tolist()
 
 

@@ -140,7 +140,7 @@ def test_loss_decreases_and_heldout_accuracy_rises(pretrained):
 
 def test_writes_the_contract_files(pretrained):
     out = pretrained.out_dir
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss.png", "metrics.json", "model", "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss.png", "metrics.json", "model"]
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert saved["masked_token_accuracy"] == pretrained.metrics["masked_token_accuracy"]
     assert pd.read_csv(out / "history.csv")["step"].tolist() == pretrained.history["step"].tolist()
@@ -151,13 +151,16 @@ def test_writes_the_contract_files(pretrained):
 
 
 def test_writes_tensorboard_events(pretrained):
-    scalars = read_scalars(pretrained.out_dir / "tensorboard")
-    assert {"train/loss", "train/learning_rate"} <= scalars.keys()
+    """The run is <run>/tensorboard/<stage>; the masked-LM loss under mlm/ (never beside a
+    classification loss), the held-out scores in the eval/ family."""
+    scalars = read_scalars(pretrained.out_dir.parent / "tensorboard" / pretrained.out_dir.name)
+    assert {"mlm/loss", "mlm/learning_rate"} <= scalars.keys()
+    assert not [t for t in scalars if t.startswith(("train/", "heldout/", "finetune/"))], sorted(scalars)
     steps = pretrained.metrics["steps"]
-    accuracy = scalars["heldout/masked_token_accuracy"]
+    accuracy = scalars["eval/mlm_masked_token_accuracy"]
     assert [step for step, _ in accuracy] == [0, steps]
     assert accuracy[-1][1] == pytest.approx(pretrained.metrics["masked_token_accuracy"])
-    assert scalars["heldout/mlm_loss"][0][1] == pytest.approx(pretrained.metrics["heldout_mlm_loss_before"])
+    assert scalars["eval/mlm_loss"][0][1] == pytest.approx(pretrained.metrics["heldout_mlm_loss_before"])
 
 
 def test_output_loads_for_classification_without_missing_encoder_weights(pretrained):

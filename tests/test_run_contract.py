@@ -18,8 +18,9 @@ from nbutils.reporting import report
 
 # names that only the contract may spell as a string literal (model/, history.csv, ... are names
 # shared by several stages' writers, so they are constants there)
-CONTRACT_NAMES = {f.name for f in FILES if "<" not in f.name and f.name != run_contract.MODEL} | {
-    run_contract.LOSS_FIGURE, run_contract.CURVES_FIGURE}
+# (a TensorBoard run is named after its stage folder: those names are everywhere, not file names)
+CONTRACT_NAMES = {f.name for f in FILES if "<" not in f.name and f.name != run_contract.MODEL
+                  and f.name not in run_contract.STAGES} | {run_contract.LOSS_FIGURE, run_contract.CURVES_FIGURE}
 
 
 def test_contributing_shows_the_contract_table():
@@ -45,10 +46,11 @@ def test_run_paths_and_report_take_their_names_from_the_contract(tmp_path):
 
 def test_every_stage_and_reader_is_a_notebook_the_runner_runs():
     notebooks = {p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
-    staged = {w for s, w in run_contract.STAGES.items() if s not in ("", "figures", "notebooks")}
+    staged = {w for s, w in run_contract.STAGES.items() if s not in ("", "figures", "notebooks", "tensorboard")}
     assert staged == notebooks
     for f in FILES:
         assert f.stage in run_contract.STAGES and all(r in run_contract.STAGES for r in f.readers), f.key
+        assert f.written_by in ("", *run_contract.STAGES), f.key
     assert len(FILE) == len(FILES)  # keys are unique
 
 

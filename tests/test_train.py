@@ -8,6 +8,7 @@ the plumbing and exact reproducibility, not accuracy.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -146,20 +147,34 @@ def test_run_writes_the_contract_files(finished, small_data):
 
 
 def test_run_writes_tensorboard_events(finished):
-    """Trainer's TensorBoard integration writes into <out_dir>/tensorboard: every logged point
-    of history.csv, plus the final dev/test scores, readable with TensorBoard's own reader."""
-    events = finished.out_dir / "tensorboard"
+    """One TensorBoard run named by the stage (<run>/tensorboard/finetune, not .../tensorboard):
+    the classification loss under finetune/, the dev curve in the one eval/ family, the final
+    test scores under test/; every logged point of history.csv, read with TensorBoard's reader."""
+    events = finished.out_dir.parent / "tensorboard" / "finetune"
     assert list(events.glob("events.out.tfevents.*"))
+    assert not (finished.out_dir / "tensorboard").exists()
     scalars = read_scalars(events)
-    assert {"train/loss", "train/learning_rate", "eval/loss", "eval/accuracy", "eval/macro_f1",
-            "dev/accuracy", "test/accuracy", "test/macro_f1"} <= scalars.keys()
+    assert {"finetune/loss", "finetune/learning_rate", "eval/finetune_loss", "eval/accuracy", "eval/macro_f1",
+            "test/accuracy", "test/macro_f1"} <= scalars.keys()
+    assert not [t for t in scalars if t.startswith(("train/", "dev/", "mlm/")) or t.endswith(("_runtime", "_per_second"))]
     history = pd.read_csv(finished.out_dir / "history.csv")
-    assert [step for step, _ in scalars["train/loss"]] == history["step"].tolist()
-    assert [v for _, v in scalars["train/loss"]] == pytest.approx(history["loss"].tolist(), rel=1e-6)
+    assert [step for step, _ in scalars["finetune/loss"]] == history["step"].tolist()
+    assert [v for _, v in scalars["finetune/loss"]] == pytest.approx(history["loss"].tolist(), rel=1e-6)
     assert [step for step, _ in scalars["eval/accuracy"]] == [2, 4, 6]
     metrics = json.loads((finished.out_dir / "metrics.json").read_text())
     assert scalars["test/accuracy"] == [(6, pytest.approx(metrics["test"]["accuracy"]))]
     assert read_texts(events)["run"] == "tiny run"
+
+
+def test_tensorboard_tags_are_namespaced_by_task():
+    from nbutils.training.tensorboard_logs import log_dir, tag
+
+    assert [tag("mlm", k) for k in ("loss", "learning_rate", "eval_loss", "train_runtime")] == \
+        ["mlm/loss", "mlm/learning_rate", "eval/mlm_loss", None]
+    assert [tag("finetune", k) for k in ("loss", "eval_loss", "eval_accuracy", "eval_samples_per_second")] == \
+        ["finetune/loss", "eval/finetune_loss", "eval/accuracy", None]
+    assert tag("electra", "loss") == "electra/loss"
+    assert log_dir(Path("runs/x/finetune")) == Path("runs/x/tensorboard/finetune")
 
 
 def test_saved_metrics_match_saved_predictions(finished, small_data):

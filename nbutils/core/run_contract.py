@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: TensorBoard runs in <run>/tensorboard/<stage> and freezing/tensorboard/
 
 # Stage folder -> the notebook (or tool) that writes it. "" is the run directory itself.
 STAGES: dict[str, str] = {
@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "freezing": "05_layer_freezing",
     "report": "06_report",
     "figures": "every notebook",
+    "tensorboard": "the training notebooks",  # one TensorBoard run per training stage
     "notebooks": "the runner (`nbutils run`)",
 }
 
@@ -39,7 +40,7 @@ PREDICTIONS = "test_predictions.csv"
 CONVERSION_REPORT = "conversion_report.json"
 FREEZING_RESULTS = "results.csv"
 FREEZING_RUNS = "runs"  # freezing/runs/<strategy>-seed<n>/: each run's own finetune files
-TENSORBOARD = "tensorboard"  # event files of a training stage (`tensorboard --logdir runs/`)
+TENSORBOARD = "tensorboard"  # TensorBoard runs: <run>/tensorboard/<stage>, freezing/tensorboard/<run>
 
 PREDICTION_COLUMNS = ("text", "label", "pred", "confidence")
 FREEZING_RESULT_COLUMNS = (
@@ -66,6 +67,7 @@ class RunFile:
     what: str  # one line for CONTRIBUTING
     readers: tuple[str, ...] = ()  # stage folders (or "report") whose notebook reads it
     columns: tuple[str, ...] = ()  # CSV columns a reader may rely on (the report checks them)
+    written_by: str = ""  # the stage whose notebook writes it, when not the folder's own
 
     @property
     def relpath(self) -> str:
@@ -73,7 +75,7 @@ class RunFile:
 
     @property
     def writer(self) -> str:
-        return STAGES[self.stage]
+        return STAGES[self.written_by or self.stage]
 
 
 FILES: tuple[RunFile, ...] = (
@@ -104,8 +106,12 @@ FILES: tuple[RunFile, ...] = (
     RunFile("finetune_metrics", "finetune", METRICS,
             "label names, dev/test metrics, training speed and memory, device, the data, the share "
             "of train texts max_length cut (length_fit)", readers=("report",)),
-    RunFile("pretrain_tensorboard", "pretrain", TENSORBOARD, "TensorBoard event files (loss, held-out MLM loss)"),
-    RunFile("finetune_tensorboard", "finetune", TENSORBOARD, "TensorBoard event files (loss, dev/test metrics)"),
+    RunFile("pretrain_tensorboard", TENSORBOARD, "pretrain",
+            "TensorBoard run of pre-training (`mlm/` or `electra/` loss, `eval/mlm_*` held-out scores)",
+            written_by="pretrain"),
+    RunFile("finetune_tensorboard", TENSORBOARD, "finetune",
+            "TensorBoard run of fine-tuning (`finetune/` loss, `eval/` dev curve, `test/` final scores)",
+            written_by="finetune"),
     RunFile("finetune_history", "finetune", HISTORY, "one row per logged step",
             readers=("report",), columns=("step",)),
     RunFile("predictions", "finetune", PREDICTIONS, "one row per test example",
@@ -114,6 +120,8 @@ FILES: tuple[RunFile, ...] = (
             readers=("report",), columns=FREEZING_RESULT_COLUMNS),
     RunFile("freezing_history", "freezing", HISTORY, "one row per strategy, seed and logged step",
             readers=("report",), columns=FREEZING_HISTORY_COLUMNS),
+    RunFile("freezing_tensorboard", "freezing", f"{TENSORBOARD}/<strategy>-seed<n>",
+            "one TensorBoard run per strategy and seed, a root of their own (`tensorboard --logdir` it)"),
     RunFile("baseline", "report", "baseline.json", "TF-IDF + linear classifier metrics"),
     RunFile("summary", "report", "summary.md", "the headline numbers as Markdown"),
     RunFile("report_html", "report", "report.html", "the executed report notebook, one offline HTML file"),

@@ -176,7 +176,7 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
     from nbutils.runtime.device import choose_device
     from nbutils.training.assembly import assemble_trainer, prepare_for_training
     from nbutils.training.live import LiveCurves
-    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.training.tensorboard_logs import log_dir
 
     config = config or ElectraConfig()
     texts, model_dir, out_dir = check_pretraining_inputs(texts, model_dir, out_dir, config, overwrite=overwrite)
@@ -205,7 +205,8 @@ def electra_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: st
                             title=f"ELECTRA pre-training ({model.config.num_hidden_layers} layers, "
                                   f"hidden {model.config.hidden_size})", metrics=())
         trainer = assemble_trainer(model, pretraining_arguments(tmp, config, choice), curves=curves,
-                                   tensorboard_dir=tmp / TENSORBOARD_DIR, headless=config.headless,
+                                   tensorboard_dir=log_dir(out_dir), tensorboard_task="electra",
+                                   headless=config.headless,
                                    govern_threads=config.invariant_numerics, train_dataset=train_features,
                                    processing_class=tokenizer, data_collator=collator(config.seed))
         runtime = float(trainer.train().metrics["train_runtime"])

@@ -272,7 +272,7 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
     from nbutils.runtime.device import choose_device
     from nbutils.training.assembly import assemble_trainer, prepare_for_training
     from nbutils.training.live import LiveCurves
-    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.training.tensorboard_logs import log_dir
 
     set_seed(config.seed)
     choice = choose_device(config.device, config.precision, task="pretrain")
@@ -309,14 +309,15 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
                                   f"hidden {model.config.hidden_size})", metrics=())
         trainer = assemble_trainer(
             model, pretraining_arguments(tmp, config, choice), curves=curves,
-            tensorboard_dir=tmp / TENSORBOARD_DIR, headless=config.headless,
+            tensorboard_dir=log_dir(out_dir), tensorboard_task="mlm", headless=config.headless,
             govern_threads=config.invariant_numerics, train_dataset=train_features,
             processing_class=tokenizer,
             data_collator=make_collator(tokenizer, seed=config.seed, **collator_kwargs),
         )
         runtime = float(trainer.train().metrics["train_runtime"])
         after = heldout_score()
-        _save_mlm_outputs(tmp, trainer, model, tokenizer, model_dir, own_dropout, before, after)
+        _save_mlm_outputs(tmp, trainer, model, tokenizer, model_dir, own_dropout, before, after,
+                          tensorboard_dir=log_dir(out_dir))
         history = history_frame(trainer.state.log_history)
         history.to_csv(tmp / HISTORY, index=False)
         metrics = _mlm_metrics(trainer, model, model_dir, history, config, choice, runtime, before, after,
@@ -327,16 +328,15 @@ def continue_pretraining(texts: Sequence[str], model_dir: str | Path, out_dir: s
 
 
 def _save_mlm_outputs(tmp: Path, trainer, model, tokenizer, model_dir, own_dropout: dict, before: dict,
-                      after: dict) -> None:
+                      after: dict, *, tensorboard_dir: Path) -> None:
     """The held-out scores as TensorBoard points and the pre-trained model folder."""
-    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.training.tensorboard_logs import write_scalars
 
     steps = int(trainer.state.global_step)
-    # held-out scores before (step 0) and after training, next to Trainer's train/loss
+    # held-out scores before (step 0) and after training, in the eval/ family beside mlm/loss
     for step, score in ((0, before), (steps, after)):
-        write_scalars(tmp / TENSORBOARD_DIR, {"heldout/mlm_loss": score["mlm_loss"],
-                                              "heldout/masked_token_accuracy": score["masked_token_accuracy"]}, step)
+        write_scalars(tensorboard_dir, {"eval/mlm_loss": score["mlm_loss"],
+                                        "eval/mlm_masked_token_accuracy": score["masked_token_accuracy"]}, step)
 
     model_out = tmp / MODEL
     model.save_pretrained(str(model_out), safe_serialization=True)

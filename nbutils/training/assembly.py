@@ -31,10 +31,12 @@ def prepare_for_training(model, device: str, *, invariant_numerics: bool = True)
 
 def assemble_trainer(model, args, *, curves, tensorboard_dir: str | Path, headless: bool,
                      callbacks: Sequence = (), tensorboard_text: Mapping[str, str] | None = None,
+                     tensorboard_task: str = "finetune",
                      trainer_class=None, govern_threads: bool = True, progress_lines: int = 10,
                      **trainer_kwargs: Any):
     """A ``Trainer`` (or ``trainer_class``) for ``model`` with the shared callbacks, progress style
-    and thread governor; ``trainer_kwargs`` go to the Trainer as they are. ``govern_threads=False``
+    and thread governor; ``trainer_kwargs`` go to the Trainer as they are. ``tensorboard_task``
+    (``mlm``, ``electra``, ``finetune``) namespaces its losses in TensorBoard. ``govern_threads=False``
     (stock numerics, whose bits depend on the thread count) holds one thread count throughout.
     ``progress_lines``: headless progress lines; 0 prints none (nor the governor's summary), for a
     caller that prints one line per training itself (the freezing comparison)."""
@@ -44,7 +46,7 @@ def assemble_trainer(model, args, *, curves, tensorboard_dir: str | Path, headle
     from nbutils.training.live import use_progress_style
     from nbutils.training.tensorboard_logs import tensorboard_callback
 
-    shared = [curves, tensorboard_callback(tensorboard_dir, text=tensorboard_text)]
+    shared = [curves, tensorboard_callback(tensorboard_dir, task=tensorboard_task, text=tensorboard_text)]
     trainer = (trainer_class or Trainer)(model=model, args=args, callbacks=[*shared, *callbacks],
                                          **trainer_kwargs)
     use_progress_style(trainer, headless, progress_lines)

@@ -279,6 +279,7 @@ def finetune(
     teacher=None,
     length_advice: int | None = None,
     progress_lines: int = 10,
+    tensorboard_dir: str | Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model_dir`` on ``dataset`` (train/dev/test splits) and write ``out_dir``.
 
@@ -295,7 +296,8 @@ def finetune(
     ``length_advice``: exploration's recommended max_length, quoted when max_length cuts many
     train texts (``nbutils.training.length_fit``).
     ``progress_lines``: headless progress lines (0: none, for a caller that prints its own line
-    per training, as the freezing comparison does).
+    per training, as the freezing comparison does). ``tensorboard_dir``: its TensorBoard run
+    (default ``training.tensorboard_logs.log_dir(out_dir)``: ``<run>/tensorboard/finetune``).
     """
     from transformers import set_seed
 
@@ -322,7 +324,7 @@ def finetune(
     run = _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir, label_names,
                     param_groups=param_groups, extra_callbacks=extra_callbacks,
                     curves_png=curves_png, title=title, teacher=teacher, progress_lines=progress_lines,
-                    multi_label=multi_label)
+                    multi_label=multi_label, tensorboard_dir=tensorboard_dir)
     fingerprint = _fingerprint(run, model_dir, dataset, config, encoded, choice, teacher)
     resume = _resume_or_start(run, out_dir, fingerprint, finished=finished, overwrite=overwrite)
     _train(run.trainer, resume, choice, config)
@@ -350,6 +352,7 @@ class _Assembled:
     args: Any
     clock: Any
     optimizer: Any  # None: Trainer's default AdamW groups
+    tensorboard_dir: Path | None = None  # this training's TensorBoard run
 
 
 def _check_out_dir(out_dir: Path, *, save_model: bool, overwrite: bool) -> bool:
@@ -467,7 +470,7 @@ def _training_arguments(config: FinetuneConfig, choice, ckpt_dir: Path, n_train:
 
 def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Path, label_names, *,
               param_groups, extra_callbacks, curves_png, title, teacher, progress_lines=10,
-              multi_label=False) -> _Assembled:
+              multi_label=False, tensorboard_dir=None) -> _Assembled:
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
@@ -475,8 +478,9 @@ def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Pat
     from nbutils.training.assembly import assemble_trainer
     from nbutils.training.live import LiveCurves
     from nbutils.training.measurement import TrainingClock
-    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
+    from nbutils.training.tensorboard_logs import log_dir
 
+    tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir else log_dir(out_dir)
     args = _training_arguments(config, choice, out_dir / CHECKPOINTS, len(encoded["train"]))
     clock = TrainingClock()
     callbacks = [clock, *extra_callbacks]
@@ -490,8 +494,9 @@ def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Pat
         model, args, trainer_class=LengthBucketTrainer, headless=config.headless,
         govern_threads=config.invariant_numerics, progress_lines=progress_lines,
         curves=LiveCurves(curves_png or out_dir / CURVES_FIGURE, headless=config.headless, title=title),
-        # TensorBoard events in <out_dir>/tensorboard: `tensorboard --logdir runs/` compares runs
-        tensorboard_dir=out_dir / TENSORBOARD_DIR, tensorboard_text={"run": title} if title else None,
+        # one TensorBoard run: <run>/tensorboard/finetune (training.tensorboard_logs)
+        tensorboard_dir=tensorboard_dir, tensorboard_task="finetune",
+        tensorboard_text={"run": title} if title else None,
         callbacks=callbacks,
         train_dataset=encoded["train"],
         eval_dataset=encoded["dev"],
@@ -508,7 +513,8 @@ def _assemble(model, tokenizer, truncator, encoded, config, choice, out_dir: Pat
     # loss by the number of DDP processes (gradients N times too large). Tell it the truth.
     trainer.model_accepts_loss_kwargs = False
     trainer.group_by_length = config.group_by_length
-    return _Assembled(trainer=trainer, args=args, clock=clock, optimizer=optimizer)
+    return _Assembled(trainer=trainer, args=args, clock=clock, optimizer=optimizer,
+                      tensorboard_dir=tensorboard_dir)
 
 
 def _dev_scores(label_names, multi_label: bool = False):
@@ -539,7 +545,6 @@ def _resume_or_start(run: _Assembled, out_dir: Path, fingerprint: dict, *, finis
     """The checkpoint to resume from (None: start over), after clearing what ``overwrite`` replaces."""
     from nbutils.core.io import write_json
     from nbutils.training.resume import FINGERPRINT, check_resume, last_checkpoint, resume_problem
-    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
 
     trainer, ckpt_dir = run.trainer, out_dir / CHECKPOINTS
     # Rank 0 first (the others wait at a barrier): it clears or checks checkpoints/ and writes the
@@ -552,14 +557,14 @@ def _resume_or_start(run: _Assembled, out_dir: Path, fingerprint: dict, *, finis
                 # TensorBoard events would mix with this run's.
                 print(f"replacing the finished run in {out_dir} (overwrite=True)")
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
-                shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
+                shutil.rmtree(run.tensorboard_dir, ignore_errors=True)
                 (out_dir / METRICS).unlink()
             elif last_checkpoint(ckpt_dir):
                 problem = resume_problem(ckpt_dir, fingerprint)
                 if problem:
                     print(f"starting over (overwrite=True): {problem}")
                     shutil.rmtree(ckpt_dir, ignore_errors=True)
-                    shutil.rmtree(out_dir / TENSORBOARD_DIR, ignore_errors=True)
+                    shutil.rmtree(run.tensorboard_dir, ignore_errors=True)
         resume = last_checkpoint(ckpt_dir)
         if resume:
             check_resume(ckpt_dir, fingerprint)
@@ -659,7 +664,6 @@ def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict,
     """The run's files; metrics.json last, since its presence marks a finished run."""
     from nbutils.core.io import atomic_dir, write_json
     from nbutils.training.model_card import CARD, model_card
-    from nbutils.training.tensorboard_logs import LOG_DIR as TENSORBOARD_DIR
     from nbutils.training.tensorboard_logs import write_scalars
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -679,9 +683,9 @@ def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict,
     test_texts, test_labels = outputs["test_split"]
     _write_predictions_csv(out_dir / PREDICTIONS, test_texts, outputs["test_logits"], label_names, test_labels,
                            thresholds=_rule_vector(metrics, label_names))
-    write_scalars(out_dir / TENSORBOARD_DIR, {
-        f"{split}/{name}": outputs[split][name] for split in ("dev", "test")
-        for name in ("accuracy", "macro_f1")}, step=run.trainer.state.global_step)
+    # the final test scores; the dev split's are the eval/ curve already
+    write_scalars(run.tensorboard_dir, {f"test/{name}": outputs["test"][name] for name in ("accuracy", "macro_f1")},
+                  step=run.trainer.state.global_step)
     write_json(out_dir / METRICS, metrics)
     if not config.keep_checkpoints:
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)

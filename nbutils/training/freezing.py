@@ -53,6 +53,7 @@ from nbutils.core.run_contract import (
     FREEZING_RESULTS,
     FREEZING_RUNS,
     HISTORY,
+    TENSORBOARD,
 )
 
 FULL = "full"
@@ -447,6 +448,7 @@ def _warm_up(dataset, model_dir, out_dir, config, log) -> None:
         small, model_dir, out_dir,
         dataclasses.replace(config, max_steps=2, eval_strategy="epoch", eval_steps=0, headless=True),
         save_model=False, extra_callbacks=[], progress_lines=0,
+        tensorboard_dir=Path(out_dir) / TENSORBOARD,  # removed with it: not a run to compare
     )
     shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -473,6 +475,8 @@ def _run_one(dataset, source, tmp: Path, config, strategy: Strategy, seed: int, 
             param_groups=groups, extra_callbacks=[clock], save_model=False,
             title=f"{strategy.name}, seed {seed}",
             progress_lines=0,  # one line per run (run_comparison's) instead of ten step lines each
+            # the freezing runs' own TensorBoard root: comparable with each other
+            tensorboard_dir=tmp / TENSORBOARD / f"{strategy.name}-seed{seed}",
         )
     row = _result_row(strategy, seed, result, clock, time.perf_counter() - started)
     return row, _history_rows(strategy, seed, result.history)
