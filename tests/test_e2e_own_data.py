@@ -39,9 +39,10 @@ def split_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory, split_dir, vocab_dir) -> RunPaths:
-    # max_length 16 cuts most headlines: fine-tuning and the report must say so
+    # max_length 16 cuts most headlines: fine-tuning and the report must say so; demo_max_position 0:
+    # the demo BERT gets the positions the headlines need
     values = overrides(vocab_dir, split_dir, data_text_column="headline", data_label_column="topic",
-                       mlm_enabled=False, finetune_max_length=16)
+                       mlm_enabled=False, finetune_max_length=16, demo_max_position=0)
     root = run_pipeline("smoke", values, only="01,02,04,06", runs_dir=tmp_path_factory.mktemp("runs"),
                         cell_timeout=600, log=lambda *_: None)
     return RunPaths(root)
@@ -86,6 +87,14 @@ def test_a_max_length_that_cuts_is_said_in_fine_tuning_and_in_the_report(own_run
     summary = own_run.file("summary").read_text(encoding="utf-8")
     assert "news" in summary.splitlines()[0]  # the title names the data read
     assert "do not fit the data" in summary and fit["warning"] in summary
+
+
+def test_the_demo_bert_has_the_positions_the_data_needs(own_run: RunPaths):
+    config = json.loads((own_run.converted_model / "config.json").read_text(encoding="utf-8"))
+    stats = json.loads(own_run.file("explore_stats").read_text(encoding="utf-8"))
+    assert config["max_position_embeddings"] == stats["recommended_max_length"]  # the same 99% rule
+    executed = (own_run.notebooks / "01_convert_checkpoint.ipynb").read_text(encoding="utf-8")
+    assert f"demo BERT: {config['max_position_embeddings']} positions" in executed
 
 
 def test_the_model_folder_is_shareable_with_its_card(own_run: RunPaths):
