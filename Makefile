@@ -52,9 +52,10 @@ report: ## rebuild the HTML report of a run: make report RUN=runs/<run-dir>
 
 # The newest demo run unless RUN is given.
 FIGURES_RUN ?= $(or $(RUN),$(lastword $(sort $(wildcard runs/*-demo))))
-figures: ## redraw the README figures in figures/ from a run: make figures RUN=runs/<run-dir>
+figures: ## redraw the README figures in figures/ from a run, and screenshot its notebook 04 in JupyterLab: make figures RUN=runs/<run-dir>
 	@test -n "$(FIGURES_RUN)" || { echo "no demo run in runs/: make demo first, or make figures RUN=runs/<run-dir>"; exit 2; }
 	nbutils figures $(FIGURES_RUN)
+	$(PYTHON) tests/jupyterlab_driver.py screenshot $(FIGURES_RUN) --out figures/jupyterlab.png
 
 # Two pytest workers, one test file each at a time (a module's shared fixture, such as the smoke
 # run, is built once): the notebook runs wait on kernels and subprocesses, so two workers keep both

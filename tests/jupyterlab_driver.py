@@ -311,20 +311,69 @@ def install() -> int:
     return 1 if problem else 0
 
 
+def notebook_screenshot(notebook: Path, out_png: Path, *, scroll_to: str = "curves_png = paths.figure") -> Path:
+    """A screenshot of an executed notebook as JupyterLab shows it (its saved outputs; nothing is
+    run), scrolled to the cell whose code contains ``scroll_to``: the README's picture of a run's
+    notebook 04. The notebook is copied to a temporary folder first, so JupyterLab leaves nothing
+    (checkpoints, workspaces) in the run directory; the PNG is written atomically."""
+    import shutil
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="nbutils-screenshot-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "lab").mkdir()
+        shutil.copyfile(notebook, tmp / "lab" / Path(notebook).name)
+        lab = start_jupyterlab(tmp / "lab", tmp / "home")
+        try:
+            with sync_playwright() as p:
+                browser = launch_chromium(p, tmp / "chromium")
+                try:
+                    page = browser.new_page()
+                    page.set_viewport_size({"width": 1280, "height": 900})
+                    open_notebook(page, lab, Path(notebook).name, workspace="screenshot", wait=False)
+                    cell = page.locator(".jp-CodeCell").filter(has_text=scroll_to).first
+                    cell.wait_for(timeout=120_000)
+                    page.keyboard.press("Escape")  # command mode: no cursor blinking in a cell
+                    cell.locator(".jp-OutputArea-output img").first.scroll_into_view_if_needed()
+                    page.mouse.wheel(0, 200)
+                    time.sleep(1)  # the scroll settles and images paint
+                    staged = tmp / "shot.png"
+                    page.screenshot(path=str(staged))
+                finally:
+                    browser.close()
+        finally:
+            lab.stop()
+        Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(out_png).with_name(f".{Path(out_png).name}.tmp")
+        shutil.copyfile(staged, partial)
+        os.replace(partial, out_png)
+    return Path(out_png)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="The browser for tests/test_browser.py: check it starts, or install one.")
-    parser.add_argument("action", choices=("check", "install"))
-    action = parser.parse_args(argv).action
-    if action == "install":
+    parser = argparse.ArgumentParser(description="The browser for tests/test_browser.py: check it starts, or install "
+                                                 "one; or take the README's screenshot of a run's notebook 04.")
+    parser.add_argument("action", choices=("check", "install", "screenshot"))
+    parser.add_argument("run", nargs="?", help="screenshot: the run directory (its notebooks/04_finetune.ipynb)")
+    parser.add_argument("--out", default="figures/jupyterlab.png", help="screenshot: the PNG to write")
+    args = parser.parse_args(argv)
+    if args.action == "install":
         return install()
     problem = browser_problem()
     if problem:
         print(f"make test needs a browser for tests/test_browser.py (JupyterLab): {problem}", file=sys.stderr)
         return 2
+    if args.action == "screenshot":
+        notebook = Path(args.run or "") / "notebooks" / "04_finetune.ipynb"
+        if not args.run or not notebook.is_file():
+            print(f"no executed notebook 04 at {notebook}: pass a finished run, e.g. runs/<run>", file=sys.stderr)
+            return 2
+        print(f"wrote {notebook_screenshot(notebook, Path(args.out))}")
     return 0
-
 
 
 # What report.html must show in its first screen: the verdict block (notebook 06's opening).

@@ -1,4 +1,4 @@
-"""`make figures`: the README figures are redrawn from a run's tables, small, with Chinese names."""
+"""`make figures`: the README figures are redrawn from a run's tables, small, with the run's own class names."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from nbutils.core.errors import NbutilsError
 from nbutils.reporting.figures import MAX_BYTES, make_figures
 
-NAMES = ["finance", "sports", "game"]
+NAMES = ["财经", "体育", "游戏"]  # names as a dataset with Chinese labels has them
 
 
 def fake_run(root):
@@ -31,7 +31,7 @@ def fake_run(root):
     return run
 
 
-def test_figures_are_drawn_small_and_with_chinese_names(tmp_path):
+def test_figures_are_drawn_small_with_the_runs_own_class_names(tmp_path):
     run = fake_run(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -39,6 +39,22 @@ def test_figures_are_drawn_small_and_with_chinese_names(tmp_path):
     assert [p.name for p in written] == ["training_curves.png", "confusion_matrix.png", "freezing_comparison.png"]
     assert all(1000 < p.stat().st_size < MAX_BYTES for p in written)
     assert not [w for w in caught if "missing from font" in str(w.message)]  # 财经 体育 游戏 drawn
+
+
+def test_confusion_labels_are_the_class_names_as_a_users_run_draws_them(tmp_path, monkeypatch):
+    """No names added that a user's own run does not draw (e.g. a translation in front)."""
+    from nbutils.reporting import plots
+
+    seen = []
+    real = plots.confusion_heatmap
+    monkeypatch.setattr(plots, "confusion_heatmap", lambda frame, **kw: seen.append(list(frame.index)) or real(frame, **kw))
+    run = fake_run(tmp_path)
+    names = ["finance", "sports", "game"]
+    metrics = json.loads((run / "finetune" / "metrics.json").read_text(encoding="utf-8"))
+    metrics["test"]["per_class"] = {n: {"f1": 0.7} for n in names}
+    (run / "finetune" / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    make_figures(run, tmp_path / "figures")
+    assert seen == [names]
 
 
 def test_a_run_without_finetuning_is_refused(tmp_path):

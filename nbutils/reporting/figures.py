@@ -8,10 +8,11 @@ and at one size, with the run's name in a corner so a reader knows where it came
     figures/freezing_comparison.png   freezing/results.csv: test accuracy vs trainable parameters
     figures/pretraining_loss.png      pretrain/history.csv: masked-LM loss (when the run pre-trained)
 
-``figures/jupyterlab.png`` (a screenshot of notebook 04 in JupyterLab) is not drawn here.
-THUCNews title classes are named in English in ``class.txt``; the confusion matrix shows them
-with THUCNews's own Chinese category names in front (体育 sports, ...), drawn with the bundled
-CJK font (``nbutils.reporting.fonts``).
+``figures/jupyterlab.png``, the same run's notebook 04 as JupyterLab shows it, is taken by
+``make figures`` with ``python tests/jupyterlab_driver.py screenshot`` (a browser is a test
+tool, not a dependency of this package). Class names are the ones the run's data uses, exactly
+as a user's own run draws them (Chinese names with the bundled CJK font,
+``nbutils.reporting.fonts``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,6 @@ from pathlib import Path
 from nbutils.core.errors import NbutilsError
 from nbutils.core.paths import REPO_ROOT, RunPaths
 
-# THUCNews's Chinese category names for the English names of the title split's class.txt.
-THUCNEWS_CHINESE = {
-    "finance": "财经", "realty": "房产", "stocks": "股票", "education": "教育", "science": "科技",
-    "society": "社会", "politics": "时政", "sports": "体育", "game": "游戏", "entertainment": "娱乐",
-}
 MAX_BYTES = 200_000  # README images stay small: the repository carries every version
 
 
@@ -47,10 +43,6 @@ def _save(fig, path: Path, dpi: int) -> Path:
         raise NbutilsError(f"{path} is {path.stat().st_size:,} bytes (more than {MAX_BYTES:,})",
                            fix="lower --dpi")
     return path
-
-
-def _bilingual(names: list[str]) -> list[str]:
-    return [f"{THUCNEWS_CHINESE[n]} {n}" if n in THUCNEWS_CHINESE else n for n in names]
 
 
 def make_figures(run_dir: str | Path, out_dir: str | Path = REPO_ROOT / "figures", *, dpi: int = 80) -> list[Path]:
@@ -83,7 +75,7 @@ def make_figures(run_dir: str | Path, out_dir: str | Path = REPO_ROOT / "figures
     written.append(_save(fig, out_dir / "training_curves.png", dpi))
 
     confusion = confusion_frame(test)
-    labels = plots.plot_labels(_bilingual(list(confusion.index)))
+    labels = plots.plot_labels(list(confusion.index))
     fig = plots.confusion_heatmap(confusion.set_axis(labels, axis=0).set_axis(labels, axis=1))
     fig.axes[0].set_title(f"test confusion matrix (row-normalised), {test['n']:,} titles")
     _stamp(fig, name)
