@@ -347,7 +347,10 @@ def notebook_screenshot(notebook: Path, out_png: Path, *, scroll_to: str = "curv
             lab.stop()
         Path(out_png).parent.mkdir(parents=True, exist_ok=True)
         partial = Path(out_png).with_name(f".{Path(out_png).name}.tmp")
-        shutil.copyfile(staged, partial)
+        from PIL import Image
+
+        with Image.open(staged) as image:  # 128 colours: a screenshot of text and line plots, a fifth of the bytes
+            image.convert("RGB").quantize(128).save(partial, format="PNG", optimize=True)
         os.replace(partial, out_png)
     return Path(out_png)
 
