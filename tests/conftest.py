@@ -100,6 +100,19 @@ def real_vocab_dir() -> Path:
     return _real_dir("vocab")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_nbutils_cache(tmp_path_factory):
+    """Backend decisions and cached ONNX exports (nbutils.inference.backends) go to a folder of
+    this test run, never the user's ~/.cache/nbutils; notebooks run by tests inherit it."""
+    before = os.environ.get("NBUTILS_CACHE_DIR")
+    os.environ["NBUTILS_CACHE_DIR"] = str(tmp_path_factory.mktemp("nbutils-cache"))
+    yield Path(os.environ["NBUTILS_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("NBUTILS_CACHE_DIR", None)
+    else:
+        os.environ["NBUTILS_CACHE_DIR"] = before
+
+
 # Test files that take minutes (each runs notebooks end to end) go first, so that under
 # `pytest -n 2 --dist loadfile` (`make test`) they start at once and the short files fill the
 # other worker around them, instead of the longest one starting last and setting the wall time.

@@ -59,7 +59,7 @@ def test_export_writes_both_graphs_and_a_checked_report(tiny):
 
 
 def test_onnx_logits_equal_pytorch_on_real_texts(tiny):
-    torch_pred = Predictor(tiny["clf"], "cpu")
+    torch_pred = Predictor(tiny["clf"], "cpu", backend="torch-fp32")
     onnx_pred = OnnxPredictor(tiny["export"], "onnx", threads=1)
     cut = torch_pred.truncator(None, None)
     ids = [cut.cut(x) for x in torch_pred.tokenizer(TITLES, add_special_tokens=True)["input_ids"]]
@@ -71,7 +71,7 @@ def test_onnx_logits_equal_pytorch_on_real_texts(tiny):
 
 
 def test_predict_api_same_table_and_labels_for_every_backend(tiny):
-    ours = predict(TITLES, tiny["clf"], device="cpu")
+    ours = predict(TITLES, tiny["clf"], device="cpu", backend="torch-fp32")
     for backend in ("onnx", "onnx-int8"):
         theirs = predict(TITLES, tiny["export"], backend=backend)
         assert list(theirs.columns) == list(ours.columns)
@@ -89,7 +89,7 @@ def test_cli_export_and_predict_with_onnx_backend(tiny, tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["predict", "--backend", "onnx", "--model", str(out), *TITLES[:2]]) == 0
     printed = capsys.readouterr().out
-    expected = predict(TITLES[:2], tiny["clf"], device="cpu")["label"].tolist()
+    expected = predict(TITLES[:2], tiny["clf"], device="cpu", backend="torch-fp32")["label"].tolist()
     assert all(label in printed for label in expected)
     # int8 was not exported: a clear error, not a crash
     assert cli_main(["predict", "--backend", "onnx-int8", "--model", str(out), "体育"]) == 2

@@ -16,8 +16,10 @@ an error). ``nbutils.inference.predict.OnnxPredictor`` is its ``Predictor`` with
 swapped for an ONNX Runtime session (:func:`onnx_session`);
 ``nbutils.predict(texts, export_dir, backend="onnx-int8")`` uses it.
 
-CLI: ``nbutils export-onnx MODEL OUT [--no-int8] [--overwrite]`` and
-``nbutils predict --backend onnx|onnx-int8 --model OUT ...``.
+CLI: ``nbutils export-onnx MODEL [OUT] [--no-int8] [--overwrite]`` and
+``nbutils predict --backend onnx|onnx-int8 --model OUT ...``. Without OUT the export goes into the
+cache (``nbutils.inference.backends.export_cache``), keyed by the model's content hash, where
+``nbutils predict --model MODEL`` finds it: ``--backend auto`` then also tries the ONNX backends.
 """
 
 from __future__ import annotations
@@ -212,13 +214,23 @@ def main(argv: list[str] | None = None) -> int:
         prog="nbutils export-onnx",
         description="Export a fine-tuned classifier to ONNX (fp32 + dynamic int8) for ONNX Runtime.")
     parser.add_argument("model", help="fine-tuned model folder (e.g. runs/<run>/finetune/model)")
-    parser.add_argument("out", help="new folder for model.onnx, model.int8.onnx and the tokenizer")
+    parser.add_argument("out", nargs="?", default=None,
+                        help="new folder for model.onnx, model.int8.onnx and the tokenizer (default: the "
+                             "cache, where `nbutils predict --backend auto|onnx|onnx-int8 --model MODEL` finds it)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8-quantized copy")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     args = parser.parse_args(argv)
-    report = export_onnx(args.model, args.out, int8=not args.no_int8, overwrite=args.overwrite)
+    from nbutils.inference.backends import export_cache
+
+    out = args.out
+    if out is None:
+        if not Path(args.model).is_dir():
+            raise NbutilsError(f"{args.model}: model folder not found", fix="pass a fine-tuned model folder")
+        out = export_cache(Path(args.model))
+    report = export_onnx(args.model, out, int8=not args.no_int8, overwrite=args.overwrite)
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["max_abs_logit_diff"].items())
-    print(f"wrote {', '.join(report['files'].values())} to {args.out} "
+    print(f"wrote {', '.join(report['files'].values())} to {out} "
           f"(largest logits difference vs PyTorch: {diffs})")
-    print(f"predict with: nbutils predict --backend onnx-int8 --model {args.out} TEXT ...")
+    model = args.model if args.out is None else out
+    print(f"predict with: nbutils predict --backend auto (or onnx-int8) --model {model} TEXT ...")
     return 0

@@ -12,8 +12,9 @@ is tokenized and run chunk by chunk, and a file (``predict_file``, ``nbutils pre
 is also read and written chunk by chunk (``Predictor.frames`` -> ``write_predictions``: rows go
 to a temporary file renamed into place at the end), so 100k long articles take the memory of 10k.
 
-CLI: ``nbutils predict --model DIR [--file F] [--output CSV] [--backend torch|onnx|onnx-int8] [TEXT ...]``
-(the ONNX backends read a folder written by ``nbutils export-onnx``, see ``nbutils.inference.onnx_export``).
+CLI: ``nbutils predict --model DIR [--file F] [--output CSV] [--backend auto|torch-fp32|torch-bf16|onnx|onnx-int8]
+[TEXT ...]``: ``auto`` (default) measures which backend is fastest while agreeing with fp32
+(:mod:`nbutils.inference.backends`); the ONNX backends read an ``nbutils export-onnx`` folder.
 """
 
 from __future__ import annotations
@@ -28,28 +29,67 @@ from pathlib import Path
 
 from nbutils.checkpoints.weights import quiet_weight_files
 from nbutils.core.errors import NbutilsError
+from nbutils.inference.backends import BACKENDS
+from nbutils.inference.backends import normalize as normalize_backend
 from nbutils.runtime.memory import trim_heap
 
 
 class Predictor:
-    """A loaded model + tokenizer + truncation settings, reusable across calls (e.g. a widget)."""
+    """A loaded model + tokenizer + truncation settings, reusable across calls (e.g. a widget).
+
+    ``backend`` (see :mod:`nbutils.inference.backends`): ``auto`` (default) picks the fastest
+    engine whose labels agree with torch-fp32 by a probe on the first texts it is given (or a
+    cached decision); ``torch-fp32``, ``torch-bf16``, ``onnx``, ``onnx-int8`` are taken as asked.
+    ``model_dir`` is a fine-tuned model folder or a folder written by ``nbutils export-onnx``
+    (ONNX backends only). :attr:`decision` says which backend runs and why, once known."""
 
     @quiet_weight_files()  # no "Loading weights" bar under the prediction box at every headline
-    def __init__(self, model_dir: str | Path, device: str = "auto"):
+    def __init__(self, model_dir: str | Path, device: str = "auto", backend: str = "auto",
+                 threads: int | None = None, probe_seconds: float | None = None):
+        import torch
+
+        from nbutils.inference.backends import ONNX_BACKENDS, Decision, normalize
+        from nbutils.runtime.device import choose_device
+
+        self.model_dir = Path(model_dir)
+        self.requested = normalize(backend)
+        # ONNX Runtime follows the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads)
+        # rather than its default of one spinning thread per core, which fights other jobs.
+        self.threads = threads or torch.get_num_threads()
+        self.probe_seconds = probe_seconds
+        self.decision: Decision | None = None
+        self._forward = None
+        self.model = None
+        if self._is_export_folder():
+            if self.requested not in (*ONNX_BACKENDS, "auto"):
+                raise NbutilsError(f"{self.model_dir} is an ONNX export (no PyTorch weights): backend "
+                                   f"{self.requested} cannot run it",
+                                   fix="use --backend auto, onnx or onnx-int8, or pass the fine-tuned model folder")
+            self.choice = choose_device("cpu", "fp32", task="predict")
+            self._load_export_metadata()
+        else:
+            # the weights are loaded in fp32 (the reference); torch-bf16 converts or adds a copy
+            self.choice = choose_device(device, "fp32", task="predict")
+            self._load_torch()
+        if self.requested != "auto":
+            self._forward = self._engine(self.requested, explicit=True)
+            self.decision = Decision(self.requested, "asked for", requested=self.requested)
+
+    def _is_export_folder(self) -> bool:
+        weights = ("model.safetensors", "pytorch_model.bin")
+        return (self.model_dir / "model.onnx").is_file() and not any(
+            (self.model_dir / n).is_file() for n in weights)
+
+    def _load_torch(self) -> None:
         from safetensors import SafetensorError
 
         from nbutils.checkpoints.model_folder import check_model_dir
-        from nbutils.runtime.device import choose_device
         from nbutils.text.tokenization import check_vocab_matches, load_tokenizer
 
-        self.model_dir = Path(model_dir)
         try:
             check_model_dir(self.model_dir)  # reads the weights' header
         except (SafetensorError, OSError) as err:
             raise _corrupt_weights(self.model_dir, err) from None
-        # On a CPU the weights stay fp32 (the "predict" policy in nbutils.runtime.device); GPUs predict
-        # in half precision.
-        self.choice = choose_device(device, task="predict")
         model, info = _load_classifier(self.model_dir, self.choice.attn_implementation)
         if any(key.startswith("classifier.") for key in info.get("missing_keys", ())):
             # transformers would add a random head and answer with LABEL_0/LABEL_1 at ~50%
@@ -62,11 +102,83 @@ class Predictor:
             raise NbutilsError(f"{self.model_dir} has no classification labels", fix="fine-tune it first")
         self.tokenizer = load_tokenizer(self.model_dir)
         check_vocab_matches(model, self.tokenizer, self.model_dir)
-        self.model = model.to(self.choice.device, dtype=self.choice.torch_dtype).eval()
+        self.model = model.to(self.choice.device).eval()
         self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.max_positions = model.config.max_position_embeddings
         self.train_config = training_cut(self.model_dir)
         self.thresholds = decision_thresholds(model.config, self.train_config, self.label_names)
+
+    def _load_export_metadata(self) -> None:
+        from transformers import AutoConfig
+
+        from nbutils.text.tokenization import load_tokenizer
+
+        config = AutoConfig.from_pretrained(str(self.model_dir))
+        if not getattr(config, "id2label", None) or config.num_labels < 2:
+            raise NbutilsError(f"{self.model_dir}/config.json has no classification labels",
+                               fix="export a fine-tuned model")
+        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        self.max_positions = config.max_position_embeddings
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.train_config = training_cut(self.model_dir)
+        self.thresholds = decision_thresholds(config, self.train_config, self.label_names)
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs (``auto`` until the first texts decided it)."""
+        return self.decision.backend if self.decision else self.requested
+
+    def _engine(self, name: str, *, explicit: bool = False):
+        """A function (ids, mask) -> logits running backend ``name``; errors say what to use."""
+        from nbutils.inference.backends import REFERENCE
+
+        if name in ("onnx", "onnx-int8"):
+            return self._onnx_engine(name)
+        if self.model is None:
+            raise NbutilsError(f"{self.model_dir} has no PyTorch weights", fix="use --backend onnx")
+        if name == REFERENCE:
+            return _torch_forward(self.model, self.choice.device)
+        why_not = self._bf16_unavailable()
+        if why_not:
+            raise NbutilsError(f"backend torch-bf16: {why_not}",
+                               fix="use --backend auto (it picks the fastest exact-enough backend) or torch-fp32")
+        if explicit:  # only bf16 is needed: convert the loaded weights in place
+            self.model = self.model.to(_bf16())
+            return _torch_forward(self.model, self.choice.device)
+        model, _ = _load_classifier(self.model_dir, self.choice.attn_implementation, dtype=_bf16())
+        return _torch_forward(model.to(self.choice.device).eval(), self.choice.device)
+
+    def _bf16_unavailable(self) -> str:
+        """Why torch-bf16 would not run natively here ('' when it would)."""
+        import torch
+
+        from nbutils.runtime.device import cpu_has_native_bf16
+
+        if self.choice.device == "cuda":
+            return "" if torch.cuda.is_bf16_supported() else f"{self.choice.name} has no bf16"
+        if self.choice.device == "cpu":
+            return "" if cpu_has_native_bf16() else (
+                "this CPU has no native bf16 instructions (AVX512-BF16/AMX): it would be emulated, slowly")
+        return f"not offered on {self.choice.device}"
+
+    def _onnx_engine(self, name: str):
+        from nbutils.inference.backends import onnx_folder
+        from nbutils.inference.onnx_export import onnx_file, onnx_session
+
+        if self.choice.device != "cpu":
+            raise NbutilsError(f"backend {name} runs ONNX Runtime on the CPU, but device {self.choice.device} "
+                               "was chosen", fix="pass --device cpu, or use --backend auto")
+        if not self.model_dir.is_dir():
+            raise NbutilsError(f"{self.model_dir}: folder not found",
+                               fix="export a fine-tuned model first: nbutils export-onnx MODEL")
+        folder = onnx_folder(self.model_dir)
+        if folder is None:
+            raise NbutilsError(
+                f"{self.model_dir} is a PyTorch model folder and no ONNX export of it was found",
+                fix=f"nbutils export-onnx {self.model_dir} (into the cache, found here next time), or "
+                    f"nbutils export-onnx {self.model_dir} OUT, then --model OUT")
+        session = onnx_session(onnx_file(folder, name), self.threads)
+        return lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
     def truncator(self, max_length: int | None, truncation: str | None):
         from nbutils.text.tokenization import Truncator
@@ -90,17 +202,78 @@ class Predictor:
         )
 
     def logits(self, input_ids: list[list[int]], batch_size: int):
-        """Logits in input order; batches are formed from length-sorted texts."""
+        """Logits in input order; batches are formed from length-sorted texts. Under ``auto`` the
+        first call decides the backend (:meth:`decide`) on these texts."""
+        if self._forward is None:
+            self.decide(input_ids, batch_size)
+        return self._batched_logits(self._forward, input_ids, batch_size)
+
+    def _batched_logits(self, forward, input_ids, batch_size: int):
         import numpy as np
-        import torch
 
         out = np.empty((len(input_ids), len(self.label_names)), dtype=np.float32)
-        with torch.inference_mode():
-            for rows, ids, mask in padded_batches(input_ids, batch_size, self.tokenizer.pad_token_id or 0):
-                logits = self.model(input_ids=torch.from_numpy(ids).to(self.choice.device),
-                                    attention_mask=torch.from_numpy(mask).to(self.choice.device)).logits
-                out[rows] = logits.float().cpu().numpy()
+        for rows, ids, mask in padded_batches(input_ids, batch_size, self.tokenizer.pad_token_id or 0):
+            out[rows] = forward(ids, mask)
         return out
+
+    def decide(self, input_ids: list[list[int]], batch_size: int = 64):
+        """``auto``: the backend for texts like ``input_ids`` (a cached decision, else a probe on
+        their first batch), printed once on stderr and kept in :attr:`decision`."""
+        from nbutils.inference import backends
+
+        candidates, skipped = self._candidates()
+        reference = candidates[0]
+        lengths = [len(ids) for ids in input_ids[: backends.PROBE_TEXTS]]
+        key = backends.decision_key(self.model_dir, self.choice.name.split(" (")[0], self.threads,
+                                    candidates, lengths)
+        decision = backends.cached_decision(key)
+        if decision is not None:
+            decision.reason = f"cached decision from {backends.cache_dir() / backends.CACHE_FILE}: {decision.reason}"
+            self._forward = self._engine(decision.backend)
+        else:
+            engines = {name: self._engine(name) for name in candidates}
+            runners = {name: (lambda rows, f=engine: self._batched_logits(f, rows, batch_size))
+                       for name, engine in engines.items()}
+            results = backends.probe(runners, input_ids, seconds=self.probe_seconds or backends.PROBE_SECONDS,
+                                     max_texts=max(batch_size, 8))
+            best, why = backends.choose(results, reference)
+            if skipped:
+                why += "; not tried: " + "; ".join(skipped)
+            decision = backends.Decision(best, why, probe=results, key=key)
+            self._forward = engines[best]
+            backends.store_decision(decision)
+        if decision.backend == "torch-bf16" and self.model is not None:
+            self.model = None  # the fp32 weights are no longer used: give their memory back
+            trim_heap()
+        self.decision = decision
+        backends.say(decision)
+        return decision
+
+    def _candidates(self) -> tuple[list[str], list[str]]:
+        """The backends ``auto`` tries here (the reference first) and why the others are not."""
+        from nbutils.inference.backends import onnx_folder
+
+        candidates, skipped = [], []
+        if self.thresholds is not None:  # the probe compares single labels, not thresholded sets
+            reference = "torch-fp32" if self.model is not None else "onnx"
+            return [reference], ["the other backends (a multi-label model: auto keeps the reference)"]
+        if self.model is not None:
+            candidates.append("torch-fp32")
+            why_not = self._bf16_unavailable()
+            (skipped.append(f"torch-bf16 ({why_not})") if why_not else candidates.append("torch-bf16"))
+        if self.choice.device != "cpu":
+            skipped.append(f"onnx, onnx-int8 (ONNX Runtime runs on the CPU, device is {self.choice.device})")
+        elif onnx_folder(self.model_dir) is None:
+            skipped.append(f"onnx, onnx-int8 (no ONNX export of this model; `nbutils export-onnx "
+                           f"{self.model_dir}` writes one into the cache)")
+        else:
+            from nbutils.inference.onnx_export import BACKEND_FILES
+
+            folder = onnx_folder(self.model_dir)
+            for name, file in BACKEND_FILES.items():
+                (candidates.append(name) if (folder / file).is_file()
+                 else skipped.append(f"{name} (no {file} in {folder})"))
+        return candidates, skipped
 
     def __call__(self, texts, *, batch_size: int = 64, max_length: int | None = None,
                  truncation: str | None = None):
@@ -117,7 +290,9 @@ class Predictor:
 
         cut = self.truncator(max_length, truncation)
         frames = [self.chunk_frame(texts[start:end], cut, batch_size) for start, end in char_chunks(texts)]
-        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        frame.attrs["backend"] = self.decision.as_dict()
+        return frame
 
     def frames(self, texts: Iterable, *, batch_size: int = 64, max_length: int | None = None,
                truncation: str | None = None, max_texts: int | None = None,
@@ -251,14 +426,15 @@ def _multi_label_frame(texts, logits, label_names, labels, thresholds):
     return frame
 
 
-def _load_classifier(model_dir: Path, attn_implementation):
+def _load_classifier(model_dir: Path, attn_implementation, dtype=None):
     """The model and transformers' loading info; a truncated or corrupt weights file is named."""
     from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification
 
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), attn_implementation=attn_implementation, output_loading_info=True)
+            str(model_dir), attn_implementation=attn_implementation, output_loading_info=True,
+            **({"dtype": dtype} if dtype is not None else {}))
     except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as err:
         raise _corrupt_weights(model_dir, err) from None
 
@@ -283,40 +459,33 @@ def _as_text(text) -> str:
 
 
 class OnnxPredictor(Predictor):
-    """``Predictor`` (same tokenization, truncation, batching and output table) whose forward
-    pass is an ONNX Runtime session over ``model.onnx`` or ``model.int8.onnx``."""
+    """A :class:`Predictor` of an ``nbutils export-onnx`` folder with an ONNX backend, as asked."""
 
     def __init__(self, export_dir: str | Path, backend: str = "onnx", threads: int | None = None):
-        import torch
-        from transformers import AutoConfig
+        from nbutils.inference.backends import ONNX_BACKENDS, normalize
 
-        from nbutils.inference.onnx_export import onnx_file, onnx_session
-        from nbutils.text.tokenization import load_tokenizer
+        if normalize(backend) not in ONNX_BACKENDS:
+            raise NbutilsError(f"unknown ONNX backend {backend!r}", fix=f"use one of {', '.join(ONNX_BACKENDS)}")
+        super().__init__(export_dir, "cpu", backend, threads)
 
-        self.model_dir = Path(export_dir)
-        self.backend = backend
-        path = onnx_file(self.model_dir, backend)
-        config = AutoConfig.from_pretrained(str(self.model_dir))
-        if not getattr(config, "id2label", None) or config.num_labels < 2:
-            raise NbutilsError(f"{self.model_dir}/config.json has no classification labels",
-                               fix="export a fine-tuned model")
-        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
-        self.max_positions = config.max_position_embeddings
-        self.tokenizer = load_tokenizer(self.model_dir)
-        self.train_config = training_cut(self.model_dir)
-        self.thresholds = decision_thresholds(config, self.train_config, self.label_names)
-        # Follow the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads) rather than
-        # ONNX Runtime's default of one spinning thread per core, which fights other processes.
-        self.threads = threads or torch.get_num_threads()
-        self.session = onnx_session(path, self.threads)
 
-    def logits(self, input_ids: list[list[int]], batch_size: int):
-        import numpy as np
+def _bf16():
+    import torch
 
-        out = np.empty((len(input_ids), len(self.label_names)), dtype=np.float32)
-        for rows, ids, mask in padded_batches(input_ids, batch_size, self.tokenizer.pad_token_id or 0):
-            out[rows] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        return out
+    return torch.bfloat16
+
+
+def _torch_forward(model, device: str):
+    """(ids, mask) int64 arrays -> fp32 logits array, with ``model`` on ``device``."""
+    import torch
+
+    def forward(ids, mask):
+        with torch.inference_mode():
+            logits = model(input_ids=torch.from_numpy(ids).to(device),
+                           attention_mask=torch.from_numpy(mask).to(device)).logits
+        return logits.float().cpu().numpy()
+
+    return forward
 
 
 def decision_thresholds(model_config, train_config: dict, label_names: Sequence[str]):
@@ -358,20 +527,17 @@ def padded_batches(input_ids: list[list[int]], batch_size: int, pad_id: int):
         yield rows, ids, mask
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
-
-
 @functools.lru_cache(maxsize=2)
-def load_predictor(model_dir: str, device: str = "auto", backend: str = "torch") -> Predictor:
-    """A cached Predictor: a prediction widget does not reload the model on every keystroke.
+def _cached_predictor(model_dir: str, device: str, backend: str) -> Predictor:
+    return Predictor(model_dir, device, backend)
 
-    ``backend="onnx"``/``"onnx-int8"`` reads a folder written by ``nbutils export-onnx`` and runs
-    ONNX Runtime on the CPU (``device`` is then ignored)."""
-    if backend == "torch":
-        return Predictor(model_dir, device)
-    if backend not in BACKENDS:
-        raise NbutilsError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
-    return OnnxPredictor(model_dir, backend)
+
+def load_predictor(model_dir: str, device: str = "auto", backend: str = "auto") -> Predictor:
+    """A cached Predictor: a prediction widget does not reload the model (nor re-decide the
+    backend) on every keystroke. ``backend``: see :class:`Predictor`."""
+    from nbutils.inference.backends import normalize
+
+    return _cached_predictor(model_dir, device, normalize(backend))
 
 
 def predict(
@@ -382,33 +548,35 @@ def predict(
     max_length: int | None = None,
     device: str = "auto",
     truncation: str | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
 ):
     """Classify ``texts``: a DataFrame in input order with ``text, label, confidence,
     prob_<name>..., n_tokens, truncated``. For a multi-label model ``label`` holds the labels whose
     score reaches the threshold chosen on dev, joined by ``|`` (highest score first, empty when
     none does), ``scores`` the same labels with their scores (JSON), ``n_labels`` their number,
     ``confidence`` the highest score and ``prob_<name>`` each label's sigmoid score.
-    ``max_length``/``truncation`` default to the
-    settings the model was fine-tuned with. ``backend="onnx"`` or ``"onnx-int8"`` runs an
-    ``nbutils export-onnx`` folder with ONNX Runtime (same tokenization and output)."""
+    ``max_length``/``truncation`` default to the settings the model was fine-tuned with.
+    ``backend``: ``auto`` (the fastest backend whose labels agree with torch-fp32, measured on the
+    first texts; see :mod:`nbutils.inference.backends`), ``torch-fp32``, ``torch-bf16``,
+    ``onnx``, ``onnx-int8``; ``frame.attrs["backend"]`` says which ran and why."""
     predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
     return predictor(texts, batch_size=batch_size, max_length=max_length, truncation=truncation)
 
 
-
-def examples_table(texts: Sequence[str], model_dir: str | Path, *, device: str = "auto", max_chars: int = 40):
+def examples_table(texts: Sequence[str], model_dir: str | Path, *, device: str = "auto", max_chars: int = 40,
+                   backend: str = "auto"):
     """:func:`predict` on ``texts`` as notebook 04 shows it: the label, confidence and token count
     per text, long texts cut to ``max_chars`` characters for display."""
-    table = predict(texts, model_dir, device=device)
+    table = predict(texts, model_dir, device=device, backend=backend)
     table["text"] = [t if len(t) <= max_chars else t[: max_chars - 3] + "..." for t in table["text"]]
     multi = ["scores"] if "scores" in table.columns else []
     return table[["text", "label", *multi, "confidence", "n_tokens", "truncated"]]
 
 
-def classify_box(model_dir: str | Path, *, device: str = "auto", top: int = 3):
+def classify_box(model_dir: str | Path, *, device: str = "auto", top: int = 3, backend: str = "auto"):
     """A text box that classifies what is typed into it (on Enter) with the model in ``model_dir``
-    and prints the label, its confidence and the ``top`` most likely classes (JupyterLab)."""
+    and prints the label, its confidence and the ``top`` most likely classes (JupyterLab), and
+    the backend that ran (``auto``: decided on the first text, or taken from the cache)."""
     import ipywidgets as widgets
 
     box = widgets.Text(placeholder="输入新闻标题，回车分类", continuous_update=False,  # classify on Enter
@@ -416,12 +584,14 @@ def classify_box(model_dir: str | Path, *, device: str = "auto", top: int = 3):
     out = widgets.Output()
 
     def classify(change):
-        row = predict([box.value], model_dir, device=device).iloc[0]
+        frame = predict([box.value], model_dir, device=device, backend=backend)
+        row = frame.iloc[0]
         probs = row.filter(like="prob_").astype(float).sort_values(ascending=False).head(top)
         out.clear_output()
         with out:
             print(f"{row['label']}  ({row['confidence']:.3f})")
             print("  ".join(f"{k.removeprefix('prob_')} {v:.3f}" for k, v in probs.items()))
+            print(f"backend: {frame.attrs['backend']['backend']}")
 
     box.observe(classify, names="value")
     return widgets.VBox([box, out])
@@ -454,25 +624,41 @@ def predict_file(
     max_length: int | None = None,
     device: str = "auto",
     truncation: str | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> int:
     """Classify every line of a UTF-8 text file (one text per line) into the CSV ``output``
     (the columns of :func:`predict`, row i = line i); returns the number of rows. The file is
     read, predicted and written a chunk at a time (:meth:`Predictor.frames`,
-    :func:`write_predictions`), so memory does not grow with the number of lines."""
+    :func:`write_predictions`), so memory does not grow with the number of lines. The backend
+    that ran and why go to ``<output stem>.backend.json`` beside it."""
     from nbutils.data.dataset import text_lines
 
     lines = text_lines(path)
     _refuse_existing(output, overwrite)
     predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
-    return write_predictions(predictor.frames(lines, batch_size=batch_size, max_length=max_length,
+    rows = write_predictions(predictor.frames(lines, batch_size=batch_size, max_length=max_length,
                                               truncation=truncation), output, overwrite=overwrite)
+    write_decision(predictor, output)
+    return rows
+
+
+def write_decision(predictor: Predictor, output: str | Path) -> Path:
+    """The backend that produced ``output`` and why, in ``<output stem>.backend.json`` (written
+    atomically after the predictions; replaced together with them)."""
+    from nbutils.core.io import write_json
+    from nbutils.inference.backends import sidecar_path
+
+    return write_json(sidecar_path(output), {"predictions": Path(output).name, "model": str(predictor.model_dir),
+                                             "threads": predictor.threads, **predictor.decision.as_dict()})
 
 
 def _refuse_existing(output: str | Path | None, overwrite: bool) -> None:
     """Before any work: an earlier result is replaced only when asked (checked again at the end)."""
-    if output and not overwrite and Path(output).exists():
-        raise NbutilsError(f"{output} already exists", fix="choose another path or pass --overwrite")
+    from nbutils.inference.backends import sidecar_path
+
+    for path in (output, output and sidecar_path(output)):
+        if path and not overwrite and Path(path).exists():
+            raise NbutilsError(f"{path} already exists", fix="choose another path or pass --overwrite")
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -506,9 +692,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per text (default: as in training, from finetune_config.json)")
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu | mps (default: auto)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="torch: a fine-tuned model folder; onnx / onnx-int8: a folder written by "
-                             "`nbutils export-onnx` (ONNX Runtime on the CPU)")
+    parser.add_argument("--backend", default="auto", type=normalize_backend, metavar="|".join(BACKENDS),
+                        help="auto (default): the fastest backend whose labels agree with torch-fp32, measured "
+                             "on the first texts and cached per model and machine; torch-fp32, torch-bf16 "
+                             "(CPUs with native bf16, GPUs); onnx, onnx-int8 (an `nbutils export-onnx` folder, "
+                             "or the export of MODEL in the cache). The choice is printed on stderr and, "
+                             "with --output, stored in <output stem>.backend.json")
     args = parser.parse_args(argv)
     if args.max_length is not None and args.max_length < 1:
         raise NbutilsError(f"--max-length {args.max_length}: must be a positive number of tokens",
@@ -530,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
                               max_length=args.max_length)
     if args.output:
         rows = write_predictions(frames, args.output, overwrite=args.overwrite)
-        print(f"wrote {rows} predictions to {args.output}")
+        sidecar = write_decision(predictor, args.output)
+        print(f"wrote {rows} predictions to {args.output} (backend {predictor.backend}: {sidecar})")
     else:
         _print_tables(frames)
     return 0
