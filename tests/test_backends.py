@@ -64,6 +64,9 @@ def test_the_rule_fastest_exact_enough_with_a_margin_over_the_reference():
     # faster but below the agreement bar: excluded, and the reason names it
     best, why = backends.choose({ref: result(10), "torch-bf16": result(30), "onnx-int8": result(50, 0.98)})
     assert best == "torch-bf16" and "excluded onnx-int8" in why and "98.0%" in why
+    # a probe without a flip can still fail on the estimate
+    slow_ok = {ref: result(10), "onnx-int8": {**result(50), "estimated_agreement": 0.99}}
+    assert backends.choose(slow_ok)[0] == ref
     # a gain within timing noise does not trade exactness for nothing
     assert backends.choose({ref: result(10), "onnx": result(10 * backends.MIN_GAIN * 0.99)})[0] == ref
     # a candidate that failed is reported, not chosen
@@ -96,6 +99,23 @@ def test_probe_times_and_checks_labels_against_the_reference():
     # a slow reference shrinks the probe to stay near the time asked for
     slow = backends.probe({"ref": make(0.05), "other": make(0.05)}, ids, seconds=0.5, max_texts=32)
     assert slow["ref"]["texts"] < 32
+
+
+def test_estimated_agreement_tracks_the_flip_rate_and_sees_rare_flips_on_few_texts():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 2, (4000, 10))
+    candidate = reference + rng.normal(0, 0.03, reference.shape)
+    actual = (candidate.argmax(1) == reference.argmax(1)).mean()
+    assert 0.97 < actual < 0.995  # a backend that flips about 1% of labels
+    assert backends.estimated_agreement(reference, candidate) == pytest.approx(actual, abs=0.004)
+    assert backends.estimated_agreement(reference, reference) == 1.0
+    # on 64-text probes, counting flips often sees none; the estimate is below the bar far more often
+    counted = estimated = 0
+    for start in range(0, 4000, 64):
+        ref, cand = reference[start:start + 64], candidate[start:start + 64]
+        counted += (cand.argmax(1) == ref.argmax(1)).mean() < backends.AGREEMENT_BAR
+        estimated += backends.estimated_agreement(ref, cand) < backends.AGREEMENT_BAR
+    assert estimated > counted and estimated >= 0.8 * (4000 // 64)
 
 
 def test_cache_round_trip_and_a_damaged_cache_is_ignored(clf, own_cache):

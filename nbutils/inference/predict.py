@@ -54,7 +54,7 @@ class Predictor:
         self.model_dir = Path(model_dir)
         self.requested = normalize(backend)
         # ONNX Runtime follows the process's thread policy (OMP_NUM_THREADS / torch.set_num_threads)
-        # rather than its default of one spinning thread per core, which fights other jobs.
+        # rather than its default of one spinning thread per core, which fights other processes.
         self.threads = threads or torch.get_num_threads()
         self.probe_seconds = probe_seconds
         self.decision: Decision | None = None
