@@ -226,8 +226,11 @@ class Predictor:
         lengths = [len(ids) for ids in input_ids[: backends.PROBE_TEXTS]]
         key = backends.decision_key(self.model_dir, self.choice.name.split(" (")[0], self.threads,
                                     candidates, lengths)
-        decision = backends.cached_decision(key)
-        if decision is not None:
+        decision = backends.cached_decision(key) if len(candidates) > 1 else None
+        if len(candidates) == 1:  # nothing to measure
+            decision = backends.Decision(reference, "the only candidate; not tried: " + "; ".join(skipped), key=key)
+            self._forward = self._engine(reference)
+        elif decision is not None:
             decision.reason = f"cached decision from {backends.cache_dir() / backends.CACHE_FILE}: {decision.reason}"
             self._forward = self._engine(decision.backend)
         else:
