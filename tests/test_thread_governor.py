@@ -242,14 +242,17 @@ def test_the_next_training_starts_where_the_last_one_ended(monkeypatch):
 
 def test_every_training_path_adds_the_callback():
     """Fine-tuning (and the freezing comparison through it), masked-LM and ELECTRA pre-training
-    build their Trainers in these modules; each must hand it to govern_threads and record it."""
+    build their Trainers through the one assembly, which hands each to govern_threads; each path
+    records the schedule in its metrics."""
     from nbutils.core.paths import REPO_ROOT
 
-    for module in ("train", "pretrain", "electra"):
-        source = (REPO_ROOT / "nbutils" / f"{module}.py").read_text(encoding="utf-8")
-        built = re.findall(r"=\s*\w*Trainer\(", source)  # trainer = Trainer( / LengthBucketTrainer(
-        assert len(built) == source.count("govern_threads(trainer)") >= 1, module
-        assert "thread_schedule(trainer)" in source, module
+    package = REPO_ROOT / "nbutils"
+    for module in ("training/finetune.py", "pretraining/mlm.py", "pretraining/electra.py"):
+        source = (package / module).read_text(encoding="utf-8")
+        assert re.findall(r"=\s*\w*Trainer\(", source) == [], f"{module} builds a Trainer by hand"
+        assert "assemble_trainer(" in source and "thread_schedule(trainer)" in source, module
+    assembly = (package / "training/assembly.py").read_text(encoding="utf-8")
+    assert "governor_callback.govern_threads(trainer" in assembly
 
 
 @pytest.mark.parametrize("bad", [0, -1])
