@@ -22,7 +22,7 @@ from nbutils.text.tokenization import Truncator
 from nbutils.text.vocab import build_tokenizer
 from nbutils.training.finetune import FinetuneConfig, finetune, load_result
 from nbutils.training.live import LiveCurves, QuietProgress, history_frame
-from nbutils.training.metrics import classification_metrics
+from nbutils.training.metrics import classification_metrics, expected_calibration_error
 from nbutils.training.tensorboard_logs import read_scalars, read_texts
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
@@ -498,3 +498,18 @@ def test_live_curves_interactive_updates_one_display(tmp_path, monkeypatch):
     curves.on_train_end(None, state, None)
     assert len(shown) == 1 and len(updated) == 2  # one figure, redrawn in place
     assert (tmp_path / "c.png").is_file()
+
+
+def test_temperature_fitted_on_dev_is_saved_with_the_model_and_applied(finished, small_data):
+    """metrics.json's calibration: T fitted on dev, ECE before/after on test; the model folder's
+    calibration.json holds the same T, and test_predictions.csv's confidences use it."""
+    metrics = json.loads((finished.out_dir / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    assert cal["fitted_on"] == "dev" and cal["temperature"] > 0
+    assert {"ece_before", "ece_after", "bins_before", "bins_after"} <= cal["test"].keys()
+    saved = json.loads((finished.out_dir / "model" / "calibration.json").read_text())
+    assert saved["temperature"] == pytest.approx(cal["temperature"])
+    preds = pd.read_csv(finished.out_dir / "test_predictions.csv")
+    probs = preds[[f"prob_{n}" for n in small_data.label_names]].to_numpy()
+    labels = [small_data.label_names.index(n) for n in preds["label"]]
+    assert expected_calibration_error(probs, labels, cal["n_bins"]) == pytest.approx(cal["test"]["ece_after"])

@@ -6,8 +6,9 @@
                         the TorchScript exporter is deprecated), dynamic batch and sequence axes
     model.int8.onnx     the same graph with int8 weights (``onnxruntime.quantization``'s
                         dynamic quantization: activations quantized per batch at run time)
-    config.json, tokenizer files, finetune_config.json   copied from the model folder, so
-                        texts are tokenized and cut exactly as ``nbutils predict`` does
+    config.json, tokenizer files, finetune_config.json, calibration.json   copied from the
+                        model folder, so texts are tokenized and cut, and confidences
+                        calibrated, exactly as ``nbutils predict`` does
     onnx_export.json    what was exported, versions, and the checked logits difference
 
 Export checks its own result: ONNX Runtime and PyTorch run the same padded batches and the
@@ -41,8 +42,8 @@ BACKEND_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
 FP32_TOLERANCE = 1e-4
 OPSET = 18
 # Files of a model folder that describe it (labels, tokenizer, truncation); weights are not copied.
-_COPIED = ("config.json", "finetune_config.json", "tokenizer.json", "tokenizer_config.json",
-           "special_tokens_map.json", "vocab.txt")
+_COPIED = ("config.json", "finetune_config.json", "calibration.json", "tokenizer.json",
+           "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def load_classifier(model_dir: str | Path):

@@ -107,6 +107,7 @@ class Predictor:
         self.max_positions = model.config.max_position_embeddings
         self.train_config = training_cut(self.model_dir)
         self.thresholds = decision_thresholds(model.config, self.train_config, self.label_names)
+        self.temperature = load_temperature(self.model_dir)
 
     def _load_export_metadata(self) -> None:
         from transformers import AutoConfig
@@ -122,6 +123,7 @@ class Predictor:
         self.tokenizer = load_tokenizer(self.model_dir)
         self.train_config = training_cut(self.model_dir)
         self.thresholds = decision_thresholds(config, self.train_config, self.label_names)
+        self.temperature = load_temperature(self.model_dir)  # copied by export_onnx
 
     @property
     def backend(self) -> str:
@@ -332,8 +334,9 @@ class Predictor:
         n_tokens = np.array([len(ids) for ids in full], dtype=np.int64)
         cut_tokens = np.array([len(ids) for ids in input_ids], dtype=np.int64)
         del full
-        frame = prediction_frame(texts, self.logits(input_ids, batch_size), self.label_names,
-                                 thresholds=self.thresholds)
+        # calibration.json's temperature: the confidence is calibrated, the label is unchanged
+        logits = self.logits(input_ids, batch_size) / self.temperature
+        frame = prediction_frame(texts, logits, self.label_names, thresholds=self.thresholds)
         frame = frame.rename(columns={"pred": "label"})
         frame["n_tokens"] = n_tokens
         frame["truncated"] = n_tokens > cut_tokens
@@ -511,6 +514,27 @@ def training_cut(model_dir: Path) -> dict:
     truncation, head_tokens); empty when the folder has none."""
     cfg_path = model_dir / "finetune_config.json"
     return json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+
+
+CALIBRATION_FILE = "calibration.json"  # {"temperature": T, ...}, written by fine-tuning (fitted on dev)
+
+
+def load_temperature(model_dir: Path) -> float:
+    """The temperature ``T`` that :class:`Predictor` divides logits by (``calibration.json`` next to
+    the model, fitted on the dev split by fine-tuning); 1.0 (no scaling) when the folder has none."""
+    path = Path(model_dir) / CALIBRATION_FILE
+    if not path.exists():
+        return 1.0
+    try:
+        temperature = float(json.loads(path.read_text(encoding="utf-8"))["temperature"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise NbutilsError(f"{path}: no readable temperature ({type(err).__name__}: {err})",
+                           fix=f"delete {path.name} to predict uncalibrated, or fine-tune again to "
+                               "write it") from None
+    if not 0 < temperature < float("inf"):
+        raise NbutilsError(f"{path}: temperature {temperature} is not a positive number",
+                           fix=f"delete {path.name} to predict uncalibrated, or fine-tune again")
+    return temperature
 
 
 def padded_batches(input_ids: list[list[int]], batch_size: int, pad_id: int):

@@ -334,6 +334,26 @@ def error_analysis(predictions, *, max_examples: int, max_chars: int, baseline: 
         display(pd.Series(agreement, name="test examples").to_frame())
 
 
+def calibration_section(run: report.RunData) -> None:
+    """ECE before and after the dev-fitted temperature, and the dev/test reliability diagrams
+    (from ``finetune/metrics.json``'s ``calibration``; ``nbutils.explain.calibration``)."""
+    from nbutils.explain.calibration import calibration_line, calibration_table, reliability_diagram
+    from nbutils.reporting import plots
+
+    if not note_missing(run, "finetune_metrics"):
+        return
+    calibration = run.finetune_metrics.get("calibration")
+    if not calibration or "skipped" in calibration:
+        say("No calibration in this run: " + ((calibration or {}).get("skipped")
+            or "its metrics.json predates temperature scaling (fine-tune again to record it)."))
+        return
+    say(calibration_line(calibration))
+    display(calibration_table(calibration).style.format(
+        {"temperature": "{:.3f}", "ece_before": "{:.2%}", "ece_after": "{:.2%}",
+         "nll_before": "{:.4f}", "nll_after": "{:.4f}", "examples": "{:,}"}))
+    plots.show_figure(reliability_diagram(calibration), run.paths.figure("report", "reliability"))
+
+
 def ablation_section(baseline: dict | None = None, path: str | Path = ABLATION_SUMMARY):
     """Show the committed ablation of the demo recipe (variant, steps, CPU seconds, dev and test
     accuracy as mean +- std over seeds, test median), the variant best on dev, and this run's

@@ -43,6 +43,7 @@ from nbutils.checkpoints.weights import quiet_weight_files
 from nbutils.core.config_flags import config_from_params
 from nbutils.core.errors import NbutilsError
 from nbutils.core.run_contract import CURVES_FIGURE, HISTORY, METRICS, MODEL, PREDICTIONS
+from nbutils.inference.predict import CALIBRATION_FILE
 from nbutils.text.tokenization import TRUNCATIONS, EncodedTexts, TextsToEncode, Truncator
 from nbutils.training.metrics import THRESHOLD_RULES
 
@@ -613,6 +614,8 @@ def _evaluate(run: _Assembled, splits, encoded, label_names, choice, threshold_r
     return {
         "dev": dev, "test": test, "multi_label": multi,
         "test_logits": test_out.predictions, "test_split": splits["test"], "label_names": label_names,
+        "calibration": _calibrate(run.trainer.model, dev_out.predictions, splits["dev"][1],
+                                  test_out.predictions, splits["test"][1]),
         "history": history_frame(run.trainer.state.log_history), "peak_memory_mb": peak_mb,
         "runtime_s": max(run.clock.end_time - run.clock.start_time, 1e-9),
     }
@@ -656,7 +659,18 @@ def _metrics(run: _Assembled, outputs: dict, sizes: dict, resume, choice, model_
         metrics["distillation"] = teacher.describe()
     if outputs.get("multi_label"):
         metrics["multi_label"] = outputs["multi_label"]
+    metrics["calibration"] = outputs["calibration"]
     return metrics
+
+
+def _calibrate(model, dev_logits, dev_labels, test_logits, test_labels) -> dict:
+    """Temperature scaling fitted on the dev split, ECE before/after (``metrics.json``'s
+    ``calibration``); multi-label models are not calibrated yet (one temperature per label would be)."""
+    from nbutils.training.metrics import temperature_scaling
+
+    if getattr(model.config, "problem_type", None) == "multi_label_classification":
+        return {"skipped": "temperature scaling is not yet done for multi-label models"}
+    return temperature_scaling(dev_logits, dev_labels, test_logits, test_labels)
 
 
 def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict, tokenizer, truncator,
@@ -668,6 +682,8 @@ def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     label_names = outputs["label_names"]
+    calibration = outputs["calibration"]
+    temperature = calibration.get("temperature", 1.0)
     if save_model:
         with atomic_dir(out_dir / MODEL, overwrite=overwrite) as tmp:
             run.trainer.model.save_pretrained(tmp)
@@ -679,9 +695,17 @@ def _write_outputs(run: _Assembled, out_dir: Path, outputs: dict, metrics: dict,
             })
             # a Hugging Face model card: the folder can be shared (or pushed to the Hub) as is
             (tmp / CARD).write_text(model_card(metrics), encoding="utf-8")
+            if "temperature" in calibration:  # nbutils.inference.predict.load_temperature reads it
+                write_json(tmp / CALIBRATION_FILE, {
+                    "temperature": temperature, "fitted_on": "dev",
+                    "dev_examples": calibration["dev"]["examples"],
+                    "test_ece_before": calibration["test"]["ece_before"],
+                    "test_ece_after": calibration["test"]["ece_after"]})
     _write_csv(out_dir / HISTORY, outputs["history"])
     test_texts, test_labels = outputs["test_split"]
-    _write_predictions_csv(out_dir / PREDICTIONS, test_texts, outputs["test_logits"], label_names, test_labels,
+    # calibrated confidences, as nbutils.predict gives them (the predicted labels are the same)
+    _write_predictions_csv(out_dir / PREDICTIONS, test_texts, outputs["test_logits"] / temperature,
+                           label_names, test_labels,
                            thresholds=_rule_vector(metrics, label_names))
     # the final test scores; the dev split's are the eval/ curve already
     write_scalars(run.tensorboard_dir, {f"test/{name}": outputs["test"][name] for name in ("accuracy", "macro_f1")},

@@ -209,3 +209,76 @@ def confusion_frame(metrics: dict[str, Any]):
         index=pd.Index(names, name="true"),
         columns=pd.Index(names, name="predicted"),
     )
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+CALIBRATION_BINS = 15  # equal-width confidence bins (Guo et al. 2017 use 15)
+
+
+def _softmax(logits) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return probs / probs.sum(-1, keepdims=True)
+
+
+def reliability_bins(probs, labels, n_bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
+    """Top-label reliability table: ``n_bins`` equal-width bins of the confidence (the highest
+    probability) over ``(0, 1]``, each with its number of examples, mean confidence and accuracy
+    (an empty bin has ``count`` 0 and None for the means: it stays valid JSON). The first bin also takes confidence 0."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise NbutilsError(f"reliability bins need probabilities [n, classes] and n labels, got "
+                           f"{probs.shape} and {labels.shape}")
+    if n_bins < 1:
+        raise NbutilsError(f"n_bins={n_bins}", fix="use at least one bin, e.g. 15")
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    # bin b holds confidences in (b/n, (b+1)/n]
+    which = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        inside = which == b
+        count = int(inside.sum())
+        rows.append({"low": b / n_bins, "high": (b + 1) / n_bins, "count": count,
+                     "confidence": float(confidence[inside].mean()) if count else None,
+                     "accuracy": float(correct[inside].mean()) if count else None})
+    return rows
+
+
+def expected_calibration_error(probs, labels, n_bins: int = CALIBRATION_BINS) -> float:
+    """ECE (Naeini et al. 2015; Guo et al. 2017): the example-weighted mean over confidence bins of
+    |accuracy - mean confidence| of the top label (:func:`reliability_bins`)."""
+    rows = reliability_bins(probs, labels, n_bins)
+    total = sum(r["count"] for r in rows)
+    if total == 0:
+        raise NbutilsError("expected calibration error of no examples")
+    return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows if r["count"]) / total)
+
+
+def temperature_scaling(dev_logits, dev_labels, test_logits, test_labels,
+                        n_bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """Fit one temperature ``T`` on the dev split (lowest log-loss of ``softmax(logits / T)``;
+    Guo et al. 2017) and measure ECE and log-loss before and after on dev and test. ``T`` never
+    changes which class wins, only how sure the model says it is. Returns ``{"temperature",
+    "fitted_on": "dev", "n_bins", "dev": {...}, "test": {...}}`` where each split holds
+    ``ece_before``, ``ece_after``, ``nll_before``, ``nll_after`` and the reliability ``bins_before``
+    and ``bins_after``."""
+    from nbutils.training.distill import fit_temperature
+
+    dev_logits = np.asarray(dev_logits, dtype=np.float64)
+    dev_labels = np.asarray(dev_labels)
+    if len(dev_labels) < 2:
+        raise NbutilsError(f"temperature scaling needs dev examples, got {len(dev_labels)}",
+                           fix="give the dev split at least a few examples (finetune_max_eval_samples)")
+    temperature = 1.0 / fit_temperature(dev_logits, dev_labels)  # it returns the scale 1 / T
+    out: dict[str, Any] = {"temperature": temperature, "fitted_on": "dev", "n_bins": n_bins,
+                           "method": "temperature scaling (Guo et al. 2017), lowest dev log-loss"}
+    for split, logits, labels in (("dev", dev_logits, dev_labels), ("test", test_logits, test_labels)):
+        logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+        entry: dict[str, Any] = {"examples": int(len(labels))}
+        for when, probs in (("before", _softmax(logits)), ("after", _softmax(logits / temperature))):
+            entry[f"ece_{when}"] = expected_calibration_error(probs, labels, n_bins)
+            entry[f"nll_{when}"] = float(-np.log(probs[np.arange(len(labels)), labels] + 1e-12).mean())
+            entry[f"bins_{when}"] = reliability_bins(probs, labels, n_bins)
+        out[split] = entry
+    return out
