@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("nbutils.checkpoints.convert:main_export", "export a Hugging Face BERT to Google's TF checkpoint layout"),
     "train": ("nbutils.training.launch:main", "fine-tune a BERT model folder on a dataset"),
     "pretrain": ("nbutils.pretraining.mlm:main", "continue masked-LM pre-training on in-domain text"),
-    "predict": ("nbutils.inference.predict:main", "classify texts with a fine-tuned model"),
+    "predict": ("nbutils.explain.attributions:predict_main", "classify texts with a fine-tuned model"),
     "export-onnx": ("nbutils.inference.onnx_export:main", "export a fine-tuned model to ONNX (fp32 + int8) for ONNX Runtime"),
     "figures": ("nbutils.reporting.figures:main", "redraw the README figures (figures/*.png) from a run"),
     "report": ("nbutils.reporting.report:main", "rebuild the HTML report of a run directory"),

@@ -44,6 +44,8 @@ def tiny(tmp_path_factory, vocab_dir):
     # as nbutils.training.finetune saves it (prediction refuses to guess the training max_length)
     (root / "clf" / "finetune_config.json").write_text(
         json.dumps({"max_length": 64, "truncation": "head", "head_tokens": 0}), encoding="utf-8")
+    # as fine-tuning saves it: export copies it, both backends divide the logits by it
+    (root / "clf" / "calibration.json").write_text(json.dumps({"temperature": 1.7}), encoding="utf-8")
     report = export_onnx(root / "clf", root / "export")
     return {"base": base, "clf": root / "clf", "export": root / "export", "report": report}
 
@@ -119,3 +121,22 @@ def test_onnx_backend_errors_name_the_fix(tiny, tmp_path):
         OnnxPredictor(tmp_path / "missing", "onnx")
     with pytest.raises(NbutilsError, match="unknown backend"):
         predict(["体育"], tiny["export"], backend="tensorrt")
+
+
+def test_onnx_backends_are_calibrated_and_explained_by_occlusion(tiny, capsys):
+    from nbutils.explain.attributions import explain
+
+    assert json.loads((tiny["export"] / "calibration.json").read_text())["temperature"] == 1.7
+    assert OnnxPredictor(tiny["export"], "onnx", threads=1).temperature == 1.7
+    ours = explain(TITLES[:3], tiny["clf"], method="occlusion")
+    theirs = explain(TITLES[:3], tiny["export"], backend="onnx")  # auto: occlusion, no gradients here
+    for a, b in zip(ours, theirs, strict=True):
+        assert b.method == "occlusion" and b.label == a.label
+        np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+    capsys.readouterr()
+    assert cli_main(["predict", "--backend", "onnx", "--model", str(tiny["export"]), "--explain",
+                     TITLES[0]]) == 0
+    assert "top characters (occlusion)" in capsys.readouterr().out
+    assert cli_main(["predict", "--backend", "onnx", "--model", str(tiny["export"]), "--explain",
+                     "--explain-method", "integrated-gradients", TITLES[0]]) == 2
+    assert "needs the PyTorch model" in capsys.readouterr().err

@@ -708,13 +708,16 @@ def _print_tables(frames: Iterable) -> None:
         print(f"note: {empty} empty or blank text(s); see the 'empty' column of --output")
 
 
-def main(argv: list[str] | None = None) -> int:
+def predict_parser() -> argparse.ArgumentParser:
+    """``nbutils predict``'s options (``--explain`` is served by ``nbutils.explain.attributions``)."""
     parser = argparse.ArgumentParser(prog="nbutils predict", description="Classify texts with a fine-tuned model.")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
     parser.add_argument("--model", required=True, help="fine-tuned model folder (e.g. runs/<run>/finetune/model)")
     parser.add_argument("--file", help="a UTF-8 file with one text per line ('-' = stdin)")
     parser.add_argument("--output", help="write all columns as CSV here instead of printing a table")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per text instead of a table")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per text (default: as in training, from finetune_config.json)")
@@ -725,13 +728,60 @@ def main(argv: list[str] | None = None) -> int:
                              "(CPUs with native bf16, GPUs); onnx, onnx-int8 (an `nbutils export-onnx` folder, "
                              "or the export of MODEL in the cache). The choice is printed on stderr and, "
                              "with --output, stored in <output stem>.backend.json")
-    args = parser.parse_args(argv)
+    explain = parser.add_argument_group("explanations (docs/explain.md)")
+    explain.add_argument("--explain", action="store_true",
+                         help="also score each character for the predicted class (integrated "
+                              "gradients with a PyTorch backend, occlusion with the ONNX backends)")
+    explain.add_argument("--explain-method", default="auto",
+                         choices=("auto", "integrated-gradients", "occlusion", "attention"),
+                         help="how to score characters (default auto; attention is a control, not an explanation)")
+    explain.add_argument("--explain-steps", type=int, default=32,
+                         help="integrated-gradients steps per text (default 32): time grows with it")
+    explain.add_argument("--explain-max", type=int, default=200,
+                         help="refuse more texts than this with --explain (default 200)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = predict_parser().parse_args(argv)
+    if args.explain:
+        raise NbutilsError("--explain is served by the `nbutils predict` command "
+                           "(nbutils.explain.attributions.predict_main)",
+                           fix="run `nbutils predict --explain ...`")
+    return run_predict(args)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """``nbutils predict`` without ``--explain``: a table, JSON lines or a CSV file."""
     if args.max_length is not None and args.max_length < 1:
         raise NbutilsError(f"--max-length {args.max_length}: must be a positive number of tokens",
                            fix="omit it to cut texts as in training, or pass e.g. --max-length 128")
+    texts = cli_texts(args)
+    _refuse_existing(args.output, args.overwrite)
+    predictor = load_predictor(str(Path(args.model).resolve()), args.device, args.backend)
+    frames = predictor.frames(texts, batch_size=args.batch_size, max_length=args.max_length)
+    if args.output:
+        rows = write_predictions(frames, args.output, overwrite=args.overwrite)
+        sidecar = write_decision(predictor, args.output)
+        print(f"wrote {rows} predictions to {args.output} (backend {predictor.backend}: {sidecar})")
+    elif args.json:
+        for frame in frames:
+            for row in frame.to_dict(orient="records"):
+                print(json.dumps(row, ensure_ascii=False, default=_plain))
+    else:
+        _print_tables(frames)
+    return 0
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def cli_texts(args: argparse.Namespace) -> Iterator[str]:
+    """The TEXT arguments, then the lines of ``--file`` (read as they are needed, never whole);
+    an error when there are none."""
     from nbutils.data.dataset import text_lines
 
-    # the file is read as the predictions need it (a chunk at a time), never whole
     from_file = (_stdin_lines() if args.file == "-" else text_lines(args.file)) if args.file else iter(())
     texts = itertools.chain(args.texts, from_file)
     first = next(texts, None)
@@ -740,14 +790,4 @@ def main(argv: list[str] | None = None) -> int:
             raise NbutilsError(f"no texts to classify: --file {args.file} is empty",
                                fix="pass a UTF-8 file with one text per line")
         raise NbutilsError("no texts to classify", fix="pass TEXT arguments or --file")
-    _refuse_existing(args.output, args.overwrite)
-    predictor = load_predictor(str(Path(args.model).resolve()), args.device, args.backend)
-    frames = predictor.frames(itertools.chain([first], texts), batch_size=args.batch_size,
-                              max_length=args.max_length)
-    if args.output:
-        rows = write_predictions(frames, args.output, overwrite=args.overwrite)
-        sidecar = write_decision(predictor, args.output)
-        print(f"wrote {rows} predictions to {args.output} (backend {predictor.backend}: {sidecar})")
-    else:
-        _print_tables(frames)
-    return 0
+    return itertools.chain([first], texts)

@@ -34,6 +34,7 @@ from typing import Any
 
 from nbutils.core.config_flags import config_from_params
 from nbutils.core.errors import NbutilsError
+from nbutils.training.metrics import fit_temperature  # the same fit as the classifier's calibration
 
 
 @dataclass
@@ -58,22 +59,6 @@ class DistillConfig:
                                fix="set finetune_distill_folds to 2 or more (5 is usual)")
         if not 0 <= self.label_smoothing < 1:
             raise NbutilsError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-
-
-def fit_temperature(scores, labels) -> float:
-    """The scale ``s`` for which ``softmax(s * scores)`` has the lowest log-loss on ``labels``."""
-    import numpy as np
-    from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
-
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-
-    def nll(log_scale):
-        logp = log_softmax(np.exp(log_scale) * scores, axis=1)
-        return -logp[np.arange(len(labels)), labels].mean()
-
-    best = minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded")
-    return float(np.exp(best.x))
 
 
 def crossfit_teacher_probs(texts: Sequence[str], labels: Sequence[int], n_classes: int, *,

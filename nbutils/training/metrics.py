@@ -255,6 +255,22 @@ def expected_calibration_error(probs, labels, n_bins: int = CALIBRATION_BINS) ->
     return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows if r["count"]) / total)
 
 
+def fit_temperature(scores, labels) -> float:
+    """The scale ``s`` for which ``softmax(s * scores)`` has the lowest log-loss on ``labels``."""
+    import numpy as np
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+
+    def nll(log_scale):
+        logp = log_softmax(np.exp(log_scale) * scores, axis=1)
+        return -logp[np.arange(len(labels)), labels].mean()
+
+    best = minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded")
+    return float(np.exp(best.x))
+
+
 def temperature_scaling(dev_logits, dev_labels, test_logits, test_labels,
                         n_bins: int = CALIBRATION_BINS) -> dict[str, Any]:
     """Fit one temperature ``T`` on the dev split (lowest log-loss of ``softmax(logits / T)``;
@@ -263,8 +279,6 @@ def temperature_scaling(dev_logits, dev_labels, test_logits, test_labels,
     "fitted_on": "dev", "n_bins", "dev": {...}, "test": {...}}`` where each split holds
     ``ece_before``, ``ece_after``, ``nll_before``, ``nll_after`` and the reliability ``bins_before``
     and ``bins_after``."""
-    from nbutils.training.distill import fit_temperature
-
     dev_logits = np.asarray(dev_logits, dtype=np.float64)
     dev_labels = np.asarray(dev_labels)
     if len(dev_labels) < 2:

@@ -1,0 +1,115 @@
+"""Character attributions: occlusion equals captum's FeatureAblation, integrated gradients are
+complete (they add up to the probability change), tokens map back to the right characters, the
+cap and the multi-label refusal, the HTML/text views and `nbutils predict --explain`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.core.errors import NbutilsError
+from nbutils.core.io import write_json
+from nbutils.explain.attributions import _encode, char_scores, explain, to_html, to_text
+from nbutils.inference.predict import load_predictor
+
+TEXTS = ["国足世预赛客场战平对手", "央行宣布下调存款准备金率0.5个百分点", "iPhone 新款 发布"]
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory, vocab_dir):
+    base = make_random_bert(vocab_dir / "vocab.txt", tmp_path_factory.mktemp("m") / "base",
+                            hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    out = base.parent / "clf"
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=3, id2label={0: "体育", 1: "财经", 2: "科技"},
+        label2id={"体育": 0, "财经": 1, "科技": 2})
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 3.0)
+    model.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    write_json(out / "finetune_config.json", {"max_length": 16, "truncation": "head", "head_tokens": 0})
+    write_json(out / "calibration.json", {"temperature": 1.5})
+    return out
+
+
+def test_occlusion_equals_captum_feature_ablation(classifier_dir):
+    from captum.attr import FeatureAblation
+
+    predictor = load_predictor(str(classifier_dir))
+    got = explain(TEXTS[:2], predictor=predictor, method="occlusion")
+    model, pad = predictor.model, predictor.tokenizer.pad_token_id
+    for text, attribution in zip(TEXTS[:2], got, strict=True):
+        (enc,) = _encode(predictor, [text])
+        ids = torch.tensor([enc.ids])
+
+        def prob(input_ids):
+            return torch.softmax(model(input_ids=input_ids).logits / 1.5, -1)
+
+        target = predictor.label_names.index(attribution.label)
+        mask = torch.arange(ids.shape[1]).unsqueeze(0)  # one feature per token
+        token = FeatureAblation(prob).attribute(ids, baselines=pad, target=target, feature_mask=mask)[0]
+        token[0] = token[-1] = 0  # [CLS] and [SEP] are never occluded
+        expected = char_scores(text, enc, token.detach().numpy())
+        assert attribution.scores == pytest.approx(expected, abs=1e-5)
+
+
+def test_integrated_gradients_add_up_and_map_to_characters(classifier_dir):
+    got = explain(TEXTS, classifier_dir, n_steps=64)
+    for text, a in zip(TEXTS, got, strict=True):
+        assert a.method == "integrated-gradients" and len(a.scores) == len(text)
+        assert abs(a.delta) < 0.05 * max(1e-3, sum(abs(s) for s in a.scores))  # completeness
+        assert a.runner_up != a.label and a.confidence >= a.runner_up_confidence
+    # max_length 16: [CLS] + 14 tokens + [SEP]; the characters after the cut score 0
+    long = got[1]
+    assert long.truncated and all(s == 0 for s in long.scores[14:]) and any(long.scores[:14])
+    # "iPhone" is several WordPiece tokens over 6 characters; spaces are never scored
+    latin = got[2]
+    assert latin.scores[6] == 0 and latin.scores[9] == 0 and all(latin.scores[:6])
+    predicted = load_predictor(str(classifier_dir.resolve()))(TEXTS)
+    assert [a.label for a in got] == predicted["label"].tolist()
+    assert [a.confidence for a in got] == pytest.approx(predicted["confidence"].tolist(), abs=1e-5)
+
+
+def test_cap_methods_and_multi_label_refusal(classifier_dir):
+    with pytest.raises(NbutilsError, match="cap of 2") as err:
+        explain(TEXTS, classifier_dir, max_texts=2)
+    assert "--explain-max" in err.value.fix
+    with pytest.raises(NbutilsError, match="unknown attribution method"):
+        explain(TEXTS, classifier_dir, method="lime")
+    attention = explain(TEXTS[:1], classifier_dir, method="attention")[0]
+    assert all(s >= 0 for s in attention.scores) and sum(attention.scores) <= 1 + 1e-6
+    predictor = load_predictor(str(classifier_dir))
+    predictor.model.config.problem_type = "multi_label_classification"
+    try:
+        with pytest.raises(NbutilsError, match="not yet for multi-label"):
+            explain(TEXTS, predictor=predictor)
+    finally:
+        predictor.model.config.problem_type = None
+
+
+def test_views(classifier_dir):
+    a = explain(["<b>国足</b>"], classifier_dir)[0]
+    page = to_html(a)
+    assert "<b>" not in page and "&lt;" in page and page.count("<span") == len(a.text) and a.runner_up in page
+    lines = to_text(a, colour=True).splitlines()
+    assert len(lines) == 2 and "\033[" in lines[0] and a.label in lines[1]
+
+
+def test_cli_explain_text_and_json(classifier_dir, capsys):
+    from nbutils.explain.attributions import predict_main
+
+    assert predict_main(["--model", str(classifier_dir), "--explain", *TEXTS[:2]]) == 0
+    out = capsys.readouterr().out
+    assert TEXTS[0] in out and "top characters (integrated-gradients)" in out
+    assert predict_main(["--model", str(classifier_dir), "--explain", "--json", TEXTS[0]]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["chars"] == list(TEXTS[0]) and len(row["scores"]) == len(TEXTS[0])
+    assert np.isfinite(row["scores"]).all()
+    with pytest.raises(NbutilsError, match="--explain"):
+        predict_main(["--model", str(classifier_dir), "--explain", "--output", "x.csv", TEXTS[0]])
