@@ -113,3 +113,40 @@ def test_cli_explain_text_and_json(classifier_dir, capsys):
     assert np.isfinite(row["scores"]).all()
     with pytest.raises(NbutilsError, match="--explain"):
         predict_main(["--model", str(classifier_dir), "--explain", "--output", "x.csv", TEXTS[0]])
+
+
+def test_page_views_of_examples_and_mistakes(classifier_dir):
+    from nbutils.explain.display import attributions_html, explain_box, misclassified_html
+
+    a = explain(TEXTS[:2], classifier_dir)
+    page = attributions_html(a)
+    assert page.count("runner-up") == 2 and page.startswith(f'<div style="margin:6px 0"><div style="font-size:0.85em;color:#555">{a[0].label} (')
+    wrong = misclassified_html(TEXTS[:2], ["财经", a[1].label], classifier_dir)
+    assert "true class <b>财经</b>" in wrong and wrong.count("<span title=") == sum(len(t) for t in TEXTS[:2])
+    assert "differs from the run's" in wrong  # the second "mistake" is this model's own prediction
+    box = explain_box(classifier_dir)
+    box.children[0].value = TEXTS[0]  # what pressing Enter does
+    assert box.children[1].outputs and a[0].label in box.children[1].outputs[0]["data"]["text/html"]
+
+
+def test_comprehensiveness_compares_top_k_with_random_deletions(classifier_dir):
+    from nbutils.explain.faithfulness import comprehensiveness, delete_chars, top_positions
+
+    assert delete_chars("国足世预赛", [0, 3]) == "足世赛"
+    assert top_positions([0.1, 0.5, 0.0, 0.5], "ab c", 2) == [1, 3]  # blanks never chosen
+    predictor = load_predictor(str(classifier_dir))
+    texts = ["国足世预赛客场战平对手", "央行宣布下调存款准备金", "新款旗舰手机发布搭载自研芯片"] * 4
+    occlusion = explain(texts, predictor=predictor, method="occlusion")
+    # an oracle: each character's score is the drop its own deletion causes
+    oracle = []
+    for a in occlusion:
+        base = predictor([a.text])[f"prob_{a.label}"][0]
+        drops = predictor([delete_chars(a.text, [i]) for i in range(len(a.text))])[f"prob_{a.label}"]
+        oracle.append(type(a)(**{**a.__dict__, "scores": list(base - drops.to_numpy())}))
+    best = comprehensiveness(predictor, oracle, 1)
+    assert best.texts == 12 and best.drop_top >= best.drop_random and best.ratio >= 1
+    worst = comprehensiveness(predictor, [type(a)(**{**a.__dict__, "scores": [-s for s in a.scores]})
+                                          for a in oracle], 1)
+    assert worst.drop_top <= best.drop_random
+    with pytest.raises(NbutilsError, match="more than 40"):
+        comprehensiveness(predictor, oracle, 40)

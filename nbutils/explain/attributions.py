@@ -268,18 +268,18 @@ def _colour(score: float, scale: float) -> str:
 
 
 def to_html(attribution: Attribution, *, max_chars: int | None = None) -> str:
-    """The text with each character's background coloured by its score (red: for the predicted
-    class, blue: against it), then the class, its confidence and the runner-up."""
+    """The class, its confidence and the runner-up, then the text with each character's background
+    coloured by its score (red: for the predicted class, blue: against it)."""
     text = attribution.text if max_chars is None else attribution.text[:max_chars]
     scale = max((abs(s) for s in attribution.scores), default=0.0)
     chars = "".join(
         f'<span title="{s:+.3f}" style="background:{_colour(s, scale)}">{html.escape(c)}</span>'
         for c, s in zip(text, attribution.scores, strict=False))
     more = "…" if len(text) < len(attribution.text) else ""
-    return (f'<div style="font-size:1.15em;line-height:1.7">{chars}{more}</div>'
-            f'<div style="font-size:0.85em;color:#555">{html.escape(attribution.label)} '
-            f'{attribution.confidence:.3f} (runner-up {html.escape(attribution.runner_up)} '
-            f'{attribution.runner_up_confidence:.3f}; {attribution.method})</div>')
+    return (f'<div style="font-size:0.85em;color:#555">{html.escape(attribution.label)} '
+            f'({attribution.confidence:.3f}); runner-up {html.escape(attribution.runner_up)} '
+            f'({attribution.runner_up_confidence:.3f}); {attribution.method}</div>'
+            f'<div style="font-size:1.15em;line-height:1.7">{chars}{more}</div>')
 
 
 def to_text(attribution: Attribution, *, top: int = 5, colour: bool = False) -> str:

@@ -302,10 +302,12 @@ def files_section(run: report.RunData) -> None:
 
 
 def error_analysis(predictions, *, max_examples: int, max_chars: int, baseline: dict | None = None,
-                   baseline_pred=None) -> None:
+                   baseline_pred=None, model_dir: str | Path | None = None) -> None:
     """The most confused class pairs (with example texts), the least confident correct and the
-    most confident wrong predictions, texts cut to ``max_chars``; and, when the baseline scored
-    the very same test examples, how often the two agree."""
+    most confident wrong predictions, texts cut to ``max_chars``; with ``model_dir``, each of those
+    wrong predictions with its characters coloured for the chosen class and the runner-up
+    (:func:`misclassified_section`); and, when the baseline scored the very same test examples,
+    how often the two agree."""
     from nbutils.data.statistics import shorten
 
     def cut(text: str) -> str:
@@ -326,12 +328,34 @@ def error_analysis(predictions, *, max_examples: int, max_chars: int, baseline: 
     wrong = report.most_confident_wrong(predictions, max_examples)
     display(wrong.assign(text=wrong["text"].map(cut))
             .style.format({"confidence": "{:.3f}"}).hide(axis="index"))
+    if model_dir is not None and len(wrong):
+        misclassified_section(wrong, model_dir, max_chars=max_chars)
     if baseline_pred is not None and baseline and baseline.get("same_test_examples_as_model"):
         import pandas as pd
 
         agreement = report.agreement_with_baseline(predictions, baseline_pred)
         say("**Model and baseline on the same test examples**")
         display(pd.Series(agreement, name="test examples").to_frame())
+
+
+def misclassified_section(wrong, model_dir: str | Path, *, max_chars: int) -> None:
+    """Each misclassified text, its characters coloured by integrated gradients for the class the
+    model chose (``nbutils.explain``), with the true class and the runner-up."""
+    from IPython.display import HTML
+
+    from nbutils.explain.display import misclassified_html
+
+    if not Path(model_dir, "config.json").is_file():
+        say(f"(No highlighted mistakes: the fine-tuned model `{model_dir}` is not in this run.)")
+        return
+    say("**Why it chose the wrong class**: each character coloured by how much it raised (red) or "
+        "lowered (blue) the probability of the class the model chose (integrated gradients on the "
+        "embeddings), with the true class and the runner-up.")
+    try:
+        display(HTML(misclassified_html(list(wrong["text"]), list(wrong["label"]), model_dir,
+                                        max_chars=max_chars)))
+    except NbutilsError as err:
+        say(f"(No highlighted mistakes: {err.message})")
 
 
 def calibration_section(run: report.RunData) -> None:
