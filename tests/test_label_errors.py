@@ -66,9 +66,13 @@ def test_planted_flips_in_real_titles_are_found_far_above_chance(titles_dir, tmp
         write_label_issues(table, out)
 
 
-def test_multi_label_datasets_are_refused():
+def test_multi_label_datasets_are_refused_and_the_notebook_section_says_so(capsys, tmp_path):
+    from nbutils.explain.label_errors import show_label_errors
+
     class MultiLabel:
         multi_label = True
 
     with pytest.raises(NbutilsError, match="not yet for multi-label"):
         find_label_errors(MultiLabel())
+    assert show_label_errors(MultiLabel(), tmp_path / "issues.csv") is None
+    assert "not yet for multi-label" in capsys.readouterr().out and not (tmp_path / "issues.csv").exists()
