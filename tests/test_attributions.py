@@ -150,3 +150,16 @@ def test_comprehensiveness_compares_top_k_with_random_deletions(classifier_dir):
     assert worst.drop_top <= best.drop_random
     with pytest.raises(NbutilsError, match="more than 40"):
         comprehensiveness(predictor, oracle, 40)
+
+
+def test_faithfulness_line_reads_the_benchmark_result(tmp_path):
+    from nbutils.explain.faithfulness import faithfulness_line
+
+    assert faithfulness_line(tmp_path / "missing.json") is None
+    rows = [{"method": m, "k": k, "ratio": r, "texts": 9, "drop_top": 0.0, "drop_random": 0.0}
+            for m, r in (("integrated-gradients", 4.0), ("attention", 1.25)) for k in (1, 3)]
+    write_json(tmp_path / "f.json", {"rows": rows, "test_texts": 1000, "command": "python b.py",
+                                     "model": {"hidden_size": 128, "num_hidden_layers": 2}})
+    line = faithfulness_line(tmp_path / "f.json")
+    assert "deleting the 3 characters" in line and "integrated-gradients 4.0x" in line
+    assert "attention 1.2x" in line and "1,000 test titles" in line and "python b.py" in line

@@ -77,4 +77,26 @@ def comprehensiveness(predictor, attributions, k: int, *, seed: int = 0,
                              float((full - random).mean()))
 
 
-__all__ = ["Comprehensiveness", "comprehensiveness", "delete_chars", "random_positions", "top_positions"]
+def faithfulness_line(path) -> str | None:
+    """One sentence from benchmarks/bench_faithfulness.py's JSON (``--out``): for the largest k
+    measured, each method's comprehensiveness ratio against random characters; None without it."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    k = max(row["k"] for row in summary["rows"])
+    ratio = {row["method"]: row["ratio"] for row in summary["rows"] if row["k"] == k}
+    model = summary.get("model", {})
+    described = ", ".join(f"{method} {value:.1f}x" for method, value in ratio.items())
+    return (f"Faithfulness (ERASER comprehensiveness, `{path.name}`): deleting the {k} characters "
+            f"a method ranks highest lowers the predicted class's probability, against deleting "
+            f"{k} random characters of the same title, by {described} as much (attention weights "
+            f"are the control), on {summary['test_texts']:,} test titles with a "
+            f"{model.get('hidden_size')}-wide, {model.get('num_hidden_layers')}-layer fine-tuned "
+            f"BERT; `{summary['command']}`.")
+
+
+__all__ = ["Comprehensiveness", "faithfulness_line", "comprehensiveness", "delete_chars", "random_positions", "top_positions"]

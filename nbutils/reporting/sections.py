@@ -22,6 +22,9 @@ from nbutils.reporting import report
 # The ablation of the demo recipe that docs/results.md shows (benchmarks/ablate_demo.py writes it as
 # <out>/summary.csv; the committed copy is the one the demo profile was chosen from).
 ABLATION_SUMMARY = REPO_ROOT / "benchmarks" / "results" / "ablate_demo_summary.csv"
+# benchmarks/bench_faithfulness.py's committed result: the report's line on how faithful the
+# highlighted characters measured (not of this run's model: of the one named in the file)
+FAITHFULNESS_RESULT = REPO_ROOT / "benchmarks" / "results" / "faithfulness.json"
 
 
 def say(text: str) -> None:
@@ -344,6 +347,7 @@ def misclassified_section(wrong, model_dir: str | Path, *, max_chars: int) -> No
     from IPython.display import HTML
 
     from nbutils.explain.display import misclassified_html
+    from nbutils.explain.faithfulness import faithfulness_line
 
     if not Path(model_dir, "config.json").is_file():
         say(f"(No highlighted mistakes: the fine-tuned model `{model_dir}` is not in this run.)")
@@ -356,6 +360,9 @@ def misclassified_section(wrong, model_dir: str | Path, *, max_chars: int) -> No
                                         max_chars=max_chars)))
     except NbutilsError as err:
         say(f"(No highlighted mistakes: {err.message})")
+    line = faithfulness_line(FAITHFULNESS_RESULT)
+    if line:
+        say(line + " docs/explain.md has the table.")
 
 
 def calibration_section(run: report.RunData) -> None:
