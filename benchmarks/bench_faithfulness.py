@@ -73,10 +73,11 @@ def main() -> None:
                   f"over {result.texts} texts", flush=True)
         print(f"{method:>21}  {seconds[method] / len(sample) * 1000:.1f} ms per text", flush=True)
     config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
+    model = os.path.relpath(args.model, REPO_ROOT)  # repository-relative where it is inside it
     summary = {
-        "command": f"python benchmarks/bench_faithfulness.py --model {args.model} --n {args.n} "
+        "command": f"python benchmarks/bench_faithfulness.py --model {model} --n {args.n} "
                    f"--k {' '.join(map(str, args.k))} --n-steps {args.n_steps} --seed {args.seed}",
-        "model": {"folder": str(args.model), "hidden_size": config.get("hidden_size"),
+        "model": {"folder": model, "hidden_size": config.get("hidden_size"),
                   "num_hidden_layers": config.get("num_hidden_layers"),
                   "temperature": predictor.temperature},
         "test_texts": len(sample), "rows": rows,

@@ -101,9 +101,10 @@ def main() -> None:
     print(f"mean over {len(results)} seed(s): the lowest {args.share:.0%} of self-confidence holds "
           f"{mean['recall_in_top']:.1%} of the flipped rows (random: {mean['random_expectation']:.1%}), "
           f"{mean['recall_in_top'] / mean['random_expectation']:.0f}x chance")
-    summary = {"command": "python benchmarks/bench_label_errors.py " + " ".join(
-                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and v != ""),
-               "share_flipped": args.share, "folds": args.folds, "data": args.data,
+    data = os.path.relpath(args.data, REPO_ROOT)  # repository-relative where it is inside it
+    summary = {"command": f"python benchmarks/bench_label_errors.py --data {data} --share {args.share} "
+                          f"--seeds {args.seeds} --folds {args.folds}",
+               "share_flipped": args.share, "folds": args.folds, "data": data,
                "cpu": cpu_model(), "load_average_at_end": list(os.getloadavg()),
                "mean": mean, "per_seed": results}
     if args.out:
