@@ -78,7 +78,7 @@ def comprehensiveness(predictor, attributions, k: int, *, seed: int = 0,
 
 
 def faithfulness_line(path) -> str | None:
-    """One sentence from benchmarks/bench_faithfulness.py's JSON (``--out``): for the largest k
+    """One sentence from benchmarks/bench_faithfulness.py's JSON (``--out``): for the middle k
     measured, each method's comprehensiveness ratio against random characters; None without it."""
     import json
     from pathlib import Path
@@ -87,7 +87,8 @@ def faithfulness_line(path) -> str | None:
     if not path.is_file():
         return None
     summary = json.loads(path.read_text(encoding="utf-8"))
-    k = max(row["k"] for row in summary["rows"])
+    measured = sorted({row["k"] for row in summary["rows"]})
+    k = measured[len(measured) // 2]  # the middle k (3 of 1, 3, 5)
     ratio = {row["method"]: row["ratio"] for row in summary["rows"] if row["k"] == k}
     model = summary.get("model", {})
     described = ", ".join(f"{method} {value:.1f}x" for method, value in ratio.items())
