@@ -89,6 +89,10 @@ def test_cap_methods_and_multi_label_refusal(classifier_dir):
     try:
         with pytest.raises(NbutilsError, match="not yet for multi-label"):
             explain(TEXTS, predictor=predictor)
+        from nbutils.explain.display import explain_box, show_examples
+
+        assert show_examples(TEXTS, classifier_dir) == []  # says so instead of failing the notebook
+        assert explain_box(classifier_dir).children[0].placeholder  # the plain prediction box
     finally:
         predictor.model.config.problem_type = None
 

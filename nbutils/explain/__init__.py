@@ -20,6 +20,13 @@ from nbutils.core.errors import NbutilsError
 MULTI_LABEL = "multi_label_classification"
 
 
+def is_multi_label(predictor) -> bool:
+    """Whether a loaded ``Predictor`` (PyTorch or ONNX) is a multi-label model (it has thresholds)."""
+    config = getattr(getattr(predictor, "model", None), "config", None)
+    return (getattr(predictor, "thresholds", None) is not None
+            or getattr(config, "problem_type", None) == MULTI_LABEL)
+
+
 def refuse_multi_label(config, what: str) -> None:
     """A clear error for the pieces that do not handle multi-label models yet."""
     if getattr(config, "problem_type", None) == MULTI_LABEL or getattr(config, "multi_label", False):

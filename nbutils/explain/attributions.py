@@ -28,9 +28,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from nbutils.core.errors import NbutilsError
-from nbutils.explain import refuse_multi_label
+from nbutils.explain import MULTI_LABEL, is_multi_label, refuse_multi_label
 
 METHODS = ("auto", "integrated-gradients", "occlusion", "attention")
 MAX_TEXTS = 200  # a cap on one call: IG costs n_steps forward+backward passes per text
@@ -229,7 +230,8 @@ def explain(texts: str | Sequence[str], model_dir: str | Path | None = None, *, 
         if model_dir is None:
             raise NbutilsError("explain() needs a model folder or a predictor", fix="pass model_dir=")
         predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
-    refuse_multi_label(getattr(getattr(predictor, "model", None), "config", None), "explaining predictions")
+    if is_multi_label(predictor):
+        refuse_multi_label(SimpleNamespace(problem_type=MULTI_LABEL), "explaining predictions")
     if method == "auto":
         method = "integrated-gradients" if getattr(predictor, "model", None) is not None else "occlusion"
     if not texts:

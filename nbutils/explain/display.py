@@ -27,6 +27,12 @@ def show_examples(texts: Sequence[str], model_dir: str | Path, *, device: str = 
     """Notebook 04: the example texts, each character coloured by integrated gradients."""
     from IPython.display import HTML, display
 
+    from nbutils.explain import is_multi_label
+    from nbutils.inference.predict import load_predictor
+
+    if is_multi_label(load_predictor(str(Path(model_dir).resolve()), device)):
+        print("character attributions are not yet for multi-label models (docs/explain.md)")
+        return []
     shown = [t for t in texts if t.strip()]  # an empty text has nothing to colour
     attributions = explain(shown, model_dir, device=device, n_steps=n_steps)
     display(HTML(attributions_html(attributions, max_chars=max_chars)))
@@ -35,9 +41,17 @@ def show_examples(texts: Sequence[str], model_dir: str | Path, *, device: str = 
 
 def explain_box(model_dir: str | Path, *, device: str = "auto", n_steps: int = 32):
     """A text box that classifies what is typed into it (on Enter) and colours its characters by
-    how much each raised the predicted class's (calibrated) probability (JupyterLab)."""
+    how much each raised the predicted class's (calibrated) probability (JupyterLab). A
+    multi-label model gets the plain box (``nbutils.inference.predict.classify_box``): its
+    attributions are not yet supported."""
     import ipywidgets as widgets
     from IPython.display import HTML
+
+    from nbutils.explain import is_multi_label
+    from nbutils.inference.predict import classify_box, load_predictor
+
+    if is_multi_label(load_predictor(str(Path(model_dir).resolve()), device)):
+        return classify_box(model_dir, device=device)
 
     box = widgets.Text(placeholder="输入新闻标题，回车分类", continuous_update=False,  # classify on Enter
                        layout=widgets.Layout(width="60%"))
