@@ -84,7 +84,7 @@ def test_cap_methods_and_multi_label_refusal(classifier_dir):
         explain(TEXTS, classifier_dir, method="lime")
     attention = explain(TEXTS[:1], classifier_dir, method="attention")[0]
     assert all(s >= 0 for s in attention.scores) and sum(attention.scores) <= 1 + 1e-6
-    predictor = load_predictor(str(classifier_dir))
+    predictor = load_predictor(str(classifier_dir.resolve()), "auto")  # the one the views load
     predictor.model.config.problem_type = "multi_label_classification"
     try:
         with pytest.raises(NbutilsError, match="not yet for multi-label"):
