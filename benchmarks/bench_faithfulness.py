@@ -56,7 +56,7 @@ def main() -> None:
     texts = load_dataset(args.data).texts("test")
     rng = np.random.default_rng(args.seed)
     sample = [texts[int(i)] for i in rng.choice(len(texts), size=min(args.n, len(texts)), replace=False)]
-    predictor = load_predictor(str(Path(args.model).resolve()), "cpu")
+    predictor = load_predictor(str(Path(args.model).resolve()), "cpu", "torch")
     rows, seconds = [], {}
     for method in METHODS:
         t0 = time.perf_counter()

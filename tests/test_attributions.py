@@ -41,7 +41,7 @@ def classifier_dir(tmp_path_factory, vocab_dir):
 def test_occlusion_equals_captum_feature_ablation(classifier_dir):
     from captum.attr import FeatureAblation
 
-    predictor = load_predictor(str(classifier_dir))
+    predictor = load_predictor(str(classifier_dir), "auto", "torch")
     got = explain(TEXTS[:2], predictor=predictor, method="occlusion")
     model, pad = predictor.model, predictor.tokenizer.pad_token_id
     for text, attribution in zip(TEXTS[:2], got, strict=True):
@@ -71,7 +71,7 @@ def test_integrated_gradients_add_up_and_map_to_characters(classifier_dir):
     # "iPhone" is several WordPiece tokens over 6 characters; spaces are never scored
     latin = got[2]
     assert latin.scores[6] == 0 and latin.scores[9] == 0 and all(latin.scores[:6])
-    predicted = load_predictor(str(classifier_dir.resolve()))(TEXTS)
+    predicted = load_predictor(str(classifier_dir.resolve()), "auto", "torch")(TEXTS)
     assert [a.label for a in got] == predicted["label"].tolist()
     assert [a.confidence for a in got] == pytest.approx(predicted["confidence"].tolist(), abs=1e-5)
 
@@ -84,7 +84,7 @@ def test_cap_methods_and_multi_label_refusal(classifier_dir):
         explain(TEXTS, classifier_dir, method="lime")
     attention = explain(TEXTS[:1], classifier_dir, method="attention")[0]
     assert all(s >= 0 for s in attention.scores) and sum(attention.scores) <= 1 + 1e-6
-    predictor = load_predictor(str(classifier_dir.resolve()), "auto")  # the one the views load
+    predictor = load_predictor(str(classifier_dir.resolve()), "auto", "torch")  # the one the views load
     predictor.model.config.problem_type = "multi_label_classification"
     try:
         with pytest.raises(NbutilsError, match="not yet for multi-label"):
@@ -138,7 +138,7 @@ def test_comprehensiveness_compares_top_k_with_random_deletions(classifier_dir):
 
     assert delete_chars("国足世预赛", [0, 3]) == "足世赛"
     assert top_positions([0.1, 0.5, 0.0, 0.5], "ab c", 2) == [1, 3]  # blanks never chosen
-    predictor = load_predictor(str(classifier_dir))
+    predictor = load_predictor(str(classifier_dir), "auto", "torch")
     texts = ["国足世预赛客场战平对手", "央行宣布下调存款准备金", "新款旗舰手机发布搭载自研芯片"] * 4
     occlusion = explain(texts, predictor=predictor, method="occlusion")
     # an oracle: each character's score is the drop its own deletion causes

@@ -318,7 +318,10 @@ def predict_main(argv: list[str] | None = None) -> int:
         raise NbutilsError("--output writes the prediction table; it has no place for character scores",
                            fix="drop --output and use --explain --json > FILE.jsonl, or drop --explain")
     texts = list(itertools.islice(cli_texts(args), args.explain_max + 1))
-    predictor = load_predictor(str(Path(args.model).resolve()), args.device, args.backend)
+    # auto would pick the fastest engine, often ONNX, which has no gradients: explanations use
+    # the PyTorch model unless an ONNX backend is asked for by name
+    backend = "torch" if args.backend == "auto" else args.backend
+    predictor = load_predictor(str(Path(args.model).resolve()), args.device, backend)
     method = args.explain_method
     if method in ("integrated-gradients", "attention") and getattr(predictor, "model", None) is None:
         raise NbutilsError(f"--explain-method {method} needs the PyTorch model; the {args.backend} "

@@ -30,7 +30,7 @@ def show_examples(texts: Sequence[str], model_dir: str | Path, *, device: str = 
     from nbutils.explain import is_multi_label
     from nbutils.inference.predict import load_predictor
 
-    if is_multi_label(load_predictor(str(Path(model_dir).resolve()), device)):
+    if is_multi_label(load_predictor(str(Path(model_dir).resolve()), device, "torch")):
         print("character attributions are not yet for multi-label models (docs/explain.md)")
         return []
     shown = [t for t in texts if t.strip()]  # an empty text has nothing to colour
@@ -50,7 +50,7 @@ def explain_box(model_dir: str | Path, *, device: str = "auto", n_steps: int = 3
     from nbutils.explain import is_multi_label
     from nbutils.inference.predict import classify_box, load_predictor
 
-    if is_multi_label(load_predictor(str(Path(model_dir).resolve()), device)):
+    if is_multi_label(load_predictor(str(Path(model_dir).resolve()), device, "torch")):
         return classify_box(model_dir, device=device)
 
     box = widgets.Text(placeholder="输入新闻标题，回车分类", continuous_update=False,  # classify on Enter
