@@ -118,6 +118,22 @@ def test_estimated_agreement_tracks_the_flip_rate_and_sees_rare_flips_on_few_tex
     assert estimated > counted and estimated >= 0.8 * (4000 // 64)
 
 
+def test_a_winner_timed_on_few_texts_is_checked_on_the_whole_first_batch():
+    def ref(rows):
+        return np.array([[1.0, 0.0] for _ in rows])
+
+    def late_flip(rows):  # agrees on the first 8 texts, flips one of the next
+        return np.array([[0.0, 1.0] if i == 20 else [1.0, 0.0] for i, _ in enumerate(rows)])
+
+    ids = [[1, 2]] * 64
+    results = {"torch-fp32": result(10, texts=8), "onnx-int8": result(40, texts=8)}
+    assert backends.choose(results)[0] == "onnx-int8"
+    backends.verify(results, "onnx-int8", {"torch-fp32": ref, "onnx-int8": late_flip}, ids)
+    assert results["onnx-int8"]["verified_on"] == 64 and results["onnx-int8"]["agreement"] == 63 / 64
+    best, why = backends.choose(results)
+    assert best == "torch-fp32" and "excluded onnx-int8" in why
+
+
 def test_cache_round_trip_and_a_damaged_cache_is_ignored(clf, own_cache):
     key = backends.decision_key(clf, "CPU", 1, ["torch-fp32", "torch-bf16"], [12, 14])
     assert key["length"] == "short" and key["model"] == backends.model_hash(clf)

@@ -16,7 +16,8 @@ rotating order after one warm-up call, and its labels are compared with torch-fp
 same texts. A candidate whose labels agree on less than ``AGREEMENT_BAR`` of the probe texts,
 counted or estimated (:func:`estimated_agreement`: each text's shrinking of the top-two logit gap
 against every text's gap, which sees a 1% flip rate that 64 texts would often not show), is
-excluded; of the others the fastest wins, and a non-reference backend must beat torch-fp32 by
+excluded; of the others the fastest wins (its labels checked again on the whole first batch
+when the timed probe used fewer texts, :func:`verify`), and a non-reference backend must beat torch-fp32 by
 ``MIN_GAIN`` (timing noise on a shared machine should not trade exactness for nothing). The ONNX
 candidates need an export: the model folder itself when it is one, else the export that
 ``nbutils export-onnx MODEL`` (no OUT) wrote into the cache; without one they are skipped (and
@@ -258,6 +259,22 @@ def estimated_agreement(reference, candidate) -> float:
     gap = (take(reference, top, -1) - take(reference, second, -1))[:, 0]
     shrink = gap - (take(candidate, top, -1) - take(candidate, second, -1))[:, 0]
     return float(1.0 - (gap[:, None] < shrink[None, :]).mean())
+
+
+def verify(results: dict[str, dict], name: str, candidates: dict[str, Callable], input_ids: list[list[int]],
+           reference: str = REFERENCE, cache: dict | None = None) -> None:
+    """Check ``name``'s labels against the reference's on all of ``input_ids`` (the whole first
+    batch, untimed) when the timed probe used fewer texts, and record the agreement there: a
+    slow model's probe may time only 8 texts, too few to see a 1.5% flip rate."""
+    import numpy as np
+
+    cache = {} if cache is None else cache
+    if reference not in cache:
+        cache[reference] = np.asarray(candidates[reference](input_ids), dtype=np.float64)
+    ref = cache[reference]
+    got = np.asarray(candidates[name](input_ids), dtype=np.float64)
+    results[name].update(agreement=float((got.argmax(-1) == ref.argmax(-1)).mean()),
+                         estimated_agreement=estimated_agreement(ref, got), verified_on=len(input_ids))
 
 
 def choose(results: dict[str, dict], reference: str = REFERENCE) -> tuple[str, str]:

@@ -241,7 +241,11 @@ class Predictor:
                        for name, engine in engines.items()}
             results = backends.probe(runners, input_ids, seconds=self.probe_seconds or backends.PROBE_SECONDS,
                                      max_texts=max(batch_size, 8))
+            verify_rows, logits_cache = input_ids[: max(batch_size, 8)], {}
             best, why = backends.choose(results, reference)
+            while best != reference and results[best]["texts"] < len(verify_rows) and "verified_on" not in results[best]:
+                backends.verify(results, best, runners, verify_rows, reference, logits_cache)
+                best, why = backends.choose(results, reference)
             if skipped:
                 why += "; not tried: " + "; ".join(skipped)
             decision = backends.Decision(best, why, probe=results, key=key)
