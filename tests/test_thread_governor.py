@@ -222,6 +222,21 @@ def test_callback_sets_torch_threads_in_a_real_trainer(tmp_path, monkeypatch):
     assert record["steps"] == 12 and record["steps_at"]["1"] >= 8
     # the work of each step is the padded tokens of its batch (4 texts of 4, 8 or 12 tokens)
     assert len(works) == 12 and all(w in (16, 32, 48) for w in works)
+    # the bits were compared at 1 and 2 threads on the first batch (nbutils.runtime.thread_check)
+    assert record["bits"]["counts"] == [1, 2] and record["bits"]["batches_checked"] == 1
+    assert record["bits"]["case"] in ("invariant", "held") and record["bits"]["reason"]
+
+
+def test_a_held_count_stays_whatever_the_step_times():
+    governor = ThreadGovernor(2)
+    run(governor, 100, HEAVY)
+    assert governor.home == 1
+    assert governor.hold(2) == 2 and governor.held_from == 101
+    run(governor, 300, HEAVY, start=100)  # two threads are 50x slower: it still stays
+    assert governor.threads == governor.home == 2 and governor.switch_count == 1
+    assert governor.steps_at[2] >= 300 and governor.record()["held_from_step"] == 101
+    assert "held at 2 from step 101" in governor.summary()
+    assert governor.hold(1) == 2  # the first hold stands
 
 
 def test_the_next_training_starts_where_the_last_one_ended(monkeypatch):
@@ -265,7 +280,11 @@ def test_manifest_collects_each_trainings_schedule(tmp_path):
     governor = ThreadGovernor(2)
     run(governor, 100, HEAVY)
     (tmp_path / "finetune").mkdir()
-    (tmp_path / "finetune/metrics.json").write_text(json.dumps({"threads": {"source": "policy", **governor.record()}}))
+    bits = {"case": "held", "reason": "linear ... gave different bits at 1 and 2 threads", "seconds": 0.5,
+            "products": ["linear [32, 40, 128] float32 x [512, 128] float32 x [512] float32"]}
+    governor.hold(1)
+    (tmp_path / "finetune/metrics.json").write_text(json.dumps({"threads": {"source": "policy", **governor.record(),
+                                                                            "bits": bits}}))
     (tmp_path / "pretrain").mkdir()
     (tmp_path / "pretrain/metrics.json").write_text(json.dumps({"threads": {"source": "torch_threads",
                                                                             "policy": "fixed"}}))
@@ -275,6 +294,19 @@ def test_manifest_collects_each_trainings_schedule(tmp_path):
     assert schedules == {
         "finetune": {"policy": "adaptive", "source": "policy", "final_threads": 1, "steps": 100,
                      "steps_at": governor.record()["steps_at"], "switch_count": 1,
-                     "probe_count": governor.probe_count},
+                     "probe_count": governor.probe_count, "held_from_step": 101,
+                     "bits": {"case": "held", "reason": bits["reason"], "seconds": 0.5}},
         "pretrain": {"policy": "fixed", "source": "torch_threads"},
     }
+
+
+def test_the_report_says_whether_the_count_could_change_the_bits():
+    from nbutils.reporting.report import run_overview
+
+    schedules = {"finetune": {"policy": "adaptive", "bits": {"case": "held", "reason": "linear ... differ: held at 1"}},
+                 "pretrain": {"policy": "adaptive", "bits": {"case": "invariant", "reason": "same bits at 1 and 2"}},
+                 "freezing": {"policy": "fixed"}}
+    table = run_overview({"thread_schedules": schedules})
+    assert table.loc["CPU threads and bits", "value"] == ("finetune: held, linear ... differ: held at 1; "
+                                                          "pretrain: invariant, same bits at 1 and 2")
+    assert run_overview({}).loc["CPU threads and bits", "value"] == ""

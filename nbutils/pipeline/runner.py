@@ -519,6 +519,7 @@ def _execute(inspected, plan, paths: RunPaths, profile: str, values: dict,
             raise RunFailed(describe_failure(err, nb.name, executed)) from err
         entry.update(status="ok", duration_s=round(time.monotonic() - t0, 2))
         _record_parameters(manifest, reentry, plan[nb.name])
+        manifest["thread_schedules"] = thread_schedules(root)  # so far: the report notebook shows them
         write_json(paths.manifest, manifest)
         log(f"      ok in {entry['duration_s']:.1f} s")
     finish("ok")

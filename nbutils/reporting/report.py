@@ -172,6 +172,13 @@ def _threads_text(threads: dict | None) -> str | None:
     return f"{count} of {threads.get('cpus', '?')} CPUs: {threads.get('reason')}"
 
 
+def _bits_text(schedules: dict | None) -> str | None:
+    """Per training: whether the thread count could change any bit, and why (nbutils.runtime.thread_check)."""
+    parts = [f"{name}: {s['bits'].get('case')}, {s['bits'].get('reason')}"
+             for name, s in sorted((schedules or {}).items()) if isinstance(s.get("bits"), dict)]
+    return "; ".join(parts) or None
+
+
 def _load_text(manifest: dict, when: str) -> str | None:
     """Load averages in words a reader can judge: above the core count, the run shared the CPU."""
     record = manifest.get("load_average") or {}
@@ -197,6 +204,7 @@ def run_overview(manifest: dict) -> Any:
         ("ended", manifest.get("ended")),
         ("device", manifest.get("device")),
         ("CPU threads", _threads_text(manifest.get("threads"))),
+        ("CPU threads and bits", _bits_text(manifest.get("thread_schedules"))),
         ("load average at start (1, 5, 15 min)", _load_text(manifest, "start")),
         ("load average at the end", _load_text(manifest, "end")),
         ("host", manifest.get("host")),

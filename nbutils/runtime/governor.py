@@ -26,8 +26,11 @@ best on both, so ``ThreadGovernor`` watches the step times and moves between cou
 **Results used to depend on the load in their last bits** when the governor ran (before
 ``nbutils.runtime.invariant``, which every CPU training now uses): a different thread
 count split sums differently, and two runs were bit-identical only with a pinned count. With the
-thread-invariant numerics they are bit-identical under the governor too; ``OMP_NUM_THREADS`` or
-a notebook's ``torch_threads`` (``nbutils.runtime.threads``) still pin the count and switch it off.
+thread-invariant numerics they are bit-identical under the governor too, where this machine's
+kernels allow it: ``nbutils.runtime.thread_check`` compares the bits at each count while training
+runs, and where they differ :meth:`ThreadGovernor.hold` fixes the count from then on.
+``OMP_NUM_THREADS`` or a notebook's ``torch_threads`` (``nbutils.runtime.threads``) still pin the count
+and switch the governor off.
 
 Pure Python, no torch: ``observe`` gets a step's seconds and returns the count for the next
 step; ``nbutils.runtime.governor_callback`` applies it with ``torch.set_num_threads`` around Trainer's
@@ -76,16 +79,27 @@ class ThreadGovernor:
         self.switches: list[dict[str, Any]] = []
         self.probes: list[dict[str, Any]] = []
         self.switch_count = self.probe_count = self.probe_step_count = 0
+        self.held_from: int | None = None  # the step from which :meth:`hold` fixed the count
+
+    def hold(self, threads: int) -> int:
+        """From the next step on, stay at ``threads`` (no more probes or moves): the bits differ
+        between counts on this machine (``nbutils.runtime.thread_check``). Returns the count."""
+        if self.held_from is None:
+            self.held_from = self.step + 1
+            self.home = self.threads = min(max(threads, self.min_threads), self.max_threads)
+            self._probe = None
+        return self.threads
 
     # -- timing with the injected clock (what the Trainer callback uses) --
     def step_begin(self) -> None:
         self._started = self.clock()
 
-    def step_end(self, work: float = 1.0) -> int:
-        """End the step begun with ``step_begin``; returns the count for the next step."""
+    def step_end(self, work: float = 1.0, exclude: float = 0.0) -> int:
+        """End the step begun with ``step_begin`` (less ``exclude`` seconds spent on other work);
+        returns the count for the next step."""
         if self._started is None:
             return self.threads
-        seconds, self._started = self.clock() - self._started, None
+        seconds, self._started = max(0.0, self.clock() - self._started - exclude), None
         return self.observe(seconds, work)
 
     # -- the decisions --
@@ -98,6 +112,8 @@ class ThreadGovernor:
         self.step += 1
         self.steps_at[self.threads] = self.steps_at.get(self.threads, 0) + 1
         per = seconds / work if work > 0 else seconds
+        if self.held_from is not None:
+            return self.threads
         if self._probe is not None:
             self._probe_step(per, seconds)
         elif self._skip > 0:
@@ -191,6 +207,7 @@ class ThreadGovernor:
             "probe_count": self.probe_count,
             "probe_steps": self.probe_step_count,
             "probes": self.probes,
+            "held_from_step": self.held_from,
         }
 
     def summary(self) -> str:
@@ -198,6 +215,7 @@ class ThreadGovernor:
         at = ", ".join(f"{v:,} at {k}" for k, v in sorted(self.steps_at.items(), reverse=True))
         moves = "; ".join(f"step {s['step']:,}: {s['from']}->{s['to']}" for s in self.switches[:5])
         more = "" if self.switch_count <= 5 else f" (+{self.switch_count - 5} more)"
-        return (f"CPU threads (adaptive): {self.step:,} steps: {at or 'none'}; {self.switch_count} switch"
+        held = f"; held at {self.home} from step {self.held_from:,}" if self.held_from is not None else ""
+        return (f"CPU threads (adaptive{held}): {self.step:,} steps: {at or 'none'}; {self.switch_count} switch"
                 f"{'' if self.switch_count == 1 else 'es'}{' (' + moves + more + ')' if moves else ''}; "
                 f"{self.probe_count} probe{'' if self.probe_count == 1 else 's'} ({self.probe_step_count} steps)")

@@ -17,19 +17,29 @@ from typing import Any
 from transformers import TrainerCallback
 
 from nbutils.runtime.governor import ThreadGovernor
+from nbutils.runtime.invariant import mkl_strict_reproducible
+from nbutils.runtime.thread_check import ThreadCheck, activate, check_counts
 from nbutils.runtime.threads import current_policy, governor_threads
 
 
 class ThreadGovernorCallback(TrainerCallback):
     """Applies ``ThreadGovernor``'s count around each training step."""
 
-    def __init__(self, governor: ThreadGovernor, verbose: bool = True):
+    def __init__(self, governor: ThreadGovernor, verbose: bool = True, check: ThreadCheck | None = None):
         self.governor = governor
         self.verbose = verbose
+        # compares the bits at each count the governor may use (nbutils.runtime.thread_check)
+        self.check = check or ThreadCheck(check_counts(governor.max_threads), hold=max(1, governor.max_threads - 1),
+                                          trust_mkl_fp32=mkl_strict_reproducible() is True, clock=governor.clock)
         self._tokens = 0
+        self._check_seconds = 0.0
         self._hook = None
 
     def _count_tokens(self, module, args, kwargs) -> None:
+        if self.check.busy:
+            return  # the check's own forward passes
+        if module.training:
+            self.check.batch(module, args, kwargs)  # the first training batch at each count
         ids = kwargs.get("input_ids", args[0] if args else None)
         shape = getattr(ids, "shape", None)
         if shape is not None and len(shape) >= 1:
@@ -42,30 +52,42 @@ class ThreadGovernorCallback(TrainerCallback):
         import torch
 
         torch.set_num_threads(self.governor.threads)
+        activate(self.check)
         if model is not None and self._hook is None:
             self._hook = model.register_forward_pre_hook(self._count_tokens, with_kwargs=True)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._tokens = 0
+        self._check_seconds = self.check.seconds
         self.governor.step_begin()
 
     def on_step_end(self, args, state, control, **kwargs):
         import torch
 
         before = self.governor.threads
-        after = self.governor.step_end(self._tokens or 1)
+        if self.check.held:
+            before = self.governor.hold(self.check.hold)  # the check has set this count already
+        # the step's time without the checks it ran (a new shape's check is no slower step)
+        after = self.governor.step_end(self._tokens or 1, exclude=self.check.seconds - self._check_seconds)
         if after != before:
             torch.set_num_threads(after)
 
     def on_train_end(self, args, state, control, **kwargs):
         global _last_count
         _last_count = self.governor.home
+        activate(None)
+        if self.check.held:
+            self.governor.hold(self.check.hold)
+            import torch
+
+            torch.set_num_threads(self.check.hold)  # evaluation and prediction after training too
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
         # the count stays: evaluation and prediction after training run at what the governor found best
         if self.verbose and state.is_world_process_zero:
             print(self.governor.summary(), flush=True)
+            print(f"CPU threads, bits: {self.check.reason()} (checks took {self.check.seconds:.1f} s)", flush=True)
 
 
 # The count the last training in this process ended at: the next one (the freezing comparison
@@ -102,6 +124,7 @@ def thread_schedule(trainer) -> dict[str, Any]:
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, ThreadGovernorCallback):
             record.update(callback.governor.record())
+            record["bits"] = callback.check.record()
             break
     else:
         record["policy"] = "fixed"

@@ -26,8 +26,13 @@ finds them: it trains with 1 and with alternating 1/2 threads and compares every
   classifier's 7 x 128 x 10 product on the last, short batch). So an fp32 ``nn.Linear`` whose
   product has fewer than :data:`SMALL_GEMM` rows or columns (forward or backward) runs it on one
   MKL thread (``mkl_set_num_threads_local``; such products are cheap), and the others keep
-  every thread (:class:`ThreadInvariantLinear`). bf16 products (autocast) go through oneDNN,
-  which split none of 300 random shapes by thread, and are left alone. Attention's batched
+  every thread (:class:`ThreadInvariantLinear`). bf16 products (autocast) go through oneDNN
+  and are left alone: on an AMD EPYC (AVX512-BF16) it split none of 300 random shapes by
+  thread, but on an Intel Xeon with AMX it splits the summed dimension of some weight-gradient
+  products (``benchmarks/check_invariance_isa.py``). So this is checked on the machine, not
+  assumed: while the thread governor runs, ``nbutils.runtime.thread_check`` compares every
+  product shape the run meets (``linear`` and the attention products below call it) and the
+  first batch at each count, and holds one count where the bits differ. Attention's batched
   products (one small matrix per text and head) are split over the batch, never inside one.
 
 What was not changed, because it is already thread-invariant (same tests): full reductions of
@@ -47,6 +52,8 @@ from __future__ import annotations
 import contextlib
 import warnings
 from typing import Any
+
+from nbutils.runtime import thread_check
 
 ATTENTION = "sdpa_thread_invariant"  # registered attention implementation name (never saved)
 # MKL: bitwise reproducible ?gemm for any thread count (Intel oneMKL developer guide, "Conditional
@@ -206,6 +213,10 @@ def _functions():
 
     def linear(x, weight, bias):
         """``F.linear``, with fp32 CPU products that have few rows or columns on one MKL thread."""
+        check = thread_check.active()
+        if check is not None and x.device.type == "cpu":
+            check.product("linear", linear, x, weight, bias, inputs=("input", "weight", "bias"),
+                          fp32_linear=x.dtype == torch.float32)
         if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
                 and small(x.numel() // max(1, x.shape[-1]), min(weight.shape))):
             if torch.is_grad_enabled():
@@ -229,6 +240,12 @@ def _functions():
 _BUILT: dict[str, Any] | None = None
 
 
+def _scores(query, key):
+    import torch
+
+    return torch.matmul(query, key.transpose(2, 3))
+
+
 def thread_invariant_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
                                scaling: float | None = None, is_causal: bool | None = None, **kwargs):
     """Bidirectional attention for BERT training on CPU (the registered ``ATTENTION``): the
@@ -242,7 +259,10 @@ def thread_invariant_attention(module, query, key, value, attention_mask, dropou
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    check = thread_check.active()
+    if check is not None:  # the batched products at this shape give the same bits at each thread count?
+        check.product("attention scores", _scores, query, key, inputs=("query", "key"))
+    scores = _scores(query, key) * scaling
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:  # sdpa's mask: True where a key may be seen
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
@@ -251,6 +271,8 @@ def thread_invariant_attention(module, query, key, value, attention_mask, dropou
     probs = _functions()["softmax"].apply(scores)
     if dropout > 0.0:
         probs = torch.nn.functional.dropout(probs, p=dropout, training=True)
+    if check is not None:
+        check.product("attention output", torch.matmul, probs, value, inputs=("probabilities", "value"))
     out = torch.matmul(probs, value)
     return out.transpose(1, 2).contiguous(), None
 

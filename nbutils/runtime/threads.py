@@ -17,8 +17,10 @@ ways, so the policy (``NBUTILS_THREAD_POLICY``) is:
   those last bits grew into different models (two demo runs, quiet and busy, 0.99 points of test
   accuracy apart); every CPU training now runs thread-invariant numerics
   (``nbutils.runtime.invariant``), so the count the governor picks no longer changes any bit of
-  the result: the same machine gives bit-identical results quiet or busy, at two threads' quiet
-  speed and without the collapse;
+  the result where this CPU's kernels allow it: ``nbutils.runtime.thread_check`` compares the
+  bits at each count as training runs, and where they differ the run holds one count (all usable
+  CPUs but one) from then on. Either way the same machine gives bit-identical results quiet or
+  busy, without the collapse;
 - ``fixed``: the usable CPUs minus one (at least one), for the whole process: one core stays free
   for whatever else runs (on 2 cores one thread, ~1.2-1.5x slower than two when quiet);
 - ``off``: torch's default count (all CPUs), fixed.
@@ -106,6 +108,13 @@ class ThreadPolicy:
         return self.source == "policy" and self.mode == "adaptive" and (self.threads or 0) > 1
 
     @property
+    def check_counts(self) -> tuple[int, ...]:
+        """The counts whose bits training compares (nbutils.runtime.thread_check)."""
+        from nbutils.runtime.thread_check import check_counts
+
+        return check_counts(self.threads or 1)
+
+    @property
     def reason(self) -> str:
         pinned = "; pinned (results are bit-identical at any count: nbutils.runtime.invariant)"
         if self.source == "policy" and self.mode == "fixed" and not self.applied_before_torch:
@@ -119,7 +128,11 @@ class ThreadPolicy:
         return {
             "policy": (f"{SWITCH}=adaptive: training uses {self.threads} threads while that is fastest, "
                        f"fewer while other processes compete for the CPUs ({MEASURED}); thread-invariant "
-                       f"numerics (nbutils.runtime.invariant), so results are bit-identical quiet or busy"),
+                       f"numerics (nbutils.runtime.invariant), checked on this CPU as training runs (the first "
+                       f"batch and each new matrix-product shape at {' and '.join(map(str, self.check_counts))} "
+                       f"threads): where the bits agree, results are bit-identical quiet or busy; where one "
+                       f"differs, training holds {max(1, (self.threads or 1) - 1)} thread(s) from then on, and "
+                       f"reproduces at that count (the end of training says which case it was, and why)"),
             "OMP_NUM_THREADS": "OMP_NUM_THREADS from the environment" + pinned,
             "torch_threads": "the torch_threads parameter" + pinned,
             "off": f"{SWITCH}=off: torch's default thread count, fixed",
@@ -259,7 +272,12 @@ def thread_schedules(run_dir) -> dict[str, dict[str, Any]]:
         except (OSError, ValueError, AttributeError):
             continue  # not a training's metrics (or half-written by a crash): nothing to summarise
         if isinstance(record, dict):
-            out[path.parent.relative_to(root).as_posix()] = {k: record[k] for k in keep if k in record}
+            schedule = {k: record[k] for k in keep if k in record}
+            if record.get("held_from_step") is not None:
+                schedule["held_from_step"] = record["held_from_step"]
+            if isinstance(record.get("bits"), dict):  # nbutils.runtime.thread_check: which case, and why
+                schedule["bits"] = {k: record["bits"].get(k) for k in ("case", "reason", "seconds")}
+            out[path.parent.relative_to(root).as_posix()] = schedule
     return out
 
 
