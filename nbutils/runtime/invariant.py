@@ -53,7 +53,7 @@ import contextlib
 import warnings
 from typing import Any
 
-from nbutils.runtime import thread_check
+from nbutils.runtime.thread_check import active as active_check
 
 ATTENTION = "sdpa_thread_invariant"  # registered attention implementation name (never saved)
 # MKL: bitwise reproducible ?gemm for any thread count (Intel oneMKL developer guide, "Conditional
@@ -213,7 +213,7 @@ def _functions():
 
     def linear(x, weight, bias):
         """``F.linear``, with fp32 CPU products that have few rows or columns on one MKL thread."""
-        check = thread_check.active()
+        check = active_check()
         if check is not None and x.device.type == "cpu":
             check.product("linear", linear, x, weight, bias, inputs=("input", "weight", "bias"),
                           fp32_linear=x.dtype == torch.float32)
@@ -259,7 +259,7 @@ def thread_invariant_attention(module, query, key, value, attention_mask, dropou
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    check = thread_check.active()
+    check = active_check()
     if check is not None:  # the batched products at this shape give the same bits at each thread count?
         check.product("attention scores", _scores, query, key, inputs=("query", "key"))
     scores = _scores(query, key) * scaling
