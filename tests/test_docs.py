@@ -234,3 +234,32 @@ def test_the_readme_reads_in_five_minutes():
     assert len(text.splitlines()) <= README_MAX_LINES and len(text.encode()) <= README_MAX_BYTES, (
         f"README.md has {len(text.splitlines())} lines / {len(text.encode())} bytes: move detail to docs/")
 
+
+
+
+def missing_links(docs: list[Path]) -> list[str]:
+    """``doc: target`` for every relative link of ``docs`` whose file does not exist (anchors are
+    not checked; links inside code are not links)."""
+    missing = []
+    for doc in docs:
+        text = re.sub(r"```.*?```|`[^`\n]*`", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)", text):
+            if "://" not in target and not target.startswith("mailto:") and not (doc.parent / target).exists():
+                missing.append(f"{doc.name}: {target}")
+    return missing
+
+
+def test_local_links_in_the_readme_and_docs_resolve():
+    """A moved or renamed page shows up here, in README.md, CONTRIBUTING.md or docs/*.md."""
+    docs = [REPO_ROOT / "README.md", REPO_ROOT / "CONTRIBUTING.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    missing = missing_links(docs)
+    assert not missing, "links to files that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_link_check_finds_a_broken_link(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "here.md").write_text("x", encoding="utf-8")
+    page = tmp_path / "README.md"
+    page.write_text("[ok](docs/here.md#top) [gone](docs/gone.md) `[code](docs/x.md)` [web](https://a.b/c)\n",
+                    encoding="utf-8")
+    assert missing_links([page]) == ["README.md: docs/gone.md"]
