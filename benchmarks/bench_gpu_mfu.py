@@ -236,8 +236,8 @@ def sweep(args, config, data, tokenizer, device: str) -> tuple[int, list[dict]]:
 
 def run_rounds(args, config, data, tokenizer, device: str) -> tuple[list[dict], list[dict]]:
     """Every arm, --reps rounds, interleaved. An arm that fails (out of memory, a kernel or
-    compiler the machine lacks) is recorded with its error and the others still run: a borrowed
-    GPU's one session should give every number it can."""
+    compiler the machine lacks) is recorded with its error and the others still run: one run on
+    a borrowed GPU should give every number it can."""
     results, failed = [], []
     for rep in range(args.reps):
         for name in args.arms.split(","):

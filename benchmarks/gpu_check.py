@@ -13,7 +13,7 @@
    rehearsal writes it into its run directory (nothing in the repository changes).
 
 A stage that fails is recorded (with the runner's error) and the check goes on to the benchmark,
-so one GPU session always yields a results file. docs/gpu.md has the time budget.
+so one run on a GPU always yields a results file. docs/gpu.md has the time budget.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def test_flash_kwargs_only_when_asked_and_empty_texts_refused():
 
 
 def test_the_benchmark_records_a_failing_arm_and_runs_the_others(tmp_path, vocab_dir, monkeypatch):
-    """One GPU session should give every number it can: an arm that fails (out of memory, a missing
+    """One run on a GPU should give every number it can: an arm that fails (out of memory, a missing
     kernel) is listed with its error, and the next arm still runs."""
     import importlib.util
     import json
