@@ -121,6 +121,35 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     assert upward_imports(module_imports(pkg)) == ["nbutils.core.io -> nbutils.reporting.plots"]
 
 
+# --- functions that fit on a screen ------------------------------------------------------------
+
+FUNCTION_LINES = 80  # a function longer than this is read in pieces: split it into named steps
+
+
+def long_functions(package_dir: Path = PACKAGE, limit: int = FUNCTION_LINES) -> list[str]:
+    """``path:line name (N lines)`` for every function or method over ``limit`` lines."""
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.relative_to(package_dir.parent)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_functions_fit_on_a_screen():
+    assert long_functions() == [], "functions over ~80 lines:\n  " + "\n  ".join(long_functions())
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    pkg = tmp_path / "nbutils"
+    pkg.mkdir()
+    body = "\n".join(f"        x{i} = {i}" for i in range(FUNCTION_LINES))
+    (pkg / "a.py").write_text(f"def short():\n    pass\n\n\nclass C:\n    def long(self):\n{body}\n")
+    assert long_functions(pkg) == [f"nbutils/a.py:6 long ({FUNCTION_LINES + 1} lines)"]
+
+
 # --- thin notebooks ---------------------------------------------------------------------------
 
 NOTEBOOKS = sorted((PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -119,10 +119,15 @@ class _OneMklThread:
 def _functions():
     """The autograd functions and classes, built on first use so importing this module is cheap."""
     global _BUILT
-    if _BUILT is not None:
-        return _BUILT
-    import torch
+    if _BUILT is None:
+        import torch
 
+        _BUILT = {**_normalisation_functions(torch), **_linear_functions(torch)}
+    return _BUILT
+
+
+def _normalisation_functions(torch) -> dict[str, Any]:
+    """LayerNorm and softmax whose backward sums run in the same order at any thread count."""
     class InvariantLayerNorm(torch.autograd.Function):
         """torch's layer norm forward and input gradient; weight and bias gradients as column sums."""
 
@@ -180,6 +185,11 @@ def _functions():
                 return InvariantLayerNorm.apply(x, self.weight, self.bias, tuple(self.normalized_shape), self.eps)
             return super().forward(x)
 
+    return {"softmax": InvariantSoftmax, "layer_norm_class": ThreadInvariantLayerNorm}
+
+
+def _linear_functions(torch) -> dict[str, Any]:
+    """``F.linear`` and ``nn.Linear`` with their small fp32 products on one MKL thread."""
     library = _mkl_library()
     one_thread = _OneMklThread(library) if library is not None else contextlib.nullcontext()
 
@@ -232,9 +242,7 @@ def _functions():
         def forward(self, x):
             return linear(x, self.weight, self.bias)
 
-    _BUILT = {"softmax": InvariantSoftmax, "layer_norm_class": ThreadInvariantLayerNorm,
-              "linear_class": ThreadInvariantLinear, "linear": linear}
-    return _BUILT
+    return {"linear_class": ThreadInvariantLinear, "linear": linear}
 
 
 _BUILT: dict[str, Any] | None = None
