@@ -23,6 +23,16 @@ from pathlib import Path
 import pytest
 
 from nbutils.core.paths import REPO_ROOT
+from nbutils.runtime import configure_process
+from nbutils.runtime.invariant import mkl_strict_reproducible
+
+# The test session is an entry point like the CLI: the thread policy and MKL's reproducible mode
+# go into the environment before any test imports torch (tests of what happens without them
+# start fresh processes with a cleaned environment). MKL reads MKL_CBWR when it first works;
+# switching the mode on now keeps a test that changes the environment from deciding it for the
+# whole worker.
+configure_process(quiet=True)
+mkl_strict_reproducible()
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # (folder in the mirror, folder in data/raw, committed fixture)

@@ -143,7 +143,7 @@ def test_finished_stages_accept_the_runner_overwrite_flag():
 
 def _start_runner(project, *extra: str) -> subprocess.Popen:
     tmp, notebooks, profile = project
-    code = ("import sys; from pathlib import Path; from nbutils import runner; "
+    code = ("import sys; from pathlib import Path; from nbutils.pipeline import runner; "
             f"runner.NOTEBOOK_DIR = Path({str(notebooks)!r}); runner.RUNS_DIR = Path({str(tmp / 'runs')!r}); "
             "sys.exit(runner.main(sys.argv[1:]))")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -212,7 +212,7 @@ def test_killed_runner_leaves_interrupted_not_running(project, tmp_path, how):
         _stop_group(proc)
     data = load_run(run)
     assert data.manifest["status"] == "interrupted"
-    assert "status: interrupted" in summary_markdown(data)
+    assert "run interrupted" in summary_markdown(data)
     if how == "SIGHUP":
         return
     # the next re-entry takes over and records the dead runner's stage as interrupted
