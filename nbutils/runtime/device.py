@@ -80,6 +80,7 @@ class DeviceChoice:
             f"device: {self.device}{gpus} ({self.name}), precision: {self.precision}, "
             f"attention: {self.attn_implementation} -- {self.reason}\n"
             + current_policy().describe(torch.get_num_threads())
+            + (f"\n{NUMERICS_LINE}" if self.device == "cpu" else "")
         )
 
     def training_args(self) -> dict[str, Any]:
@@ -96,6 +97,11 @@ class DeviceChoice:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "precision": self.precision}
+
+
+# The training configs' option, with its default (FinetuneConfig / PretrainConfig.invariant_numerics).
+NUMERICS_LINE = ("numerics: thread-invariant CPU training (invariant_numerics = True, the default; "
+                 "False: torch's stock kernels and one thread count held; nbutils.runtime.invariant)")
 
 
 def choose_device(preference: str = "auto", precision: str = "auto", *, task: str = "finetune") -> DeviceChoice:
