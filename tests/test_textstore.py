@@ -10,7 +10,8 @@ import random
 import numpy as np
 import pandas as pd
 
-from nbutils.data.dataset import SPLITS, Dataset, textstore
+from nbutils.data import textstore
+from nbutils.data.dataset import SPLITS, Dataset
 from nbutils.data.textstore import TextStore
 
 TEXTS = ["体育新闻", "", "a\tb\nc", "财经 " * 500, "\ud800 lone surrogate", "emoji 😀", "体育新闻"]

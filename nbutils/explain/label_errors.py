@@ -103,6 +103,12 @@ def show_label_errors(dataset, csv_path: str | Path, *, folds: int = 5, show: in
     if getattr(dataset, "multi_label", False):
         print("likely label errors: skipped, not yet for multi-label datasets (docs/explain.md)")
         return None
+    smallest = _smallest_class(dataset)
+    if smallest < folds:
+        # every class must be in every fold's training part (nbutils.training.distill)
+        print(f"likely label errors: skipped, the smallest class has {smallest} distinct train texts, fewer than "
+              f"the {folds} cross-fitting folds (lower explore_label_error_folds, or add training examples)")
+        return None
     table, info = find_label_errors(dataset, folds=folds, seed=seed)
     write_label_issues(table, csv_path, overwrite=overwrite)
     print(f"{info['flagged']:,} of {info['rows']:,} train rows ({info['flagged'] / info['rows']:.1%}) "
@@ -115,3 +121,13 @@ def show_label_errors(dataset, csv_path: str | Path, *, folds: int = 5, show: in
 
 __all__ = ["find_label_errors", "label_issues", "out_of_fold_probs", "self_confidence",
            "show_label_errors", "write_label_issues"]
+
+
+def _smallest_class(dataset, split: str = "train") -> int:
+    """Distinct train texts of the rarest class (0 when a class has none): cross-fitting groups
+    copies of a text into one fold, so copies do not count twice."""
+    distinct = set(zip(dataset.texts(split), (int(y) for y in dataset.labels(split)), strict=True))
+    counts = [0] * len(dataset.label_names)
+    for _, label in distinct:
+        counts[label] += 1
+    return min(counts, default=0)
