@@ -2,7 +2,7 @@
 
 Fine-tunes the demo's BERT (random weights of the real vocabulary: 128 hidden, 2 layers, 2 heads,
 512 intermediate; batch 32, max_length 48, evaluation batch 128, as params/demo.yaml) through
-``nbutils.train.finetune`` under the adaptive thread policy, so the governor and the check run as
+``nbutils.training.finetune.finetune`` under the adaptive thread policy, so the governor and the check run as
 in ``make demo``, and prints the check's record: the case (invariant or held), why, how many
 product shapes it compared and the seconds it took against the training's wall time.
 
