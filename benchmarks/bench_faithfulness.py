@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -28,18 +27,9 @@ from nbutils.data.dataset import load_dataset
 from nbutils.explain.attributions import MAX_TEXTS, explain
 from nbutils.explain.faithfulness import comprehensiveness
 from nbutils.inference.predict import load_predictor
+from nbutils.runtime.machine import cpu_name
 
 METHODS = ("integrated-gradients", "occlusion", "attention")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -82,7 +72,7 @@ def main() -> None:
                   "temperature": predictor.temperature},
         "test_texts": len(sample), "rows": rows,
         "ms_per_text": {m: s / len(sample) * 1000 for m, s in seconds.items()},
-        "cpu": cpu_model(), "load_average_at_end": list(os.getloadavg()),
+        "cpu": cpu_name(), "load_average_at_end": list(os.getloadavg()),
     }
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from nbutils.core.paths import REPO_ROOT
 from nbutils.data.dataset import load_dataset
 from nbutils.explain.label_errors import label_issues, out_of_fold_probs, self_confidence
+from nbutils.runtime.machine import cpu_name
 
 
 def noisy_copy(source: Path, out: Path, share: float, seed: int) -> np.ndarray:
@@ -44,16 +44,6 @@ def noisy_copy(source: Path, out: Path, share: float, seed: int) -> np.ndarray:
         rows[i] = f"{text}\t{(int(label) + int(rng.integers(1, n_classes))) % n_classes}"
     (out / "train.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return flipped
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def one_seed(data: Path, share: float, seed: int, folds: int) -> dict:
@@ -105,7 +95,7 @@ def main() -> None:
     summary = {"command": f"python benchmarks/bench_label_errors.py --data {data} --share {args.share} "
                           f"--seeds {args.seeds} --folds {args.folds}",
                "share_flipped": args.share, "folds": args.folds, "data": data,
-               "cpu": cpu_model(), "load_average_at_end": list(os.getloadavg()),
+               "cpu": cpu_name(), "load_average_at_end": list(os.getloadavg()),
                "mean": mean, "per_seed": results}
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,18 +33,9 @@ POLICY = configure_process().threads  # before torch loads: the adaptive policy,
 from nbutils.checkpoints.random_bert import make_random_bert  # noqa: E402
 from nbutils.core.paths import REPO_ROOT  # noqa: E402
 from nbutils.data.dataset import load_dataset  # noqa: E402
+from nbutils.runtime.machine import cpu_name  # noqa: E402
 from nbutils.runtime.threads import machine_load  # noqa: E402
 from nbutils.training.finetune import FinetuneConfig, finetune  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -195,8 +195,8 @@ def start_hogs(count: int, seconds: float, nice: int = 0) -> list[subprocess.Pop
 def _niceness(nice: int):
     """``--nice``: run workers and busy loops at this priority (negative needs root).
 
-    Linux with autogroup scheduling weighs sessions, not processes, against each other, so each
-    process gets its own session (autogroup) and the priority is set on both."""
+    Linux autogroup scheduling weighs process groups (one per ``setsid``), not processes, against
+    each other, so each process gets its own group and the priority is set on both."""
     if not nice:
         return None
 

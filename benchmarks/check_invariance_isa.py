@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -41,21 +40,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from nbutils.runtime.machine import cpu_name
+
 REPO = Path(__file__).resolve().parent.parent
 ONEDNN = ("DEFAULT", "AVX2", "AVX512_CORE", "AVX512_CORE_BF16", "AVX512_CORE_AMX")
 ATEN = ("avx512", "avx2", "default")  # default: ATen's scalar kernels (no vector instructions)
 MKL = ("unset", "AVX2")
 TASKS = ("finetune", "pretrain")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def cpu_flags() -> list[str]:

@@ -36,7 +36,6 @@ import functools
 import hashlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -101,17 +100,9 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:
 
 def cpu_model() -> str:
     """The CPU's model name and the instruction-set flags that decide bf16/int8 speed."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name") and ":" in line:
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and ":" in line:
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    from nbutils.runtime.machine import cpu_info
+
+    name, flags = cpu_info()
     return " ".join([name, *[f for f in _CPU_FLAGS if f in flags]])
 
 
