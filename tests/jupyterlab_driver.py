@@ -311,7 +311,7 @@ def install() -> int:
     return 1 if problem else 0
 
 
-def notebook_screenshot(notebook: Path, out_png: Path, *, scroll_to: str = "curves_png = paths.figure") -> Path:
+def notebook_screenshot(notebook: Path, out_png: Path, *, scroll_to: str = "metrics = stage.train(") -> Path:
     """A screenshot of an executed notebook as JupyterLab shows it (its saved outputs; nothing is
     run), scrolled to the cell whose code contains ``scroll_to``: the README's picture of a run's
     notebook 04. The notebook is copied to a temporary folder first, so JupyterLab leaves nothing

@@ -122,7 +122,7 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
                 # --- 1. Run All: the live figure updates in place; Kernel > Interrupt after a checkpoint
                 with phases("04 Run All 1: live figure, then Kernel > Interrupt"):
                     jl.run_all(page)
-                    training = page.locator(".jp-CodeCell").filter(has_text="curves_png = paths.figure")
+                    training = page.locator(".jp-CodeCell").filter(has_text="metrics = stage.train(")
                     images = training.locator(".jp-OutputArea-output img")
                     seen, most, interrupted_at = [], 0, None
                     deadline = time.monotonic() + TIMEOUT_S
