@@ -227,8 +227,11 @@ def test_auto_tries_the_cached_onnx_export(clf, capsys):
     with pytest.raises(NbutilsError, match="no ONNX export of it was found") as err:
         Predictor(clf, "cpu", backend="onnx")
     assert "nbutils export-onnx" in err.value.fix
-    assert cli_main(["export-onnx", str(clf)]) == 0  # no OUT: into the cache
+    checks = clf.parent / "check.txt"
+    checks.write_text("\n".join(TITLES), encoding="utf-8")
+    assert cli_main(["export-onnx", str(clf), "--check-texts", str(checks)]) == 0  # no OUT: into the cache
     assert (backends.export_cache(clf) / "model.int8.onnx").is_file()
+    assert "offered to --backend auto" in capsys.readouterr().out
     predictor = Predictor(clf, "cpu")
     candidates, skipped = predictor._candidates()
     assert candidates[0] == "torch-fp32" and candidates[-2:] == ["onnx", "onnx-int8"]

@@ -9,7 +9,9 @@
     config.json, tokenizer files, finetune_config.json, calibration.json   copied from the
                         model folder, so texts are tokenized and cut, and confidences
                         calibrated, exactly as ``nbutils predict`` does
-    onnx_export.json    what was exported, versions, and the checked logits difference
+    onnx_export.json    what was exported, versions, the checked logits difference, and how
+                        many labels the int8 graph keeps on real texts (``int8_check``: whether
+                        ``--backend auto`` may pick it; :mod:`nbutils.inference.int8_check`)
 
 Export checks its own result: ONNX Runtime and PyTorch run the same padded batches and the
 largest logits difference is recorded (an fp32 export further off than ``FP32_TOLERANCE`` is
@@ -17,7 +19,7 @@ an error). ``nbutils.inference.predict.OnnxPredictor`` is its ``Predictor`` with
 swapped for an ONNX Runtime session (:func:`onnx_session`);
 ``nbutils.predict(texts, export_dir, backend="onnx-int8")`` uses it.
 
-CLI: ``nbutils export-onnx MODEL [OUT] [--no-int8] [--overwrite]`` and
+CLI: ``nbutils export-onnx MODEL [OUT] [--check-texts PATH] [--no-int8] [--overwrite]`` and
 ``nbutils predict --backend onnx|onnx-int8 --model OUT ...``. Without OUT the export goes into the
 cache (``nbutils.inference.backends.export_cache``), keyed by the model's content hash, where
 ``nbutils predict --model MODEL`` finds it: ``--backend auto`` then also tries the ONNX backends.
@@ -32,11 +34,16 @@ import warnings
 from pathlib import Path
 
 from nbutils.core.errors import NbutilsError
+from nbutils.inference.onnx_files import (  # noqa: F401 (the export's public names, kept here too)
+    BACKEND_FILES,
+    CHECK_KEY,
+    INT8_FILE,
+    ONNX_FILE,
+    REPORT_FILE,
+    onnx_file,
+    onnx_session,
+)
 
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-REPORT_FILE = "onnx_export.json"
-BACKEND_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
 # fp32 ONNX Runtime and eager PyTorch differ only by kernel summation order (~1e-6 on BERT),
 # relative to the logits' size: the check allows FP32_TOLERANCE * max(1, largest |logit|).
 FP32_TOLERANCE = 1e-4
@@ -93,17 +100,6 @@ def _sample_batches(tokenizer, max_positions: int):
     return batches
 
 
-def onnx_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _max_logit_difference(model, session, batches) -> tuple[float, float]:
     """The largest |logit difference| between PyTorch and ``session``, and the largest |logit|."""
     import numpy as np
@@ -139,11 +135,14 @@ def _export_graph(model, path: Path, sample) -> None:
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, *, int8: bool = True,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, check_texts: str | Path | None = None) -> dict:
     """Export the fine-tuned classifier in ``model_dir`` to ``out_dir`` (see the module doc).
 
-    The folder appears only when everything succeeded (written aside, then renamed); an existing
-    ``out_dir`` is refused unless ``overwrite``. Returns the report written to onnx_export.json.
+    ``check_texts`` (a text file, one text per line, or a dataset) are the texts the int8 graph's
+    labels are checked on (default: the dataset of the model's pipeline run; see
+    :mod:`nbutils.inference.int8_check`). The folder appears only when everything succeeded
+    (written aside, then renamed); an existing ``out_dir`` is refused unless ``overwrite``.
+    Returns the report written to onnx_export.json.
     """
     import onnx
     import onnxruntime
@@ -188,26 +187,34 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, int8: bool = True
         for name in _COPIED:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
+        if int8:
+            report[CHECK_KEY] = _check_int8(model_dir, tmp, check_texts)
         write_json(tmp / REPORT_FILE, report)
     return report
 
 
-def onnx_file(export_dir: Path, backend: str) -> Path:
-    if backend not in BACKEND_FILES:
-        raise NbutilsError(f"unknown ONNX backend {backend!r}", fix=f"use one of {', '.join(BACKEND_FILES)}")
-    if not export_dir.is_dir():
-        raise NbutilsError(f"{export_dir}: folder not found",
-                           fix="export a fine-tuned model first: nbutils export-onnx MODEL OUT")
-    path = export_dir / BACKEND_FILES[backend]
-    if path.is_file():
-        return path
-    if (export_dir / "model.safetensors").is_file() or (export_dir / "pytorch_model.bin").is_file():
-        fix = f"this is a PyTorch model folder: nbutils export-onnx {export_dir} OUT, then --model OUT"
-    elif backend == "onnx-int8":
-        fix = "export again without --no-int8, or use --backend onnx"
-    else:
-        fix = "export the fine-tuned model: nbutils export-onnx MODEL OUT"
-    raise NbutilsError(f"{export_dir}: no {path.name}", fix=fix)
+def _check_int8(model_dir: Path, export_dir: Path, check_texts) -> dict:
+    """The int8 graph's label agreement with the fp32 graph on real texts (module int8_check)."""
+    from nbutils.inference.int8_check import (
+        int8_agreement,
+        texts_from_path,
+        texts_from_run,
+        unchecked,
+    )
+
+    found = texts_from_path(check_texts) if check_texts else texts_from_run(model_dir)
+    if found is None:
+        return unchecked(f"no texts to check it with (the model folder is not part of a pipeline run): "
+                         f"nbutils export-onnx {model_dir} --check-texts FILE_OR_DATASET --overwrite")
+    return int8_agreement(export_dir, *found)
+
+
+def describe_check(check: dict) -> str:
+    if not check["texts"]:
+        return f"int8: not offered to --backend auto; its labels were not checked ({check['fix']})"
+    verdict = "offered to --backend auto" if check["offered_to_auto"] else "NOT offered to --backend auto"
+    return (f"int8: labels agree with fp32 on {check['agreement']:.2%} of {check['texts']} texts of "
+            f"{check['source']} (bar {check['bar']:.1%}): {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", nargs="?", default=None,
                         help="new folder for model.onnx, model.int8.onnx and the tokenizer (default: the "
                              "cache, where `nbutils predict --backend auto|onnx|onnx-int8 --model MODEL` finds it)")
+    parser.add_argument("--check-texts", default=None, metavar="PATH",
+                        help="texts to check the int8 graph's labels against fp32 on: a text file (one per "
+                             "line) or a dataset (its dev split); default: the dataset of the model's "
+                             "pipeline run. --backend auto uses int8 only where they agree on >= 99.5%%")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8-quantized copy")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     args = parser.parse_args(argv)
@@ -228,10 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.model).is_dir():
             raise NbutilsError(f"{args.model}: model folder not found", fix="pass a fine-tuned model folder")
         out = export_cache(Path(args.model))
-    report = export_onnx(args.model, out, int8=not args.no_int8, overwrite=args.overwrite)
+    report = export_onnx(args.model, out, int8=not args.no_int8, overwrite=args.overwrite,
+                         check_texts=args.check_texts)
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["max_abs_logit_diff"].items())
     print(f"wrote {', '.join(report['files'].values())} to {out} "
           f"(largest logits difference vs PyTorch: {diffs})")
+    check = report.get(CHECK_KEY)
+    if check:
+        print(describe_check(check))
     model = args.model if args.out is None else out
     print(f"predict with: nbutils predict --backend auto (or onnx-int8) --model {model} TEXT ...")
     return 0

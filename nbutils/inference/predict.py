@@ -165,7 +165,7 @@ class Predictor:
 
     def _onnx_engine(self, name: str):
         from nbutils.inference.backends import onnx_folder
-        from nbutils.inference.onnx_export import onnx_file, onnx_session
+        from nbutils.inference.onnx_files import onnx_file, onnx_session
 
         if self.choice.device != "cpu":
             raise NbutilsError(f"backend {name} runs ONNX Runtime on the CPU, but device {self.choice.device} "
@@ -276,12 +276,13 @@ class Predictor:
             skipped.append(f"onnx, onnx-int8 (no ONNX export of this model; `nbutils export-onnx "
                            f"{self.model_dir}` writes one into the cache)")
         else:
-            from nbutils.inference.onnx_export import BACKEND_FILES
+            from nbutils.inference.onnx_files import BACKEND_FILES, why_not_offered
 
             folder = onnx_folder(self.model_dir)
             for name, file in BACKEND_FILES.items():
-                (candidates.append(name) if (folder / file).is_file()
-                 else skipped.append(f"{name} (no {file} in {folder})"))
+                why_not = f"no {file} in {folder}" if not (folder / file).is_file() else (
+                    why_not_offered(folder) if name == "onnx-int8" else "")
+                (skipped.append(f"{name} ({why_not})") if why_not else candidates.append(name))
         return candidates, skipped
 
     def __call__(self, texts, *, batch_size: int = 64, max_length: int | None = None,
