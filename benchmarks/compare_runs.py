@@ -9,8 +9,9 @@ refactoring left the numbers alone: run the same profile at the same seeds and
 
     python benchmarks/compare_runs.py runs/<before> runs/<after>
 
-Exit status 0 when every compared number is identical (and both runs have the same files and
-keys), 1 otherwise.
+Exit status 0 when every compared number is identical and both runs have the same files and
+keys, 1 otherwise. With ``--shared-only`` (two versions of the code, one of which adds or drops
+an output) the numbers present in both runs decide; the others are listed as ONLY.
 """
 
 from __future__ import annotations
@@ -69,37 +70,42 @@ def same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def compare(before: Path, after: Path) -> tuple[int, int, list[str]]:
-    """``(identical, timing values skipped, differences)``."""
-    identical, skipped, differences = 0, 0, []
+def compare(before: Path, after: Path) -> tuple[int, int, list[str], list[str]]:
+    """``(identical, timing values skipped, differences, files or keys in only one run)``."""
+    identical, skipped, differences, unmatched = 0, 0, [], []
     files_before, files_after = result_files(before), result_files(after)
     for name in sorted(set(files_before) ^ set(files_after)):
-        differences.append(f"{name}: only in {'the first' if name in files_before else 'the second'} run")
+        unmatched.append(f"{name}: only in {'the first' if name in files_before else 'the second'} run")
     for name in sorted(set(files_before) & set(files_after)):
         a, b = read_numbers(before / name), read_numbers(after / name)
         for key in sorted(set(a) | set(b)):
             if TIMING.search(key.rsplit("/", 1)[-1]):
                 skipped += 1
             elif key not in a or key not in b:
-                differences.append(f"{name}{key}: only in {'the first' if key in a else 'the second'} run")
+                unmatched.append(f"{name}{key}: only in {'the first' if key in a else 'the second'} run")
             elif same(a[key], b[key]):
                 identical += 1
             else:
                 differences.append(f"{name}{key}: {a[key]!r} != {b[key]!r}")
-    return identical, skipped, differences
+    return identical, skipped, differences, unmatched
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("before", type=Path, help="the first run directory")
     parser.add_argument("after", type=Path, help="the second run directory")
+    parser.add_argument("--shared-only", action="store_true",
+                        help="judge only the numbers both runs have (code that added or dropped an "
+                             "output); those in one run only are still listed")
     args = parser.parse_args(argv)
-    identical, skipped, differences = compare(args.before, args.after)
+    identical, skipped, differences, unmatched = compare(args.before, args.after)
+    for line in unmatched:
+        print("ONLY", line)
     for line in differences:
         print("DIFFERENT", line)
-    print(f"{identical} values identical, {len(differences)} different, {skipped} clock/memory readings "
-          f"not compared ({len(result_files(args.before))} result files)")
-    return 0 if identical and not differences else 1
+    print(f"{identical} values identical, {len(differences)} different, {len(unmatched)} in one run only, "
+          f"{skipped} clock/memory readings not compared ({len(result_files(args.before))} result files)")
+    return 0 if identical and not differences and (args.shared_only or not unmatched) else 1
 
 
 if __name__ == "__main__":
