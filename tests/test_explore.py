@@ -358,3 +358,20 @@ def test_notebook_on_a_hand_made_csv(tmp_path, vocab_dir):
     assert top == {"猫": ["猫"], "狗": ["狗"]}
     for figure in stats["figures"].values():
         assert (run_dir / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_label_error_section_writes_under_explore_with_the_study_s_seed(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import nbutils.explain.label_errors as label_errors
+    from nbutils.stages.explore import Exploration
+
+    calls = []
+    monkeypatch.setattr(label_errors, "show_label_errors",
+                        lambda ds, path, **kwargs: calls.append((ds, path, kwargs)) or "the table")
+    ds = SimpleNamespace(source="data", format="titles", label_names=["a", "b"], multi_label=False, skipped=[])
+    study = Exploration(tmp_path / "run", ds, tokenizer=None, tokenizer_source=None, sample_size=10, seed=5)
+    assert study.label_issues is None
+    study.label_errors(folds=3, show=7)
+    assert calls == [(ds, tmp_path / "run" / "explore" / "label_issues.csv", {"folds": 3, "show": 7, "seed": 5})]
+    assert study.label_issues == "the table"

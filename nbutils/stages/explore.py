@@ -47,6 +47,7 @@ class Exploration:
         self.figures: dict[str, str] = {}
         self.sample = None  # the stratified sample the token statistics use (set by lengths())
         self.lengths_frame = None  # one row per sampled text: chars, tokens, unk, class
+        self.label_issues = None  # the likely label errors (set by label_errors())
 
     @classmethod
     def open(cls, run_dir: str | Path, data_dir: str | Path, data_format: str = "auto", *,
@@ -214,6 +215,15 @@ class Exploration:
             display(explore.sample_table(self.sample.frame, self.names, per_class=per_class, seed=self.seed))
         else:
             display(plots.sample_browser(self.sample.frame, self.names))
+
+    def label_errors(self, *, folds: int, show: int) -> None:
+        """Likely label errors of the train split (confident learning on out-of-fold TF-IDF SVM
+        scores, :mod:`nbutils.explain.label_errors`): all of them to ``explore/label_issues.csv``,
+        the ``show`` most suspect here; ``folds`` 0 skips it (``label_issues``: the table, or None)."""
+        from nbutils.explain.label_errors import show_label_errors
+
+        self.label_issues = show_label_errors(self.ds, self.paths.explore / "label_issues.csv", folds=folds,
+                                              show=show, seed=self.seed)
 
     def save(self) -> Path:
         """Write ``explore/stats.json`` (every section must have run: later stages rely on its keys)."""
