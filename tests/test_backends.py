@@ -188,7 +188,7 @@ def test_auto_excludes_a_fast_backend_whose_labels_disagree(clf, monkeypatch):
     monkeypatch.setattr(nbutils.runtime.device, "cpu_has_native_bf16", lambda: True)
     real_engine = Predictor._engine
 
-    def engine(self, name, *, explicit=False):
+    def engine(self, name):
         forward = real_engine(self, "torch-fp32")
         if name != "torch-bf16":
             return forward
@@ -204,16 +204,24 @@ def test_auto_excludes_a_fast_backend_whose_labels_disagree(clf, monkeypatch):
     assert frame["label"].tolist() == fp32["label"].tolist()
 
 
-def test_torch_bf16_runs_in_bf16_where_native_and_is_refused_where_emulated(clf, monkeypatch):
+def test_torch_bf16_multiplies_in_bf16_where_native_and_is_refused_where_emulated(clf, monkeypatch):
     import nbutils.runtime.device
 
     monkeypatch.setattr(nbutils.runtime.device, "cpu_has_native_bf16", lambda: True)
     bf16 = Predictor(clf, "cpu", backend="torch-bf16")
-    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and bf16.decision.reason == "asked for"
+    assert bf16.decision.reason == "asked for"
+    seen = []  # the dtype each Linear layer produces while the backend runs
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+             for m in bf16.model.modules() if isinstance(m, torch.nn.Linear)]
+    a = bf16(TITLES)
+    for hook in hooks:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert next(bf16.model.parameters()).dtype == torch.float32  # the weights stay fp32 (autocast)
     fp32 = Predictor(clf, "cpu", backend="torch")
-    assert next(fp32.model.parameters()).dtype == torch.float32
-    a, b = bf16(TITLES), fp32(TITLES)
+    b = fp32(TITLES)
     np.testing.assert_allclose(a["confidence"], b["confidence"], atol=0.05)  # close, not equal
+    assert not np.array_equal(a["confidence"].to_numpy(), b["confidence"].to_numpy())
     monkeypatch.setattr(nbutils.runtime.device, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(NbutilsError, match="no native bf16") as err:
         Predictor(clf, "cpu", backend="torch-bf16")

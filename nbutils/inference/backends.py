@@ -3,8 +3,9 @@
 Backends (``nbutils predict --backend``, ``Predictor(backend=)``, ``predict_file(backend=)``):
 
     torch-fp32   PyTorch, fp32 weights: the reference every other backend is checked against
-    torch-bf16   PyTorch, bf16 weights: CPUs that multiply bf16 natively (AVX512-BF16, AMX) and
-                 CUDA GPUs with bf16; elsewhere it would be emulated and slow, so it is refused
+    torch-bf16   PyTorch, the fp32 weights with matrix products in bf16 (autocast, the precision
+                 fine-tuning evaluates in there): CPUs that multiply bf16 natively (AVX512-BF16,
+                 AMX) and CUDA GPUs with bf16; elsewhere it would be emulated and slow, so it is refused
     onnx         ONNX Runtime on the CPU, fp32 graph (``nbutils export-onnx``)
     onnx-int8    ONNX Runtime on the CPU, int8 weights (``nbutils export-onnx``)
     auto         (default) one of the above, chosen by a probe on the first batch of texts

@@ -68,11 +68,11 @@ class Predictor:
             self.choice = choose_device("cpu", "fp32", task="predict")
             self._load_export_metadata()
         else:
-            # the weights are loaded in fp32 (the reference); torch-bf16 converts or adds a copy
+            # the weights are loaded in fp32: the reference, and torch-bf16 autocasts them
             self.choice = choose_device(device, "fp32", task="predict")
             self._load_torch()
         if self.requested != "auto":
-            self._forward = self._engine(self.requested, explicit=True)
+            self._forward = self._engine(self.requested)
             self.decision = Decision(self.requested, "asked for", requested=self.requested)
 
     def _is_export_folder(self) -> bool:
@@ -130,7 +130,7 @@ class Predictor:
         """The backend that runs (``auto`` until the first texts decided it)."""
         return self.decision.backend if self.decision else self.requested
 
-    def _engine(self, name: str, *, explicit: bool = False):
+    def _engine(self, name: str):
         """A function (ids, mask) -> logits running backend ``name``; errors say what to use."""
         from nbutils.inference.backends import REFERENCE
 
@@ -144,11 +144,9 @@ class Predictor:
         if why_not:
             raise NbutilsError(f"backend torch-bf16: {why_not}",
                                fix="use --backend auto (it picks the fastest exact-enough backend) or torch-fp32")
-        if explicit:  # only bf16 is needed: convert the loaded weights in place
-            self.model = self.model.to(_bf16())
-            return _torch_forward(self.model, self.choice.device)
-        model, _ = _load_classifier(self.model_dir, self.choice.attn_implementation, dtype=_bf16())
-        return _torch_forward(model.to(self.choice.device).eval(), self.choice.device)
+        # the same fp32 weights, products in bf16 (autocast): the residual stream, layer norms and
+        # softmax stay fp32, which keeps far more labels than bf16 weights do (docs/serving.md)
+        return _torch_forward(self.model, self.choice.device, bf16_products=True)
 
     def _bf16_unavailable(self) -> str:
         """Why torch-bf16 would not run natively here ('' when it would)."""
@@ -251,9 +249,6 @@ class Predictor:
             decision = backends.Decision(best, why, probe=results, key=key)
             self._forward = engines[best]
             backends.store_decision(decision)
-        if decision.backend == "torch-bf16" and self.model is not None:
-            self.model = None  # the fp32 weights are no longer used: give their memory back
-            trim_heap()
         self.decision = decision
         backends.say(decision)
         return decision
@@ -480,18 +475,16 @@ class OnnxPredictor(Predictor):
         super().__init__(export_dir, "cpu", backend, threads)
 
 
-def _bf16():
-    import torch
+def _torch_forward(model, device: str, *, bf16_products: bool = False):
+    """(ids, mask) int64 arrays -> fp32 logits array, with ``model`` on ``device``; with
+    ``bf16_products`` under bf16 autocast (as fine-tuning evaluates where the device has bf16)."""
+    import contextlib
 
-    return torch.bfloat16
-
-
-def _torch_forward(model, device: str):
-    """(ids, mask) int64 arrays -> fp32 logits array, with ``model`` on ``device``."""
     import torch
 
     def forward(ids, mask):
-        with torch.inference_mode():
+        cast = torch.autocast(device, dtype=torch.bfloat16) if bf16_products else contextlib.nullcontext()
+        with torch.inference_mode(), cast:
             logits = model(input_ids=torch.from_numpy(ids).to(device),
                            attention_mask=torch.from_numpy(mask).to(device)).logits
         return logits.float().cpu().numpy()
