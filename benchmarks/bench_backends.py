@@ -73,8 +73,20 @@ def peak_rss_child(args) -> None:
     texts = json.loads(Path(args.rss_texts).read_text(encoding="utf-8"))
     predictor = make_predictor(Path(args.model), args.rss_child, args.rss_threads)
     predictor(texts, batch_size=args.batch_size)
-    print(json.dumps({"arm": args.rss_child, "backend": predictor.backend,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"arm": args.rss_child, "backend": predictor.backend, "peak_rss_mb": own_peak_rss_mb()}))
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM, the high-water mark of this program's
+    memory since exec; not ru_maxrss, which a child inherits from the parent that started it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def peak_rss(model_dir: Path, arm: str, texts: list[str], threads: int, batch_size: int) -> float:

@@ -101,6 +101,33 @@ def test_probe_times_and_checks_labels_against_the_reference():
     assert slow["ref"]["texts"] < 32
 
 
+def test_a_slow_model_s_probe_stays_within_its_budget_first_calls_included():
+    calls = []
+
+    def slow(rows):  # 0.1 s a text: a bert-base on 512-token texts, scaled down
+        calls.append(len(rows))
+        time.sleep(0.1 * len(rows))
+        return np.ones((len(rows), 2))
+
+    start = time.perf_counter()
+    out = backends.probe({"ref": slow, "other": slow}, [[1, 2]] * 64, seconds=1.0, max_texts=64)
+    took = time.perf_counter() - start
+    assert took < 1.5, took  # the old minimum of 8 texts x 3 rounds x 2 candidates took 5 s
+    assert 1 <= out["ref"]["texts"] <= 4 and calls[:2] == [1, 1]
+    assert backends.probe_size(10.0, 0.01, 64) == (64, backends.PROBE_ROUNDS)  # fast: all texts, 3 rounds
+    assert backends.probe_size(1.0, 0.1, 64) == (10, 1)  # slow: one round of what fits
+    assert backends.probe_size(0.0, 0.1, 64) == (1, 1)  # over budget already: still one text
+
+
+def test_the_re_check_of_a_winner_takes_what_its_speed_allows():
+    results = {"torch-fp32": result(2, texts=2), "torch-bf16": result(8, texts=2)}
+    # 1/2 + 1/8 s a text for both: 8 of the 64 first texts fit in 5 s
+    assert backends.verify_size(results, "torch-bf16", "torch-fp32", 5.0, 64) == 8
+    assert backends.verify_size(results, "torch-bf16", "torch-fp32", 0.1, 64) == 2  # never fewer than probed
+    assert backends.verify_size({"torch-fp32": result(1000), "onnx": result(2000)}, "onnx", "torch-fp32",
+                                5.0, 64) == 64
+
+
 def test_estimated_agreement_tracks_the_flip_rate_and_sees_rare_flips_on_few_texts():
     rng = np.random.default_rng(0)
     reference = rng.normal(0, 2, (4000, 10))

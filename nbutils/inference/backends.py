@@ -56,6 +56,7 @@ MIN_GAIN = 1.05  # a backend other than torch-fp32 must be this much faster on t
 PROBE_TEXTS = 64  # at most this many of the first texts are timed (the first batch)
 PROBE_SECONDS = 5.0  # the timed rounds of all candidates together aim to stay within this
 PROBE_ROUNDS = 3  # each candidate's best of this many timed runs counts
+MIN_TIMED_TEXTS = 8  # fewer texts fit in the budget (a slow model, long texts): one timed round instead
 CACHE_FILE = "backend.json"
 # Token counts (median of the probe texts, after truncation) that separate length classes.
 LENGTH_CLASSES = ((64, "short"), (256, "medium"))
@@ -199,31 +200,34 @@ def probe(candidates: dict[str, Callable], input_ids: list[list[int]], *,
           seconds: float = PROBE_SECONDS, max_texts: int = PROBE_TEXTS) -> dict[str, dict]:
     """Time ``candidates`` (name -> function from token id lists to a logits array; the first
     is the reference) on the first texts of ``input_ids`` and compare their labels with the
-    reference's. Returns per candidate ``texts_per_s`` (best of the timed rounds), ``agreement``
-    and ``texts``; one that raises gets ``error`` instead."""
+    reference's, all within about ``seconds`` (first calls included). Returns per candidate
+    ``texts_per_s`` (best of the timed rounds), ``agreement`` and ``texts``; one that raises gets
+    ``error`` instead."""
     import numpy as np
 
     names = list(candidates)
     rows = input_ids[:max_texts]
     results: dict[str, dict] = {}
+    began = time.perf_counter()
+    first: dict[str, float] = {}
     for name in names:
+        start = time.perf_counter()
         try:
-            candidates[name](rows[:2])  # first call: kernel selection, graph set-up (not timed)
+            candidates[name](rows[:1])  # first call: kernel selection, graph set-up (not counted)
         except Exception as err:  # a candidate that cannot run here is left out, with the reason
             results[name] = {"error": f"{type(err).__name__}: {str(err)[:160]}"}
-    alive = [n for n in names if n not in results]
+            continue
+        first[name] = time.perf_counter() - start
+    alive = [n for n in names if n in first]
     if not alive:
         return results
-    # the reference's time per text on a few texts sizes the probe: all candidates, all rounds
-    # together should take about ``seconds`` (at least 8 texts; the reference is rarely the fastest)
-    start = time.perf_counter()
-    candidates[alive[0]](rows[:8])
-    per_text = (time.perf_counter() - start) / len(rows[:8])
-    n = int(seconds / max(per_text * PROBE_ROUNDS * len(alive), 1e-9))
-    rows = rows[: max(8, n)]
+    # what is left of ``seconds`` sizes the timed part from the first calls' times (pessimistic:
+    # set-up included): a fast model gets every text and three rounds, a slow one fewer texts
+    n, rounds = probe_size(seconds - (time.perf_counter() - began), sum(first.values()), len(rows))
+    rows = rows[:n]
     times: dict[str, list[float]] = {n: [] for n in alive}
     logits: dict[str, Any] = {}
-    for r in range(PROBE_ROUNDS):  # rotating order: a burst of load does not hit one candidate only
+    for r in range(rounds):  # rotating order: a burst of load does not hit one candidate only
         for name in alive[r % len(alive):] + alive[: r % len(alive)]:
             t0 = time.perf_counter()
             logits[name] = np.asarray(candidates[name](rows), dtype=np.float64)
@@ -235,6 +239,24 @@ def probe(candidates: dict[str, Callable], input_ids: list[list[int]], *,
             results[name]["agreement"] = float((logits[name].argmax(-1) == reference.argmax(-1)).mean())
             results[name]["estimated_agreement"] = estimated_agreement(reference, logits[name])
     return {name: results[name] for name in names}
+
+
+def probe_size(left: float, per_text: float, available: int) -> tuple[int, int]:
+    """(texts, rounds) for the timed part of a probe, ``left`` seconds for it and ``per_text``
+    seconds to run one text through every candidate: ``PROBE_ROUNDS`` rounds of as many texts as
+    fit when that is at least ``MIN_TIMED_TEXTS``, else one round of fewer (at least one)."""
+    per_text = max(per_text, 1e-9)
+    n = int(max(left, 0.0) / (per_text * PROBE_ROUNDS))
+    if n >= MIN_TIMED_TEXTS:
+        return min(n, available), PROBE_ROUNDS
+    return max(1, min(int(max(left, 0.0) / per_text), available)), 1
+
+
+def verify_size(results: dict[str, dict], name: str, reference: str, seconds: float, available: int) -> int:
+    """How many texts the untimed re-check of ``name`` against the reference may take within
+    ``seconds`` (from their probe speeds), never fewer than the probe had."""
+    per_text = 1.0 / results[reference]["texts_per_s"] + 1.0 / results[name]["texts_per_s"]
+    return max(results[name]["texts"], min(available, int(seconds / per_text)))
 
 
 def estimated_agreement(reference, candidate) -> float:
@@ -261,9 +283,10 @@ def verify(results: dict[str, dict], name: str, candidates: dict[str, Callable],
     import numpy as np
 
     cache = {} if cache is None else cache
-    if reference not in cache:
-        cache[reference] = np.asarray(candidates[reference](input_ids), dtype=np.float64)
-    ref = cache[reference]
+    key = (reference, len(input_ids))  # the reference's logits on these first texts, computed once
+    if key not in cache:
+        cache[key] = np.asarray(candidates[reference](input_ids), dtype=np.float64)
+    ref = cache[key]
     got = np.asarray(candidates[name](input_ids), dtype=np.float64)
     results[name].update(agreement=float((got.argmax(-1) == ref.argmax(-1)).mean()),
                          estimated_agreement=estimated_agreement(ref, got), verified_on=len(input_ids))
