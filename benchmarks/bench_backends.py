@@ -49,17 +49,22 @@ ARMS = ("torch-fp32", "torch-bf16", "onnx", "onnx-int8")
 
 
 def long_texts(tokenizer, titles: list[str], count: int, tokens: int) -> list[str]:
-    """``count`` texts of at least ``tokens`` WordPiece tokens: consecutive test titles joined."""
+    """``count`` texts of at least ``tokens`` WordPiece tokens: consecutive test titles joined
+    (starting again one title later when the titles run out, so every text differs)."""
     lengths = [len(x) for x in tokenizer(titles, add_special_tokens=False)["input_ids"]]
-    texts, parts, n = [], [], 0
-    for title, length in zip(titles, lengths, strict=True):
-        parts.append(title)
-        n += length + 1
-        if n >= tokens:
-            texts.append("，".join(parts))
-            parts, n = [], 0
-            if len(texts) == count:
-                break
+    texts: list[str] = []
+    for offset in range(len(titles)):
+        parts, n = [], 0
+        for i in range(offset, len(titles)):
+            parts.append(titles[i])
+            n += lengths[i] + 1
+            if n >= tokens:
+                texts.append("，".join(parts))
+                parts, n = [], 0
+                if len(texts) == count:
+                    return texts
+        if offset >= 15:  # enough distinct starting points
+            break
     return texts
 
 

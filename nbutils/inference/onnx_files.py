@@ -24,6 +24,9 @@ def onnx_session(path: Path, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # no spinning between runs: idle ONNX Runtime threads that spin take the cores from whatever
+    # runs next (PyTorch in auto's probe, other processes on a shared machine)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
