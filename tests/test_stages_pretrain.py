@@ -30,7 +30,8 @@ def _params(tmp_path, **values) -> dict:
 def test_switched_off_it_says_so_once_and_every_cell_does_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(stage_module, "display", lambda *a: pytest.fail("a switched-off stage showed something"))
     stage = Pretraining.open(_params(tmp_path, mlm_enabled=False))
-    for cell in (stage.load_texts, stage.train, stage.show_scores, lambda: stage.show_fill_mask(["[MASK]"])):
+    for cell in (stage.load_texts, lambda: stage.train(overwrite=True), stage.show_scores,
+                 lambda: stage.show_fill_mask(["[MASK]"])):
         assert cell() is None
     shown = capsys.readouterr().out
     assert shown.count("switched off (mlm_enabled = False)") == 1
@@ -61,9 +62,9 @@ def test_only_the_train_split_reaches_pre_training(tmp_path, monkeypatch):
     monkeypatch.setattr(stage_module, "Image", lambda filename: filename)
     stage = Pretraining.open(_params(tmp_path))
     with pytest.raises(NbutilsError, match="stage.load_texts"):
-        stage.train()
+        stage.train(overwrite=False)
     stage.load_texts()
-    stage.train()
+    stage.train(overwrite=False)
     assert asked == ["train"]
     assert trained == {"texts": [f"train text {i}" for i in range(30)], "config": "config", "overwrite": False}
     assert stage.result.metrics["steps"] == 3

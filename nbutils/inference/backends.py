@@ -11,17 +11,19 @@ Backends (``nbutils predict --backend``, ``Predictor(backend=)``, ``predict_file
     auto         (default) one of the above, chosen by a probe on the first batch of texts
 
 ``auto`` decides once per model, machine and kind of text, by measurement rather than by a table
-of CPUs: on the user's first batch (at most ``PROBE_TEXTS`` texts, fewer when the reference is
-slow, so that the timed part stays within ``PROBE_SECONDS``) every candidate runs ``PROBE_ROUNDS`` times in
-rotating order after one warm-up call, and its labels are compared with torch-fp32's on the
-same texts. A candidate whose labels agree on less than ``AGREEMENT_BAR`` of the probe texts,
-counted or estimated (:func:`estimated_agreement`: each text's shrinking of the top-two logit gap
-against every text's gap, which sees a 1% flip rate that 64 texts would often not show), is
-excluded; of the others the fastest wins (its labels checked again on the whole first batch
-when the timed probe used fewer texts, :func:`verify`), and a non-reference backend must beat torch-fp32 by
-``MIN_GAIN`` (timing noise on a shared machine should not trade exactness for nothing). The ONNX
-candidates need an export: the model folder itself when it is one, else the export that
-``nbutils export-onnx MODEL`` (no OUT) wrote into the cache; without one they are skipped (and
+of CPUs: on the user's first batch (at most ``PROBE_TEXTS`` texts) every candidate runs once on
+one text, then in rotating order ``PROBE_ROUNDS`` times or more, and its labels are compared with
+torch-fp32's on the same texts; all of it within about ``PROBE_SECONDS`` (:func:`probe_size`: a
+slow model is timed once, on the texts that fit). A candidate whose labels agree on less than
+``AGREEMENT_BAR`` of the probe texts, counted or estimated (:func:`estimated_agreement`: each
+text's shrinking of the top-two logit gap against every text's gap, which sees a 1% flip rate
+that 64 texts would often not show), is excluded; of the others the fastest wins (its labels
+checked again on more of the first batch when the timed probe used fewer texts, as many as
+another budget allows: :func:`verify_size`, :func:`verify`), and a non-reference backend must
+beat torch-fp32 by ``MIN_GAIN`` (timing noise on a shared machine should not trade exactness for
+nothing). The ONNX candidates need an export: the model folder itself when it is one, else the
+export that ``nbutils export-onnx MODEL`` (no OUT) wrote into the cache, and onnx-int8 also a
+passed label check at export (:func:`nbutils.inference.onnx_files.why_not_offered`); without one they are skipped (and
 the decision says so) rather than exported on the spot, which takes minutes for a bert-base.
 
 The decision is kept in ``<cache>/backend.json`` (``$NBUTILS_CACHE_DIR``, else

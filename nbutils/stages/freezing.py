@@ -78,8 +78,9 @@ class FreezingComparison:
               f"evaluation every {config.eval_steps} steps")
         return cls(params, model_dir, strategies, seeds, ds, config)
 
-    def run(self) -> None:
-        """Fine-tune every strategy once per seed; show the summary (mean and spread over seeds)."""
+    def run(self, *, overwrite: bool) -> None:
+        """Fine-tune every strategy once per seed (``overwrite``: replace finished results); show
+        the summary (mean and spread over seeds)."""
         import pandas as pd
 
         from nbutils.reporting import findings
@@ -87,7 +88,7 @@ class FreezingComparison:
 
         self.results = freezing.run_comparison(
             self.dataset, self.model_dir, self.paths.freezing, self.strategies, self.seeds, self.config,
-            random_init_control=self.params["freeze_include_random_control"], overwrite=self.params["overwrite"],
+            random_init_control=self.params["freeze_include_random_control"], overwrite=overwrite,
         )
         self.history = pd.read_csv(self.paths.file("freezing_history"))
         summary = findings.summarise(self.results)

@@ -77,7 +77,7 @@ class Pretraining:
         print(f"{len(self.train_texts):,} training texts; {p['mlm_heldout_size']:,} of them held out for "
               f"masked-token accuracy, the rest pre-trained on")
 
-    def train(self) -> None:
+    def train(self, *, overwrite: bool) -> None:
         """Pre-train with the recipe's function (masked LM, or ELECTRA's replaced-token detection)
         on the train texts; print the steps and speed, show the loss curve (``result``: what the
         function returned)."""
@@ -91,7 +91,7 @@ class Pretraining:
         config = Config.from_params(self.params)  # the mlm_* (and electra_*) parameters, seed, device, precision
         self.result = pretrain(self.train_texts, self.paths.converted_model, self.paths.pretrain, config,
                                figure_path=self.paths.figure("pretrain", "loss"),
-                               overwrite=self.params["overwrite"])
+                               overwrite=overwrite)
         m = self.result.metrics
         print(f"{m['steps']} steps in {m['train_runtime_s']:.0f} s, "
               f"{m['epochs']:.2f} epochs, {m['tokens_per_s']:,.0f} tokens/s")
