@@ -238,6 +238,26 @@ def test_a_missing_column_is_fixed_with_the_option_of_the_entry_point(tmp_path, 
     assert entry_point() == "python"  # the entry point is restored afterwards
 
 
+def test_only_a_running_kernel_makes_the_entry_point_a_notebook(monkeypatch):
+    """Importing ipykernel or starting a terminal IPython shell (papermill, nbconvert and tests do
+    both) leaves a plain process a Python entry point; a kernel's shell makes it a notebook."""
+    import ipykernel.zmqshell  # noqa: F401
+    import IPython
+
+    from nbutils.core.errors import entry_point
+
+    monkeypatch.delenv("NBUTILS_ENTRY", raising=False)
+    assert entry_point() == "python"
+
+    class ZMQInteractiveShell:  # the kernel's shell class, by name
+        pass
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
+    assert entry_point() == "notebook"
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    assert entry_point() == "python"
+
+
 def test_the_runner_s_entry_point_outlives_a_nested_command():
     from nbutils.core.errors import entered_through, entry_point
 

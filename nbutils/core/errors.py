@@ -41,14 +41,25 @@ ENTRY_POINTS = ("run", "cli", "notebook", "python")
 
 def entry_point() -> str:
     """Where the user came in: ``$NBUTILS_ENTRY`` when an entry point set it (the runner's kernels
-    inherit ``run``), else ``notebook`` inside a Jupyter kernel, else ``python``."""
+    inherit ``run``), else ``notebook`` inside a running Jupyter kernel, else ``python``."""
     import os
-    import sys
 
     entry = os.environ.get(ENTRY_VARIABLE, "")
     if entry in ENTRY_POINTS:
         return entry
-    return "notebook" if "ipykernel" in sys.modules else "python"
+    return "notebook" if _in_jupyter_kernel() else "python"
+
+
+def _in_jupyter_kernel() -> bool:
+    """A Jupyter kernel's shell is running this code (not merely: ipykernel was imported, as
+    papermill, nbconvert or a test may do in a plain process)."""
+    import sys
+
+    if "IPython" not in sys.modules:  # no shell without IPython; do not import it here
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    # by name, so that ipykernel is not imported here; subclasses count (Colab's shell is one)
+    return shell is not None and any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
 
 
 class entered_through:  # noqa: N801 - used as a context manager, like contextlib's
