@@ -76,3 +76,28 @@ def test_multi_label_datasets_are_refused_and_the_notebook_section_says_so(capsy
         find_label_errors(MultiLabel())
     assert show_label_errors(MultiLabel(), tmp_path / "issues.csv") is None
     assert "not yet for multi-label" in capsys.readouterr().out and not (tmp_path / "issues.csv").exists()
+
+
+def test_no_process_pool_is_forked(monkeypatch):
+    """cleanlab forks a multiprocessing pool by default; a fork of a process whose threads hold locks
+    (torch's OpenMP pool, the tokenizer's) can hang forever, so the search runs in this process."""
+    import multiprocessing
+    import multiprocessing.pool
+
+    import numpy as np
+
+    from nbutils.explain.label_errors import label_issues
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was started")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    monkeypatch.setattr(multiprocessing.pool, "Pool", no_pool)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    probs = rng.dirichlet(np.ones(3), size=len(labels))
+    probs[np.arange(len(labels)), labels] += 2.0
+    probs /= probs.sum(1, keepdims=True)
+    probs[:3] = [[0.02, 0.96, 0.02], [0.02, 0.96, 0.02], [0.02, 0.02, 0.96]]  # three given label 0
+    table = label_issues([f"t{i}" for i in range(len(labels))], labels, probs, ["a", "b", "c"])
+    assert {0, 1, 2} <= set(table["row"])

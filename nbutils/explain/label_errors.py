@@ -55,7 +55,9 @@ def label_issues(texts: Sequence[str], labels: Sequence[int], probs, label_names
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     if len(labels) != len(probs) or len(texts) != len(labels):
         raise NbutilsError(f"{len(texts)} texts, {len(labels)} labels and {len(probs)} probability rows")
-    rows = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab otherwise forks a pool of processes, and a fork of a process whose threads
+    # hold locks (torch's OpenMP pool, the tokenizer's) can wait forever on one of them
+    rows = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     suspected = probs[rows].argmax(1)
     return pd.DataFrame({
         "rank": np.arange(1, len(rows) + 1), "row": rows,
