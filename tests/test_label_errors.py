@@ -84,6 +84,7 @@ def test_no_process_pool_is_forked(monkeypatch):
     import multiprocessing
     import multiprocessing.pool
 
+    import cleanlab.filter  # noqa: F401 (imported before Pool is replaced: its imports subclass it)
     import numpy as np
 
     from nbutils.explain.label_errors import label_issues
