@@ -59,19 +59,23 @@ figures: ## redraw the README figures in figures/ from a run, and screenshot its
 
 # Two pytest workers, one test file each at a time (a module's shared fixture, such as the smoke
 # run, is built once): the notebook runs wait on kernels and subprocesses, so two workers keep both
-# cores busy. `make test PYTEST_WORKERS=0` runs everything in one process.
+# cores busy. Beside each other they run the fixed thread policy (all CPUs but one per process,
+# notebook kernels included): with the adaptive one, each worker's threads spin on the cores the
+# other needs (the suite took 333-412 s against 321 s on a quiet 2-core CPU, docs/testing.md).
+# `make test PYTEST_WORKERS=0` runs everything in one process, with the default policy.
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+PYTEST_THREADS = $(if $(filter 0,$(PYTEST_WORKERS)),,NBUTILS_THREAD_POLICY=fixed)
 
 # The browser check comes first: without one, make test stops at once and says how to install it.
 test: browser-check data ## run the test suite (unit + end-to-end smoke run) on the real data (fetched by `make data`)
-	$(PYTHON) -m pytest $(PYTEST_PARALLEL)
+	$(PYTEST_THREADS) $(PYTHON) -m pytest $(PYTEST_PARALLEL)
 
 browser-check:
 	@$(PYTHON) tests/jupyterlab_driver.py check
 
 test-fast: ## unit tests only (no slow end-to-end/multi-process checks); offline: falls back to tests/fixtures
-	$(PYTHON) -m pytest $(PYTEST_PARALLEL) -m "not slow"
+	$(PYTEST_THREADS) $(PYTHON) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: ## ruff + notebooks committed without outputs
 	ruff check .
