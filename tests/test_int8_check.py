@@ -9,10 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
-from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_classifier
 from nbutils.core.errors import NbutilsError
 from nbutils.core.io import write_json
 from nbutils.inference import backends, int8_check, onnx_files
@@ -33,19 +31,12 @@ def own_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def run_model(tmp_path_factory, vocab_dir, titles_dir):
     """A tiny classifier inside a pipeline-run layout (runs/<run>/finetune/model + manifest.json)."""
-    run = tmp_path_factory.mktemp("int8") / "run"
-    base = make_random_bert(vocab_dir / "vocab.txt", run / "base", hidden_size=32, num_layers=2,
-                            num_heads=2, intermediate_size=64, max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
-    with torch.no_grad():
-        model.classifier.weight.normal_(0, 2.0)
-    folder = run / "finetune" / "model"
-    model.save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(folder)
-    write_json(folder / "finetune_config.json", {"max_length": 64, "truncation": "head", "head_tokens": 0})
-    write_json(run / "manifest.json", {"parameters": {"data_dir": str(titles_dir), "data_format": "auto"}})
+    root = tmp_path_factory.mktemp("int8")
+    clf = make_random_classifier(vocab_dir / "vocab.txt", LABELS, root / "made", hidden_size=32, num_layers=2,
+                                 num_heads=2, intermediate_size=64, head_std=2.0, prediction_max_length=64)
+    folder = root / "run" / "finetune" / "model"
+    shutil.copytree(clf, folder)  # where a pipeline run keeps its fine-tuned model
+    write_json(root / "run" / "manifest.json", {"parameters": {"data_dir": str(titles_dir), "data_format": "auto"}})
     return folder
 
 
