@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-import transformers
 
-from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_classifier
 from nbutils.core.errors import NbutilsError
 from nbutils.core.io import write_json
 from nbutils.explain.attributions import _encode, char_scores, explain, to_html, to_text
@@ -22,18 +21,9 @@ TEXTS = ["国足世预赛客场战平对手", "央行宣布下调存款准备金
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory, vocab_dir):
-    base = make_random_bert(vocab_dir / "vocab.txt", tmp_path_factory.mktemp("m") / "base",
-                            hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    out = base.parent / "clf"
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=3, id2label={0: "体育", 1: "财经", 2: "科技"},
-        label2id={"体育": 0, "财经": 1, "科技": 2})
-    with torch.no_grad():
-        model.classifier.weight.normal_(0, 3.0)
-    model.save_pretrained(out)
-    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    write_json(out / "finetune_config.json", {"max_length": 16, "truncation": "head", "head_tokens": 0})
+    out = make_random_classifier(vocab_dir / "vocab.txt", ["体育", "财经", "科技"], tmp_path_factory.mktemp("m"),
+                                 hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, head_std=3.0,
+                                 prediction_max_length=16)
     write_json(out / "calibration.json", {"temperature": 1.5})
     return out
 

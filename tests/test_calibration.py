@@ -8,11 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import transformers
 from sklearn.calibration import calibration_curve
 
-from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_classifier
 from nbutils.core.errors import NbutilsError
 from nbutils.core.io import write_json
 from nbutils.inference.predict import load_temperature, predict
@@ -77,18 +75,9 @@ def test_temperature_fitted_on_dev_lowers_test_ece_and_keeps_every_label():
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory, vocab_dir):
-    base = make_random_bert(vocab_dir / "vocab.txt", tmp_path_factory.mktemp("m") / "base",
-                            hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    out = base.parent / "clf"
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
-    with torch.no_grad():
-        model.classifier.weight.normal_(0, 2.0)
-    model.save_pretrained(out)
-    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    write_json(out / "finetune_config.json", {"max_length": 32, "truncation": "head", "head_tokens": 0})
-    return out
+    return make_random_classifier(vocab_dir / "vocab.txt", ["a", "b", "c"], tmp_path_factory.mktemp("m"),
+                                  hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, head_std=2.0,
+                                  prediction_max_length=32)
 
 
 def test_predict_divides_the_logits_by_the_saved_temperature(classifier_dir, tmp_path):

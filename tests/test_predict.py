@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from nbutils.checkpoints.random_bert import make_random_bert
+from nbutils.checkpoints.random_bert import make_random_classifier
 from nbutils.core.errors import NbutilsError
 from nbutils.core.io import write_json
 from nbutils.inference.predict import Predictor, main, predict
@@ -32,19 +32,11 @@ TITLES = [
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory, vocab_dir):
-    """A tiny random classifier folder, shaped like finetune's output (labels + tokenizer)."""
-    base = make_random_bert(vocab_dir / "vocab.txt", tmp_path_factory.mktemp("m") / "base",
-                            hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    out = base.parent / "clf"
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
-    with torch.no_grad():  # spread the logits so labels are not near-ties
-        model.classifier.weight.normal_(0, 2.0)
-    model.save_pretrained(out)
-    transformers.AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    write_json(out / "finetune_config.json", TRAINED_WITH)  # as nbutils.training.finetune saves it
-    return out
+    """A tiny random classifier folder, shaped like finetune's output (labels, tokenizer and the
+    cut it was trained with); the head's weights spread so labels are not near-ties."""
+    return make_random_classifier(vocab_dir / "vocab.txt", LABELS, tmp_path_factory.mktemp("m"), hidden_size=32,
+                                  num_layers=2, num_heads=2, intermediate_size=64, head_std=2.0,
+                                  prediction_max_length=TRAINED_WITH["max_length"])
 
 
 def one_by_one(model_dir, texts):
