@@ -61,7 +61,7 @@ figures: ## redraw the README figures in figures/ from a run, and screenshot its
 # run, is built once): the notebook runs wait on kernels and subprocesses, so two workers keep both
 # cores busy. Beside each other they run the fixed thread policy (all CPUs but one per process,
 # notebook kernels included): with the adaptive one, each worker's threads spin on the cores the
-# other needs (the suite took 333-412 s against 310-321 s on a quiet 2-core CPU, docs/testing.md).
+# other needs (the suite took 333-412 s against 310-349 s on a quiet 2-core CPU, docs/testing.md).
 # `make test PYTEST_WORKERS=0` runs everything in one process, with the default policy.
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
