@@ -11,7 +11,7 @@ uses it as a person would, with Run > Run All Cells and Kernel > Interrupt Kerne
    records it and counts only the remaining steps) and the notebook ends without an error.
 3. A headline typed into the prediction box gets a class.
 4. Run All a third time: the finished run is replaced, without an error.
-5. Notebook 06 writes report.html.
+5. Notebook 06 writes report.html (from a headless copy of itself; no temporary file left).
 6. report.html, opened at 1280x800, shows the verdict (model and baseline side by side) in its
    first screen, nothing is wider than the page, every image has alt text.
 Opening 04 and 06 leaves them unchanged (not "dirty"): their committed metadata is what
@@ -205,6 +205,13 @@ def test_notebooks_04_and_06_in_jupyterlab(tmp_path, titles_dir, vocab_dir, monk
                     assert page.locator(".jp-OutputArea-output").filter(has_text="report.html").count() >= 1
                     html = (run.report / "report.html").read_text(encoding="utf-8")
                     assert "Browser test" in html and "RANDOM" in html  # the random-weights warning too
+                    # made from the headless copy of 06, without the notebook's introduction or
+                    # a temporary file in its file list, and with nothing temporary left behind
+                    assert (run.report / "06_report.ipynb").is_file()
+                    intro = json.loads((lab_dir / "06_report.ipynb").read_text(encoding="utf-8"))["cells"][0]["source"]
+                    assert "".join(intro).splitlines()[2] not in html
+                    assert ".06_report-" not in html
+                    assert not [p.name for p in run.report.iterdir() if p.name.startswith(".")]
 
                 # --- 6. report.html as a reader opens it: the verdict in the first screen, nothing wider
                 with phases("report.html in Chromium: first screen, overflow, alt text"):

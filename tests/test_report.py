@@ -420,25 +420,6 @@ def test_report_notebook_exports_itself_under_the_runner(run):
         assert run.figure("report", name).is_file(), name
 
 
-def test_report_notebook_in_jupyterlab_writes_report_html(run):
-    """Run as JupyterLab runs it (no manifest entry in progress, outputs never saved): the last
-    cell still writes report.html, which opens on the report, not the notebook's introduction,
-    and lists no temporary file."""
-    papermill.execute_notebook(
-        str(report.REPORT_NOTEBOOK), str(run.root / "as_in_jupyterlab.ipynb"), kernel_name="python3",
-        progress_bar=False, cwd=str(report.REPORT_NOTEBOOK.parent),
-        parameters={"run_dir": str(run.root), "headless": False, "data_dir": str(run.root.parent / "data"),
-                    "data_format": "titles", "report_title": "Interactive run", "report_baseline": False})
-    html = (run.report / "report.html").read_text(encoding="utf-8")
-    _check_html(html)
-    assert "Interactive run" in html
-    intro = nbformat.read(report.REPORT_NOTEBOOK, as_version=4).cells[0].source.splitlines()[2]
-    assert intro not in html  # the developer introduction is left out
-    assert ".06_report-" not in html
-    assert (run.report / "06_report.ipynb").is_file()  # the headless copy that became the HTML
-    assert not [p for p in run.report.iterdir() if p.name.startswith(".")]
-
-
 def test_report_file_list_leaves_out_temporary_files(run):
     run.report.mkdir()
     (run.report / "summary.md").write_text("x")
