@@ -126,7 +126,8 @@ def private_nbutils_cache(tmp_path_factory):
 # Test files that take minutes (each runs notebooks end to end) go first, so that under
 # `pytest -n 2 --dist loadfile` (`make test`) they start at once and the short files fill the
 # other worker around them, instead of the longest one starting last and setting the wall time.
-LONGEST_FIRST = ("test_e2e_smoke.py", "test_browser.py", "test_report.py", "test_e2e_own_data.py")
+LONGEST_FIRST = ("test_e2e_smoke.py", "test_browser.py", "test_e2e_multilabel.py", "test_threads.py",
+                 "test_e2e_own_data.py", "test_ddp.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
