@@ -123,11 +123,11 @@ def private_nbutils_cache(tmp_path_factory):
         os.environ["NBUTILS_CACHE_DIR"] = before
 
 
-# Test files that take minutes (each runs notebooks end to end) go first, so that under
-# `pytest -n 2 --dist loadfile` (`make test`) they start at once and the short files fill the
-# other worker around them, instead of the longest one starting last and setting the wall time.
-LONGEST_FIRST = ("test_e2e_smoke.py", "test_browser.py", "test_e2e_multilabel.py", "test_threads.py",
-                 "test_e2e_own_data.py", "test_ddp.py")
+# The longest test files (most run notebooks end to end), longest first, so that under `make test`
+# (`pytest -n 2 --dist loadfile --no-loadscope-reorder`) they start early and the short files fill
+# the other worker around them, instead of a long one starting last and setting the wall time.
+LONGEST_FIRST = ("test_e2e_smoke.py", "test_browser.py", "test_e2e_multilabel.py", "test_e2e_own_data.py",
+                 "test_threads.py", "test_reliability_runner.py", "test_ddp.py", "test_report.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
