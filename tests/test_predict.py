@@ -69,7 +69,10 @@ def test_empty_none_and_overlong_texts(classifier_dir):
     assert frame["text"].tolist()[:2] == ["", ""]
     assert frame["n_tokens"].tolist()[0] == 2  # [CLS] [SEP]
     assert frame["truncated"].tolist() == [False, False, True, False]
-    assert frame.loc[2, "n_tokens"] == 3602
+    # cut from its first characters only, so its length is not counted unless asked for
+    assert pd.isna(frame.loc[2, "n_tokens"]) and frame.loc[3, "n_tokens"] == 4
+    counted = predict(["", long], classifier_dir, count_tokens=True)
+    assert counted["n_tokens"].tolist() == [2, 3602] and counted["label"][1] == frame["label"][2]
     assert predict("体育", classifier_dir)["text"].tolist() == ["体育"]  # a single string is one text
     assert predict([], classifier_dir).empty
 
@@ -150,8 +153,9 @@ def test_cpu_prediction_stays_fp32(classifier_dir, monkeypatch):
 
 
 def test_chunked_prediction_gives_the_labels_of_the_all_at_once_path(classifier_dir, monkeypatch):
-    """Long texts are predicted in chunks (bounded memory); labels and n_tokens equal the old
-    path's: every text tokenized whole, cut, and all batches formed from one length sort."""
+    """Long texts are predicted in chunks (bounded memory), each cut from windows at its kept ends;
+    labels, n_tokens and truncated equal the old path's: every text tokenized whole, cut, and all
+    batches formed from one length sort (n_tokens is left empty for texts cut from windows)."""
     import random
 
     from nbutils.text import tokenization
@@ -171,10 +175,17 @@ def test_chunked_prediction_gives_the_labels_of_the_all_at_once_path(classifier_
     monkeypatch.setattr(tokenization, "char_chunks", chunks_of_seven)
     frame = predictor(texts, batch_size=16, max_length=64, truncation="head+tail")
     assert [LABELS.index(x) for x in frame["label"]] == reference.tolist()
-    assert frame["n_tokens"].tolist() == [len(ids) for ids in full]
+    counted = frame["n_tokens"]
+    assert all(pd.isna(n) or n == len(ids) for n, ids in zip(counted, full, strict=True))
+    assert all(len(ids) > 64 for n, ids in zip(counted, full, strict=True) if pd.isna(n))
+    assert 0 < counted.isna().sum() < (pd.Series([len(ids) for ids in full]) > 64).sum() + 1
     assert frame["truncated"].tolist() == [len(ids) > 64 for ids in full]
     assert frame["text"].tolist() == texts
     assert len(chunks) == 18
+    monkeypatch.undo()
+    whole = predictor(texts, batch_size=16, max_length=64, truncation="head+tail", count_tokens=True)
+    assert whole["n_tokens"].tolist() == [len(ids) for ids in full]
+    assert whole["label"].tolist() == frame["label"].tolist()
 
 
 def _long_texts(n: int, seed: int = 1) -> list[str]:
@@ -215,11 +226,12 @@ def test_streamed_file_prediction_equals_the_in_memory_path(classifier_dir, tmp_
     cut = predictor.truncator(64, "head+tail")
     full = predictor.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
     reference = [LABELS[i] for i in predictor.logits([cut.cut(ids) for ids in full], batch_size=16).argmax(-1)]
-    in_memory = predictor(texts, batch_size=16, max_length=64, truncation="head+tail")
+    in_memory = predictor(texts, batch_size=16, max_length=64, truncation="head+tail", count_tokens=True)
     assert in_memory["label"].tolist() == reference
     for i, chunking in enumerate([{"max_texts": 7}, {"max_texts": 20}, {"max_texts": 33}, {"max_chars": 2000}, {}]):
         out = tmp_path / f"out{i}.csv"
-        frames = predictor.frames(text_lines(src), batch_size=16, max_length=64, truncation="head+tail", **chunking)
+        frames = predictor.frames(text_lines(src), batch_size=16, max_length=64, truncation="head+tail",
+                                  count_tokens=True, **chunking)
         assert write_predictions(frames, out) == len(texts)
         streamed = pd.read_csv(out, keep_default_na=False)
         assert streamed["label"].tolist() == reference, chunking

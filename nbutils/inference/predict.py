@@ -286,9 +286,10 @@ class Predictor:
         return candidates, skipped
 
     def __call__(self, texts, *, batch_size: int = 64, max_length: int | None = None,
-                 truncation: str | None = None):
+                 truncation: str | None = None, count_tokens: bool = False):
         """The whole table for texts in memory (a list); for a file use :meth:`frames` and
-        :func:`write_predictions`, which hold one chunk at a time."""
+        :func:`write_predictions`, which hold one chunk at a time. ``count_tokens``: see
+        :meth:`chunk_frame`."""
         import pandas as pd
 
         texts = _as_texts(texts)
@@ -299,14 +300,15 @@ class Predictor:
         from nbutils.text.tokenization import char_chunks
 
         cut = self.truncator(max_length, truncation)
-        frames = [self.chunk_frame(texts[start:end], cut, batch_size) for start, end in char_chunks(texts)]
+        frames = [self.chunk_frame(texts[start:end], cut, batch_size, count_tokens=count_tokens)
+                  for start, end in char_chunks(texts)]
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         frame.attrs["backend"] = self.decision.as_dict()
         return frame
 
     def frames(self, texts: Iterable, *, batch_size: int = 64, max_length: int | None = None,
                truncation: str | None = None, max_texts: int | None = None,
-               max_chars: int | None = None) -> Iterator:
+               max_chars: int | None = None, count_tokens: bool = False) -> Iterator:
         """Tables of consecutive chunks of ``texts`` (any iterable, e.g. a file's lines), in input
         order, reading the next chunk only when the previous table has been taken: memory holds
         one chunk (at most ``max_texts`` texts and, beyond its first text, ``max_chars``
@@ -319,7 +321,7 @@ class Predictor:
             raise NbutilsError(f"batch_size={batch_size}", fix="use a positive batch size")
         cut = self.truncator(max_length, truncation)
         for chunk in iter_chunks((_as_text(t) for t in texts), max_texts or CHUNK_TEXTS, max_chars or CHUNK_CHARS):
-            yield self.chunk_frame(chunk, cut, batch_size)
+            yield self.chunk_frame(chunk, cut, batch_size, count_tokens=count_tokens)
 
     def empty_frame(self):
         import pandas as pd
@@ -328,23 +330,30 @@ class Predictor:
         columns = ["text", "label", *multi, "confidence", *[f"prob_{n}" for n in self.label_names]]
         return pd.DataFrame(columns=columns + ["n_tokens", "truncated", "empty"])
 
-    def chunk_frame(self, texts: list[str], cut, batch_size: int):
-        """The table of one chunk: tokenized in one call (whole texts, for ``n_tokens``), cut as
-        in training, sorted by length into padded batches, rows in input order."""
+    def chunk_frame(self, texts: list[str], cut, batch_size: int, *, count_tokens: bool = False):
+        """The table of one chunk: cut as in training (a long text only from windows of characters
+        at its kept ends, :class:`~nbutils.text.tokenization.Truncator`), sorted by length into
+        padded batches, rows in input order. ``n_tokens`` is the whole text's token count, empty
+        for a text cut from its windows (longer than ``max_length``, and ``truncated`` says so)
+        unless ``count_tokens`` tokenizes every text whole to count it."""
         import numpy as np
+        import pandas as pd
 
-        full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
-                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        input_ids = [cut.cut(ids) for ids in full]
-        n_tokens = np.array([len(ids) for ids in full], dtype=np.int64)
+        if count_tokens:
+            full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
+                                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            input_ids, counts = [cut.cut(ids) for ids in full], [len(ids) for ids in full]
+            del full
+        else:
+            input_ids, counts = cut.cut_with_counts(texts)
+        n_tokens = pd.array(counts, dtype="Int64")
         cut_tokens = np.array([len(ids) for ids in input_ids], dtype=np.int64)
-        del full
         # calibration.json's temperature: the confidence is calibrated, the label is unchanged
         logits = self.logits(input_ids, batch_size) / self.temperature
         frame = prediction_frame(texts, logits, self.label_names, thresholds=self.thresholds)
         frame = frame.rename(columns={"pred": "label"})
         frame["n_tokens"] = n_tokens
-        frame["truncated"] = n_tokens > cut_tokens
+        frame["truncated"] = (n_tokens > cut_tokens).fillna(True).to_numpy(dtype=bool)
         # an empty or blank text still gets a label (the model's prior), which means nothing: flag it
         frame["empty"] = [not t.strip() for t in texts]
         # the chunk's token lists and activations are freed: give their pages back, or the heap's
@@ -579,6 +588,7 @@ def predict(
     device: str = "auto",
     truncation: str | None = None,
     backend: str = "auto",
+    count_tokens: bool = False,
 ):
     """Classify ``texts``: a DataFrame in input order with ``text, label, confidence,
     prob_<name>..., n_tokens, truncated``. For a multi-label model ``label`` holds the labels whose
@@ -588,9 +598,12 @@ def predict(
     ``max_length``/``truncation`` default to the settings the model was fine-tuned with.
     ``backend``: ``auto`` (the fastest backend whose labels agree with torch-fp32, measured on the
     first texts; see :mod:`nbutils.inference.backends`), ``torch-fp32``, ``torch-bf16``,
-    ``onnx``, ``onnx-int8``; ``frame.attrs["backend"]`` says which ran and why."""
+    ``onnx``, ``onnx-int8``; ``frame.attrs["backend"]`` says which ran and why. ``n_tokens`` is
+    empty for a text longer than ``max_length`` unless ``count_tokens`` (which tokenizes every
+    text whole: slower on long texts)."""
     predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
-    return predictor(texts, batch_size=batch_size, max_length=max_length, truncation=truncation)
+    return predictor(texts, batch_size=batch_size, max_length=max_length, truncation=truncation,
+                     count_tokens=count_tokens)
 
 
 def examples_table(texts: Sequence[str], model_dir: str | Path, *, device: str = "auto", max_chars: int = 40,
@@ -655,6 +668,7 @@ def predict_file(
     device: str = "auto",
     truncation: str | None = None,
     backend: str = "auto",
+    count_tokens: bool = False,
 ) -> int:
     """Classify every line of a UTF-8 text file (one text per line) into the CSV ``output``
     (the columns of :func:`predict`, row i = line i); returns the number of rows. The file is
@@ -667,7 +681,8 @@ def predict_file(
     _refuse_existing(output, overwrite)
     predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
     rows = write_predictions(predictor.frames(lines, batch_size=batch_size, max_length=max_length,
-                                              truncation=truncation), output, overwrite=overwrite)
+                                              truncation=truncation, count_tokens=count_tokens),
+                             output, overwrite=overwrite)
     write_decision(predictor, output)
     return rows
 
@@ -725,6 +740,10 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per text (default: as in training, from finetune_config.json)")
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu | mps (default: auto)")
+    parser.add_argument("--count-tokens", action="store_true",
+                        help="fill n_tokens for texts longer than --max-length too, by tokenizing every text "
+                             "whole (slower on long texts; by default such a text is tokenized only at the "
+                             "ends it keeps, and truncated says it was cut)")
     parser.add_argument("--backend", default="auto", type=normalize_backend, metavar="|".join(BACKENDS),
                         help="auto (default): the fastest backend whose labels agree with torch-fp32, measured "
                              "on the first texts and cached per model and machine; torch-fp32, torch-bf16 "
@@ -762,7 +781,8 @@ def run_predict(args: argparse.Namespace) -> int:
     texts = cli_texts(args)
     _refuse_existing(args.output, args.overwrite)
     predictor = load_predictor(str(Path(args.model).resolve()), args.device, args.backend)
-    frames = predictor.frames(texts, batch_size=args.batch_size, max_length=args.max_length)
+    frames = predictor.frames(texts, batch_size=args.batch_size, max_length=args.max_length,
+                              count_tokens=args.count_tokens)
     if args.output:
         rows = write_predictions(frames, args.output, overwrite=args.overwrite)
         sidecar = write_decision(predictor, args.output)
@@ -777,6 +797,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _plain(value):
+    import pandas as pd
+
+    if value is pd.NA:  # n_tokens of a text cut from its windows
+        return None
     return value.item() if hasattr(value, "item") else str(value)
 
 

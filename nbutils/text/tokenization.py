@@ -66,16 +66,23 @@ class Truncator:
         self.window_chars = int(1.5 * self.budget) + 16
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.cut_with_counts(texts)[0]
+
+    def cut_with_counts(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int | None]]:
+        """The cut ids of every text, and its whole token count where the whole text was
+        tokenized (None where only its windows were: such a text is longer than ``max_length``)."""
         texts = [str(t) for t in texts]
         if not self.windows:
-            return [self.cut(ids) for ids in self._encode(texts)]
+            whole = self._encode(texts)
+            return [self.cut(ids) for ids in whole], [len(ids) for ids in whole]
         out: list[list[int] | None] = [None] * len(texts)
+        counts: list[int | None] = [None] * len(texts)
         todo = list(range(len(texts)))
         window = self.window_chars
         while todo:
             short = [i for i in todo if len(texts[i]) <= 2 * window]  # the windows would overlap
             for i, ids in zip(short, self._encode([texts[i] for i in short]), strict=True):
-                out[i] = self.cut(ids)
+                out[i], counts[i] = self.cut(ids), len(ids)
             long = [i for i in todo if len(texts[i]) > 2 * window]
             todo = []
             if long:
@@ -85,7 +92,7 @@ class Truncator:
                     else:
                         out[i] = ids
             window *= 2
-        return out  # type: ignore[return-value]
+        return out, counts  # type: ignore[return-value]
 
     def cut(self, ids: list[int]) -> list[int]:
         """Keep the head / tail / head+tail of a whole text's ids (special tokens kept)."""
