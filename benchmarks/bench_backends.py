@@ -12,7 +12,7 @@ where the model is a fine-tuned classifier of the dataset's classes, and whether
 10% of the fastest arm it may pick (labels agreeing with torch-fp32 on >= 99.5% of the cell's
 texts, and int8 only where the export's check on the dev split passed; median over chunks of the
 per-chunk speed ratio), and auto's probe time as a share of its time on the cell. Also per cell: the share of torch-fp32's time spent outside the forward pass
-(tokenization, truncation, batching, the output table). Peak RSS: one child process per arm and
+(tokenization, truncation, batching, the output table). Peak RSS: one child process per arm, thread count and
 text kind (load + one pass over the first chunk), ``ru_maxrss``. Load average before and after.
 
     python benchmarks/bench_backends.py --model runs/<run>/finetune/model --n 10000 --long 64
@@ -273,16 +273,16 @@ def main():
                 results.append(run_cell(title, model_dir, texts, threads, args,
                                         labels if title == "titles" else None, arms))
         if not args.no_rss:
-            threads = max(int(t) for t in args.threads.split(","))
             for title, texts in cells.items():
                 first = texts[: -(-len(texts) // args.chunks)]
-                rss = {arm: peak_rss(model_dir, arm, first, threads, args.batch_size) for arm in [*arms, "auto"]}
-                print(f"  peak RSS, {title} (a child process per arm: load + {len(first)} texts, "
-                      f"{threads} threads; auto with its probe): "
-                      + ", ".join(f"{a} {mb:.0f} MB" for a, mb in rss.items()), flush=True)
-                for cell in results:
-                    if cell["cell"] == title:
-                        cell["peak_rss_mb"] = {a: round(mb) for a, mb in rss.items()}
+                for threads in (int(t) for t in args.threads.split(",")):
+                    rss = {arm: peak_rss(model_dir, arm, first, threads, args.batch_size) for arm in [*arms, "auto"]}
+                    print(f"  peak RSS, {title} (a child process per arm: load + {len(first)} texts, "
+                          f"{threads} thread(s); auto with its probe): "
+                          + ", ".join(f"{a} {mb:.0f} MB" for a, mb in rss.items()), flush=True)
+                    for cell in results:
+                        if cell["cell"] == title and cell.get("threads") == threads:
+                            cell["peak_rss_mb"] = {a: round(mb) for a, mb in rss.items()}
     load_after = os.getloadavg()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
     if args.json:
