@@ -1,4 +1,4 @@
-"""How long a process takes to exit, with and without the quick exit (nbutils.runtime.exit).
+"""How long a process takes to exit, with and without the quick exit (nbutils.runtime.quick_exit).
 
 Two ways of ending the same work, in turn, ``--reps`` times each:
 

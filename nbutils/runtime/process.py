@@ -8,8 +8,9 @@ them on import; :func:`configure_process` does, and says what it did:
 - for long inputs (``max_length`` >= ``LONG_INPUTS`` tokens), torch's transparent huge pages
   (``THP_MEM_ALLOC_ENABLE``, read once when torch loads) and glibc's mmap threshold for large
   blocks (:mod:`nbutils.runtime.memory`; measured in ``benchmarks/bench_heap.py``);
-- at exit, no final garbage-collection passes over the loaded libraries (:mod:`nbutils.runtime.exit`:
-  a kernel with transformers loaded shuts down in 0.2 s instead of 2.4 s; ``benchmarks/bench_exit.py``).
+- at exit, no final garbage-collection passes over the loaded libraries
+  (:mod:`nbutils.runtime.quick_exit`: a kernel with transformers loaded shuts down in 0.2 s
+  instead of 2.4 s; ``benchmarks/bench_exit.py``).
 
 Callers: the ``nbutils`` CLI (before the command imports torch), the runner (its kernels inherit the
 environment) and the first code cell of every notebook.
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nbutils.runtime.exit import skip_final_collection
 from nbutils.runtime.memory import LONG_INPUTS, huge_pages_for_long_inputs, large_blocks_via_mmap
+from nbutils.runtime.quick_exit import skip_final_collection
 from nbutils.runtime.threads import ThreadPolicy, apply_thread_policy, use_torch_threads
 
 
@@ -32,7 +33,7 @@ class ProcessSettings:
     huge_pages: bool  # THP_MEM_ALLOC_ENABLE=1 set by this call
     large_blocks_mmap: bool  # glibc serves large blocks from their own mappings from now on
     max_length: int
-    quick_exit: bool  # no final garbage-collection passes at exit (nbutils.runtime.exit)
+    quick_exit: bool  # no final garbage-collection passes at exit (nbutils.runtime.quick_exit)
 
     def describe(self) -> str:
         numerics = ", ".join(f"{k}={v}" for k, v in self.threads.set_here.items() if k != "OMP_NUM_THREADS")

@@ -1,4 +1,4 @@
-"""The quick exit (nbutils.runtime.exit): configure_process skips the interpreter's final
+"""The quick exit (nbutils.runtime.quick_exit): configure_process skips the interpreter's final
 garbage-collection passes, and nothing else about exiting changes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nbutils.core.paths import REPO_ROOT
-from nbutils.runtime import exit as quick_exit
+from nbutils.runtime import quick_exit
 from nbutils.runtime.process import configure_process
 
 # An object that only its own reference cycle keeps alive once __main__ is cleared at exit, so only
