@@ -60,7 +60,8 @@ figures: ## redraw the README figures in figures/ from a run, and screenshot its
 # Two pytest workers, one test file each at a time (a module's shared fixture, such as the smoke
 # run, is built once), in collection order, where tests/conftest.py puts the longest files first (by
 # default xdist starts the files with the most tests first, which leaves the one-test browser check
-# for last): the notebook runs wait on kernels and subprocesses, so two workers keep both cores busy. Beside each other they run the fixed thread policy (all CPUs but one per process,
+# for last): the notebook runs wait on kernels and subprocesses, so two workers keep both cores
+# busy. Beside each other they run the fixed thread policy (all CPUs but one per process, the
 # notebook kernels included): with the adaptive one, each worker's threads spin on the cores the
 # other needs (the suite took 333-412 s against 310-349 s on a quiet 2-core CPU, docs/testing.md).
 # `make test PYTEST_WORKERS=0` runs everything in one process, with the default policy.

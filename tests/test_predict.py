@@ -211,11 +211,13 @@ def test_iter_chunks_forms_the_chunks_char_chunks_forms():
         assert list(iter_chunks(iter(texts), max_texts, max_chars)) == expected
 
 
-def test_streamed_file_prediction_equals_the_in_memory_path(classifier_dir, tmp_path):
+@pytest.mark.parametrize("count_tokens", [False, True])
+def test_streamed_file_prediction_equals_the_in_memory_path(classifier_dir, tmp_path, count_tokens):
     """The file path (read, predicted and written a chunk at a time) gives the labels
     of the in-memory path and of all texts tokenized whole, cut and batched from one length sort,
     for chunks that end inside a batch (7, 20, 33 texts with batches of 16), a character limit,
-    and the default chunks (then the CSV is byte for byte the in-memory table's)."""
+    and the default chunks (then the CSV is byte for byte the in-memory table's). By default a
+    long text's n_tokens is an empty field; with count_tokens every count is written."""
     from nbutils.data.dataset import text_lines
     from nbutils.inference.predict import write_predictions
 
@@ -226,22 +228,38 @@ def test_streamed_file_prediction_equals_the_in_memory_path(classifier_dir, tmp_
     cut = predictor.truncator(64, "head+tail")
     full = predictor.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
     reference = [LABELS[i] for i in predictor.logits([cut.cut(ids) for ids in full], batch_size=16).argmax(-1)]
-    in_memory = predictor(texts, batch_size=16, max_length=64, truncation="head+tail", count_tokens=True)
+    in_memory = predictor(texts, batch_size=16, max_length=64, truncation="head+tail", count_tokens=count_tokens)
     assert in_memory["label"].tolist() == reference
+    assert in_memory["truncated"].tolist() == [len(ids) > 64 for ids in full]
     for i, chunking in enumerate([{"max_texts": 7}, {"max_texts": 20}, {"max_texts": 33}, {"max_chars": 2000}, {}]):
         out = tmp_path / f"out{i}.csv"
         frames = predictor.frames(text_lines(src), batch_size=16, max_length=64, truncation="head+tail",
-                                  count_tokens=True, **chunking)
+                                  count_tokens=count_tokens, **chunking)
         assert write_predictions(frames, out) == len(texts)
         streamed = pd.read_csv(out, keep_default_na=False)
         assert streamed["label"].tolist() == reference, chunking
         assert streamed["text"].tolist() == texts
-        assert streamed["n_tokens"].tolist() == [len(ids) for ids in full]
+        written = streamed["n_tokens"].astype(str).tolist()
+        if count_tokens:
+            assert written == [str(len(ids)) for ids in full]
+        else:  # a count, or empty for a text cut from its windows (always a cut one)
+            assert all(w in ("", str(len(ids))) and (w or len(ids) > 64) for w, ids in zip(written, full, strict=True))
+            assert "" in written
         assert streamed["truncated"].tolist() == in_memory["truncated"].tolist()
         assert streamed["empty"].tolist() == [not t.strip() for t in texts]
         probs = [f"prob_{n}" for n in LABELS]
         np.testing.assert_allclose(streamed[probs].to_numpy(), in_memory[probs].to_numpy(), atol=1e-6)
     assert out.read_text(encoding="utf-8") == in_memory.to_csv(index=False, lineterminator="\n")
+
+
+def test_cli_json_counts_tokens_only_when_asked(classifier_dir, capsys):
+    long = "新华社消息，" * 600
+    assert main(["--model", str(classifier_dir), "--json", "--max-length", "64", long]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["n_tokens"] is None and row["truncated"] is True
+    assert main(["--model", str(classifier_dir), "--json", "--max-length", "64", "--count-tokens", long]) == 0
+    counted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert counted["n_tokens"] == 3602 and counted["truncated"] is True and counted["label"] == row["label"]
 
 
 def test_a_file_is_read_a_chunk_at_a_time(classifier_dir):

@@ -334,8 +334,8 @@ class Predictor:
         """The table of one chunk: cut as in training (a long text only from windows of characters
         at its kept ends, :class:`~nbutils.text.tokenization.Truncator`), sorted by length into
         padded batches, rows in input order. ``n_tokens`` is the whole text's token count, empty
-        for a text cut from its windows (longer than ``max_length``, and ``truncated`` says so)
-        unless ``count_tokens`` tokenizes every text whole to count it."""
+        for a text cut from its windows (always one longer than ``max_length``; ``truncated`` says
+        of every text whether it was cut) unless ``count_tokens`` tokenizes every text whole."""
         import numpy as np
         import pandas as pd
 
@@ -598,9 +598,10 @@ def predict(
     ``max_length``/``truncation`` default to the settings the model was fine-tuned with.
     ``backend``: ``auto`` (the fastest backend whose labels agree with torch-fp32, measured on the
     first texts; see :mod:`nbutils.inference.backends`), ``torch-fp32``, ``torch-bf16``,
-    ``onnx``, ``onnx-int8``; ``frame.attrs["backend"]`` says which ran and why. ``n_tokens`` is
-    empty for a text longer than ``max_length`` unless ``count_tokens`` (which tokenizes every
-    text whole: slower on long texts)."""
+    ``onnx``, ``onnx-int8``; ``frame.attrs["backend"]`` says which ran and why. ``n_tokens`` may
+    be empty for a text cut to ``max_length`` (a long one, tokenized only at the ends it keeps;
+    ``truncated`` says whether a text was cut) unless ``count_tokens``, which tokenizes every text
+    whole: slower on long texts."""
     predictor = load_predictor(str(Path(model_dir).resolve()), device, backend)
     return predictor(texts, batch_size=batch_size, max_length=max_length, truncation=truncation,
                      count_tokens=count_tokens)
@@ -610,7 +611,7 @@ def examples_table(texts: Sequence[str], model_dir: str | Path, *, device: str =
                    backend: str = "auto"):
     """:func:`predict` on ``texts`` as notebook 04 shows it: the label, confidence and token count
     per text, long texts cut to ``max_chars`` characters for display."""
-    table = predict(texts, model_dir, device=device, backend=backend)
+    table = predict(texts, model_dir, device=device, backend=backend, count_tokens=True)  # a few texts
     table["text"] = [t if len(t) <= max_chars else t[: max_chars - 3] + "..." for t in table["text"]]
     multi = ["scores"] if "scores" in table.columns else []
     return table[["text", "label", *multi, "confidence", "n_tokens", "truncated"]]
@@ -741,9 +742,9 @@ def predict_parser() -> argparse.ArgumentParser:
                         help="tokens per text (default: as in training, from finetune_config.json)")
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu | mps (default: auto)")
     parser.add_argument("--count-tokens", action="store_true",
-                        help="fill n_tokens for texts longer than --max-length too, by tokenizing every text "
-                             "whole (slower on long texts; by default such a text is tokenized only at the "
-                             "ends it keeps, and truncated says it was cut)")
+                        help="fill n_tokens for every text, by tokenizing each whole (slower on long texts; "
+                             "by default a long text is tokenized only at the ends it keeps and its n_tokens "
+                             "is left empty: truncated says whether a text was cut)")
     parser.add_argument("--backend", default="auto", type=normalize_backend, metavar="|".join(BACKENDS),
                         help="auto (default): the fastest backend whose labels agree with torch-fp32, measured "
                              "on the first texts and cached per model and machine; torch-fp32, torch-bf16 "

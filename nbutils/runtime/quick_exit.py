@@ -7,9 +7,9 @@ a fifth of a smoke-sized notebook's run (``benchmarks/bench_exit.py`` measures b
 ``gc.freeze()`` at exit moves every live object to the collector's permanent generation, which
 those passes skip; the process then ends in about 0.2 s.
 
-What still happens at exit: every ``atexit`` handler (this one is registered early, so it runs
-after the handlers registered later, such as ``weakref.finalize`` and tempfile cleanup), and
-every object freed by reference counting when the modules are cleared. What no longer happens:
+What still happens at exit: every ``atexit`` handler, before or after this one (freezing stops
+none of them: ``weakref.finalize``, tempfile cleanup, logging, IPython's history), and every
+object freed by reference counting when the modules are cleared. What no longer happens:
 ``__del__`` of objects that only a reference cycle keeps alive, which Python does not promise
 at exit anyway. Code here closes its files and writers with ``with`` blocks, not finalizers.
 """
