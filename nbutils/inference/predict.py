@@ -339,13 +339,7 @@ class Predictor:
         import numpy as np
         import pandas as pd
 
-        if count_tokens:
-            full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
-                                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-            input_ids, counts = [cut.cut(ids) for ids in full], [len(ids) for ids in full]
-            del full
-        else:
-            input_ids, counts = cut.cut_with_counts(texts)
+        input_ids, counts = cut.cut_with_counts(texts, whole=count_tokens)
         n_tokens = pd.array(counts, dtype="Int64")
         cut_tokens = np.array([len(ids) for ids in input_ids], dtype=np.int64)
         # calibration.json's temperature: the confidence is calibrated, the label is unchanged

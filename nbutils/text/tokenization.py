@@ -68,11 +68,13 @@ class Truncator:
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
         return self.cut_with_counts(texts)[0]
 
-    def cut_with_counts(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int | None]]:
+    def cut_with_counts(self, texts: Sequence[str], *,
+                        whole: bool = False) -> tuple[list[list[int]], list[int | None]]:
         """The cut ids of every text, and its whole token count where the whole text was
-        tokenized (None where only its windows were: such a text is longer than ``max_length``)."""
+        tokenized (None where only its windows were: such a text is longer than ``max_length``).
+        ``whole`` tokenizes every text whole, so every count is known."""
         texts = [str(t) for t in texts]
-        if not self.windows:
+        if whole or not self.windows:
             whole = self._encode(texts)
             return [self.cut(ids) for ids in whole], [len(ids) for ids in whole]
         out: list[list[int] | None] = [None] * len(texts)
